@@ -1,0 +1,24 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv when missing.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first (a local wheel on the dev machines); everything else then sees it satisfied.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[serve,dev]"
+	touch $(VENV_STAMP)
+
+venv: $(VENV_STAMP)
+
+demo: $(VENV_STAMP)
+	HF_HUB_OFFLINE=1 .venv/bin/agrl demo --out runs/demo
+
+test: $(VENV_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: $(VENV_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+.PHONY: venv demo test test-slow

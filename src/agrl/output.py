@@ -95,7 +95,8 @@ def parse_completion(
     if not sep:
         return Rejected("label not closed")
     label_text = head.strip()
-    if not label_text.isdigit() or int(label_text) not in scheme.codes:
+    # isascii: str.isdigit accepts '²' and other Unicode digits that int() refuses
+    if not (label_text.isascii() and label_text.isdigit()) or int(label_text) not in scheme.codes:
         return Rejected(f"unknown label {label_text!r}")
     label = int(label_text)
     rest = rest.strip()

@@ -1,0 +1,225 @@
+"""Rule-aware Reward Shaping (spec section 5): format gate, outcome, step and adherence rewards.
+
+Each term is its own TRL reward callable, so TRL logs it separately; with the weights from
+`reward_funcs` their sum is exactly R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh) behind the
+hard gate (r_invalid for a completion the parser rejects). Pure Python: no torch, no TRL import.
+
+    funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], load_scheme("default"))
+    GRPOTrainer(..., reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agrl.output import Judgement, parse_completion
+from agrl.rules import DecisionTable
+from agrl.schemes import Scheme
+
+REWARD_NAMES = ("format_gate", "outcome", "step", "adherence")
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the RRS terms (spec section 5); `ordinal` gives partial outcome credit by distance."""
+
+    out: float = 1.0
+    step: float = 0.5
+    adh: float = 0.25
+    invalid: float = -1.0
+    step_credit_when_wrong: float = 0.5
+    ordinal: bool = False
+
+
+# ---------------------------------------------------------------------------- reading inputs
+
+
+def completion_text(completion: str | list[dict[str, Any]]) -> str:
+    """The text of a completion, plain or conversational (TRL gives `[{"role": "assistant", ...}]`)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(str(message.get("content", "")) for message in completion if message.get("role") == "assistant")
+
+
+def gold_steps(steps: str | dict[str, str] | None) -> dict[str, str]:
+    """Gold step verdicts from a dataset cell (JSON text or a dict); missing -> {}."""
+    if steps is None or steps == "":
+        return {}
+    if isinstance(steps, str):
+        steps = json.loads(steps)
+    return dict(steps)
+
+
+def _ordinal_credit(predicted: int, gold: int, scheme: Scheme) -> float:
+    ranks = {code: rank for rank, code in enumerate(scheme.codes)}
+    return 1.0 - abs(ranks[predicted] - ranks[gold]) / (scheme.num_levels - 1)
+
+
+def outcome_score(judgement: Judgement, label: int, scheme: Scheme, ordinal: bool = False) -> float:
+    """r_out for an accepted completion: 1 if the label is right, else 0 (or ordinal credit)."""
+    if ordinal:
+        return _ordinal_credit(judgement.label, label, scheme)
+    return 1.0 if judgement.label == label else 0.0
+
+
+def step_score(judgement: Judgement, steps: dict[str, str]) -> float:
+    """r_step: share of gold steps reproduced. A missing step is wrong; a non-n/a step that gold
+    lacks (or has as n/a) is wrong too, so the denominator is gold steps + such extra steps."""
+    gold = {name: verdict for name, verdict in steps.items() if verdict != "n/a"}
+    predicted = {name: verdict for name, verdict in judgement.verdicts.items() if verdict != "n/a"}
+    extra = [name for name in predicted if name not in gold]
+    total = len(gold) + len(extra)
+    if total == 0:  # gold says nothing applies and the completion agrees
+        return 1.0
+    return sum(predicted.get(name) == verdict for name, verdict in gold.items()) / total
+
+
+def outcome_accuracy(completion: str | list[dict[str, Any]], label: int, scheme: Scheme) -> float:
+    """r_out in {0, 1} (never ordinal): the accuracy AGR's detector thresholds on.
+
+    >>> from agrl.schemes import load_scheme
+    >>> outcome_accuracy("<label>2</label>\\n<think>\\ncategory: match\\ndecision: 2\\n</think>", 2, load_scheme())
+    1.0
+    """
+    parsed = parse_completion(completion_text(completion), scheme)
+    return 1.0 if isinstance(parsed, Judgement) and parsed.label == label else 0.0
+
+
+# ---------------------------------------------------------------------------- TRL reward callables
+
+
+class _Reward:
+    """Base of the reward callables: picklable (a class, not a closure), `__name__` = TRL metric name."""
+
+    __name__ = "reward"
+
+    def __init__(self, scheme: Scheme, weights: RewardWeights = RewardWeights(), table: DecisionTable | None = None):
+        self.scheme = scheme
+        self.weights = weights
+        self.table = table or DecisionTable.default()
+
+    def __call__(self, completions: list, label: list, steps: list | None = None, **kwargs: Any) -> list[float]:
+        steps = steps if steps is not None else [None] * len(completions)
+        out = []
+        for completion, gold_label, gold in zip(completions, label, steps, strict=True):
+            parsed = parse_completion(completion_text(completion), self.scheme)
+            gold_label = self.scheme.code(gold_label)
+            if not isinstance(parsed, Judgement):
+                out.append(self.rejected())
+            else:
+                out.append(self.score(parsed, gold_label, gold_steps(gold)))
+        return out
+
+    def rejected(self) -> float:
+        return 0.0  # only the gate scores a rejected completion
+
+    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+        raise NotImplementedError
+
+    def gain(self, judgement: Judgement, label: int) -> float:
+        """g: dense terms count fully when the label is right, `step_credit_when_wrong` otherwise."""
+        return 1.0 if judgement.label == label else self.weights.step_credit_when_wrong
+
+
+class FormatGate(_Reward):
+    """Hard gate: `invalid` (default -1) for a completion the parser rejects, 0 otherwise.
+
+    >>> from agrl.schemes import load_scheme
+    >>> gate = FormatGate(load_scheme("default"))
+    >>> gate(["<label>4</label>\\n<think>\\ncategory: match\\ndecision: 4\\n</think>", "four"], label=[4, 4])
+    [0.0, -1.0]
+    """
+
+    __name__ = "format_gate"
+
+    def rejected(self) -> float:
+        return self.weights.invalid
+
+    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+        return 0.0
+
+
+class Outcome(_Reward):
+    """r_out: 1 if the completion's label equals the gold label, else 0 (ordinal credit if asked).
+
+    >>> from agrl.schemes import load_scheme
+    >>> outcome = Outcome(load_scheme("default"))
+    >>> outcome(["<label>2</label>\\n<think>\\ncategory: match\\ndecision: 2\\n</think>"] * 2, label=[2, 3])
+    [1.0, 0.0]
+    """
+
+    __name__ = "outcome"
+
+    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+        return outcome_score(judgement, label, self.scheme, self.weights.ordinal)
+
+
+class StepReward(_Reward):
+    """g * r_step: the share of gold step verdicts the completion reproduces.
+
+    >>> from agrl.schemes import load_scheme
+    >>> step = StepReward(load_scheme("default"))
+    >>> text = "<label>2</label>\\n<think>\\ncategory: match\\nbrand: match\\ndecision: 2\\n</think>"
+    >>> step([text], label=[2], steps=['{"category": "match", "brand": "mismatch"}'])
+    [0.5]
+    """
+
+    __name__ = "step"
+
+    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+        return self.gain(judgement, label) * step_score(judgement, steps)
+
+
+class Adherence(_Reward):
+    """g * r_adh: 1 if the decision table on the completion's own verdicts gives its own label.
+
+    >>> from agrl.schemes import load_scheme
+    >>> adherence = Adherence(load_scheme("default"))
+    >>> follows = "<label>2</label>\\n<think>\\ncategory: match\\nbrand: mismatch\\ndecision: 2\\n</think>"
+    >>> breaks = "<label>4</label>\\n<think>\\ncategory: match\\nbrand: mismatch\\ndecision: 4\\n</think>"
+    >>> adherence([follows, breaks], label=[2, 2])
+    [1.0, 0.0]
+    """
+
+    __name__ = "adherence"
+
+    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+        adheres = self.table.adheres(judgement.verdicts, judgement.label, self.scheme)
+        return self.gain(judgement, label) * (1.0 if adheres else 0.0)
+
+
+REWARDS: dict[str, type[_Reward]] = {
+    "format_gate": FormatGate,
+    "outcome": Outcome,
+    "step": StepReward,
+    "adherence": Adherence,
+}
+
+
+def reward_funcs(
+    names: list[str] | tuple[str, ...],
+    scheme: Scheme,
+    weights: RewardWeights = RewardWeights(),
+    table: DecisionTable | None = None,
+) -> tuple[list[_Reward], list[float]]:
+    """The named reward callables and their TRL `reward_weights` (the gate carries its own value).
+
+    >>> from agrl.schemes import load_scheme
+    >>> funcs, w = reward_funcs(["format_gate", "outcome"], load_scheme("default"))
+    >>> [f.__name__ for f in funcs], w
+    (['format_gate', 'outcome'], [1.0, 1.0])
+    """
+    unknown = [name for name in names if name not in REWARDS]
+    if unknown:
+        raise ValueError(f"unknown reward(s) {unknown} (known: {list(REWARDS)})")
+    scale = {"format_gate": 1.0, "outcome": weights.out, "step": weights.step, "adherence": weights.adh}
+    return [REWARDS[name](scheme, weights, table) for name in names], [scale[name] for name in names]
+
+
+def total_reward(text: str, label: int, steps: dict[str, str] | str | None, scheme: Scheme,
+                 weights: RewardWeights = RewardWeights(), table: DecisionTable | None = None) -> float:
+    """R for one completion, all four terms weighted and summed (DPO pair selection, tests)."""
+    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights, table)
+    return sum(scale * func([text], [label], [steps])[0] for func, scale in zip(funcs, scales))

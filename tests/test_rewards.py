@@ -1,0 +1,132 @@
+"""Rule-aware Reward Shaping: each term on hand-written completions, and their weighted sum == R."""
+
+import pickle
+
+import pytest
+
+from agrl.output import Step, render
+from agrl.rewards import (
+    REWARD_NAMES,
+    Adherence,
+    FormatGate,
+    Outcome,
+    RewardWeights,
+    StepReward,
+    outcome_accuracy,
+    reward_funcs,
+    total_reward,
+)
+from agrl.schemes import load_scheme
+
+SCHEME = load_scheme("default")
+GOLD_LABEL = 2
+GOLD_STEPS = {"category": "match", "brand": "mismatch", "attribute.color": "match"}
+
+VALID = render(2, [Step("category", "match"), Step("brand", "mismatch", "nike vs adidas"),
+                   Step("attribute.color", "match"), Step("price", "n/a")], "violated")
+WRONG_LABEL = render(1, [Step("category", "mismatch")], "off category")
+WRONG_STEPS = render(2, [Step("category", "match"), Step("brand", "match"), Step("model", "mismatch")], "x")
+INCONSISTENT = render(4, [Step("category", "match"), Step("brand", "mismatch"), Step("attribute.color", "match")])
+MISSING_STEP = render(2, [Step("category", "match"), Step("brand", "mismatch")], "violated")
+
+
+def terms(text, label=GOLD_LABEL, steps=GOLD_STEPS, weights=RewardWeights()):
+    """{name: value} of every RRS term for one completion (steps passed as a dict, as TRL may)."""
+    funcs, _ = reward_funcs(REWARD_NAMES, SCHEME, weights)
+    return {f.__name__: f([text], label=[label], steps=[steps])[0] for f in funcs}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # right label, every gold step, adheres; the explicit `price: n/a` is neither missing nor extra
+        (VALID, {"format_gate": 0.0, "outcome": 1.0, "step": 1.0, "adherence": 1.0}),
+        # wrong label (category mismatch): none of 3 gold steps reproduced; adheres, at half credit (g=0.5)
+        (WRONG_LABEL, {"format_gate": 0.0, "outcome": 0.0, "step": 0.0, "adherence": 0.5}),
+        # right label; category reproduced, brand wrong, color missing, model extra -> 1 / (3 + 1)
+        (WRONG_STEPS, {"format_gate": 0.0, "outcome": 1.0, "step": 0.25, "adherence": 1.0}),
+        # verdicts imply 2 (brand mismatch) but it says 4: no adherence; wrong label halves the step credit
+        (INCONSISTENT, {"format_gate": 0.0, "outcome": 0.0, "step": 0.5, "adherence": 0.0}),
+        # a missing gold step counts as wrong: 2 of 3
+        (MISSING_STEP, {"format_gate": 0.0, "outcome": 1.0, "step": pytest.approx(2 / 3), "adherence": 1.0}),
+    ],
+)
+def test_terms_on_accepted_completions(text, expected):
+    assert terms(text) == expected
+
+
+ADVERSARIAL = [
+    "the answer is 2",  # malformed: no tags at all
+    "<label>2</label>",  # label without reasoning: the parser wants a think block
+    "<label>2</label><label>4</label>\n<think>\ncategory: match\ndecision: 2\n</think>",  # two labels
+    VALID.replace("brand: mismatch", "brand: mismatch <label>2</label>"),  # a label hidden in the reasoning
+    VALID + "\n" + "junk " * 2000,  # 10,000 characters of junk after the end tag
+    "x" * 10_000,  # 10,000 characters of junk alone
+    "<label>²</label>\n<think>\ncategory: match\ndecision: ²\n</think>",  # a Unicode digit int() refuses
+    "<label>2</label>\n<think>\n\x00category: match\ndecision: 2\n</think>",  # a control character
+    "",  # empty generation (EOS at once)
+    "</label>2<label>\n<think>\n</think>",  # tags reversed
+]
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL)
+def test_rejected_completions_get_only_the_gate(text):
+    # the hard gate: r_invalid and nothing else counts, and no reward raises on model text
+    assert terms(text) == {"format_gate": -1.0, "outcome": 0.0, "step": 0.0, "adherence": 0.0}
+    assert total_reward(text, GOLD_LABEL, GOLD_STEPS, SCHEME) == -1.0
+
+
+@pytest.mark.parametrize("text", [VALID, WRONG_LABEL, WRONG_STEPS, INCONSISTENT, MISSING_STEP])
+@pytest.mark.parametrize("weights", [RewardWeights(), RewardWeights(out=2.0, step=0.3, adh=0.7, step_credit_when_wrong=0.1)])
+def test_weighted_sum_is_spec_formula(text, weights):
+    # R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh), computed here from the raw terms
+    t = terms(text, weights=RewardWeights())  # default g=0.5 baked in; undo it to get raw r_step, r_adh
+    right = t["outcome"] == 1.0
+    g_default = 1.0 if right else 0.5
+    r_step, r_adh = t["step"] / g_default, t["adherence"] / g_default
+    g = 1.0 if right else weights.step_credit_when_wrong
+    expected = weights.out * t["outcome"] + g * (weights.step * r_step + weights.adh * r_adh)
+    funcs, scales = reward_funcs(REWARD_NAMES, SCHEME, weights)
+    got = sum(s * f([text], label=[GOLD_LABEL], steps=[GOLD_STEPS])[0] for f, s in zip(funcs, scales))
+    assert got == pytest.approx(expected)
+    assert total_reward(text, GOLD_LABEL, GOLD_STEPS, SCHEME, weights) == pytest.approx(expected)
+
+
+def test_dense_terms_never_outweigh_the_outcome():
+    # the best wrong-label completion scores below the worst right-label accepted one
+    best_wrong = render(3, [Step("category", "match"), Step("brand", "mismatch"), Step("attribute.color", "match")])
+    worst_right = render(2, [Step("category", "mismatch"), Step("brand", "match")])
+    assert total_reward(best_wrong, 2, GOLD_STEPS, SCHEME) < total_reward(worst_right, 2, GOLD_STEPS, SCHEME)
+
+
+def test_ordinal_outcome_credit():
+    # 4 levels: one level off earns 1 - 1/3; two off 1/3; the gate still rules
+    ordinal = Outcome(SCHEME, RewardWeights(ordinal=True))
+    texts = [render(code, [Step("category", "match")]) for code in (4, 3, 2, 1)]
+    assert ordinal(texts, label=[3] * 4) == pytest.approx([2 / 3, 1.0, 2 / 3, 1 / 3])
+    assert ordinal(["nonsense"], label=[3]) == [0.0]
+    # AGR's detector always uses exact accuracy
+    assert [outcome_accuracy(t, 3, SCHEME) for t in texts] == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_conversational_completions_and_json_steps():
+    # TRL passes [{"role": "assistant", "content": ...}] for chat prompts and dataset cells as JSON text
+    conv = [[{"role": "assistant", "content": VALID}]]
+    assert StepReward(SCHEME)(conv, label=[2], steps=['{"category": "match", "brand": "mismatch", '
+                                                      '"attribute.color": "match"}']) == [1.0]
+    assert Outcome(SCHEME)(conv, label=["Mismatch"], steps=[None], prompts=["p"], trainer_state=None) == [1.0]
+
+
+def test_steps_with_extra_non_na_verdicts_count_against():
+    # gold has brand as n/a; claiming a brand mismatch is an extra wrong step: 1 / (1 + 1)
+    text = render(2, [Step("category", "match"), Step("brand", "mismatch")])
+    assert StepReward(SCHEME)([text], label=[2], steps=[{"category": "match", "brand": "n/a"}]) == [0.5]
+
+
+def test_callables_pickle_and_unknown_names():
+    funcs, _ = reward_funcs(REWARD_NAMES, SCHEME)
+    clones = pickle.loads(pickle.dumps(funcs))
+    assert [c([VALID], label=[2], steps=[GOLD_STEPS]) for c in clones] == [[0.0], [1.0], [1.0], [1.0]]
+    assert isinstance(funcs[0], FormatGate) and isinstance(funcs[3], Adherence)
+    with pytest.raises(ValueError, match="unknown reward"):
+        reward_funcs(["outcome", "brevity"], SCHEME)

@@ -37,3 +37,20 @@ def data_validate(
         typer.echo(str(row))
     console.print(f"{file}: {len(records)} good row(s), {len(bad)} bad row(s)")
     raise typer.Exit(1 if bad else 0)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+@model_app.command("init")
+def model_init(
+    out: Path = typer.Option(..., help="output directory (HF format)"),
+    size: str = typer.Option("tiny", help="tiny (~1M params), small (~12M) or base (~90M)"),
+    corpus: list[Path] = typer.Option(None, help="tokenizer corpus: text files, one document per line"),
+    seed: int = typer.Option(0, help="seed of the weights (and of the default synthetic corpus)"),
+) -> None:
+    """Build a small Llama model and its tokenizer from scratch and save them to OUT."""
+    from agrl.tiny import init_model, read_corpus
+
+    path = init_model(out, size=size, corpus=read_corpus(corpus) if corpus else None, seed=seed)
+    console.print(f"model ({size}) written to {path}")

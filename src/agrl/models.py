@@ -1,0 +1,103 @@
+"""Load any local Hugging Face causal LM for inference, and generate completions in batches.
+
+Used by evaluation, DPO pass@N sampling and the scoring audit path. Prompts are already-templated
+text (prompt.prompt_text); completions are decoded with special tokens skipped, which keeps our
+format tags (tiny.py registers them as non-special added tokens; other models spell them as text).
+
+    model, tokenizer = load("runs/sft"); texts = generate(model, tokenizer, prompts, max_new_tokens=160)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(path: str | Path):
+    """Tokenizer with left padding (generation and last-position scoring) and a pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None):
+    """(model in eval mode on `device`, tokenizer) from a local HF directory."""
+    if not Path(path).is_dir():
+        raise ValueError(f"{path}: not a model directory (expected a local Hugging Face save_pretrained folder)")
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    target = pick_device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(target)
+    model.eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _stop_ids(model: PreTrainedModel, tokenizer) -> list[int]:
+    """eos of the generation config and of the tokenizer (chat models end turns with their own token)."""
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.inference_mode()
+def generate(
+    model: PreTrainedModel,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 128,
+    num_return_sequences: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    batch_size: int = 32,
+    seed: int | None = None,
+    top_p: float = 1.0,
+) -> list[list[str]]:
+    """For each prompt, `num_return_sequences` decoded completions (prompt text excluded).
+
+    Prompts are sorted by length into batches (less padding); results come back in input order.
+    With `seed`, sampling is reproducible for the same prompts and batch size.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[list[str]] = [[] for _ in prompts]
+    device = model.device
+    stop = _stop_ids(model, tokenizer)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        enc = tokenizer(
+            [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(device)
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=num_return_sequences,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
+            top_k=None,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        for row, text in enumerate(texts):
+            results[chunk[row // num_return_sequences]].append(text)
+    return results

@@ -1,0 +1,139 @@
+"""A small local causal LM and its tokenizer, built from scratch (tests, the CPU demo, the GPU check).
+
+The tokenizer is a byte-level BPE trained on our own prompts and teacher reasoning, with a small
+vocabulary, digits split one by one (each label code is a single token) and the format tags
+`<label> </label> <think> </think>` as single added tokens that decoding keeps. The model is a
+LlamaForCausalLM sized `tiny` (~1M params), `small` (~12M) or `base` (~90M), saved in HF format.
+
+    path = init_model("runs/tiny", size="tiny", seed=0)   # or: agrl model init --out runs/tiny
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from agrl.output import SPECIAL_TAGS
+
+BOS, EOS, PAD, UNK = "<|im_start|>", "<|im_end|>", "<|pad|>", "<|unk|>"
+
+# Qwen-style turns. `{% generation %}` marks assistant text so TRL can mask the loss to it.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256, vocab=1024),
+    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024, vocab=2048),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048, vocab=3072),
+}
+MAX_POSITIONS = 2048
+
+
+def default_corpus(seed: int = 0) -> list[str]:
+    """Text of the synthetic benchmark: every prompt and every teacher reasoning (sft split)."""
+    from agrl.prompt import user_message
+    from agrl.rules import RulesEngine
+    from agrl.synth import generate
+
+    splits = generate(seed=seed)
+    records = [r for rows in splits.values() for r in rows]
+    engine = RulesEngine.from_records(records)
+    texts = [user_message(r) for r in records]
+    texts += [engine.teacher_reasoning(r) for r in records]
+    texts += [r.extra["reasoning"] for r in splits["sft"] if "reasoning" in r.extra]
+    return texts
+
+
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
+    """A PreTrainedTokenizerFast: byte-level BPE, single-digit tokens, format tags as added tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    # Digits first so no number (and no label code) is ever merged into a multi-digit token.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS, BOS, UNK],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    # Not "special": skip_special_tokens=True (TRL's decode) must keep the tags in the text.
+    tok.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in SPECIAL_TAGS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+        model_max_length=MAX_POSITIONS,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_model(tokenizer, size: str = "tiny", seed: int = 0):
+    """A randomly initialised LlamaForCausalLM for this tokenizer; the same seed gives the same weights."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r} (choose from {sorted(SIZES)})")
+    dims = {k: v for k, v in SIZES[size].items() if k != "vocab"}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **dims,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=160,
+    )
+    return model
+
+
+def init_model(
+    out_dir: str | Path, size: str = "tiny", corpus: Iterable[str] | None = None, seed: int = 0
+) -> Path:
+    """Build tokenizer + model and save both in HF format under `out_dir`; returns the directory."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r} (choose from {sorted(SIZES)})")
+    texts = list(corpus) if corpus is not None else default_corpus(seed)
+    if not texts:
+        raise ValueError("tokenizer corpus is empty")
+    tokenizer = build_tokenizer(texts, vocab_size=SIZES[size]["vocab"])
+    model = build_model(tokenizer, size, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def read_corpus(files: Iterable[str | Path]) -> list[str]:
+    """Corpus files: plain text, one document per line (JSONL lines are used as text too)."""
+    texts: list[str] = []
+    for file in files:
+        texts += [line for line in Path(file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts

@@ -1,0 +1,96 @@
+"""The tiny local model and tokenizer (tiny.py) and the inference helpers (models.py).
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_tiny.py
+"""
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from agrl import models
+from agrl.output import SPECIAL_TAGS, Step, render
+from agrl.tiny import SIZES, build_model, init_model
+
+
+def test_format_tags_and_label_codes_are_single_tokens(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for tag in SPECIAL_TAGS:
+        assert len(tok.encode(tag, add_special_tokens=False)) == 1, tag
+    for code in range(10):
+        ids = tok.encode(f"<label>{code}</label>", add_special_tokens=False)
+        assert tok.convert_ids_to_tokens(ids) == ["<label>", str(code), "</label>"]
+    # Multi-digit numbers never merge: a price of 100 is three digit tokens.
+    assert tok.convert_ids_to_tokens(tok.encode("100", add_special_tokens=False)) == ["1", "0", "0"]
+
+
+def test_decoding_keeps_tags_and_round_trips_text(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = render(2, [Step("category", "match", "Running shoes, 42"), Step("brand", "mismatch", "nike ≠ adidas")])
+    text += "\n  odd   spacing\ttabs é 🎉"
+    ids = tok.encode(text, add_special_tokens=False)
+    # TRL decodes completions with skip_special_tokens=True: the format tags must survive it.
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    with_eos = ids + [tok.eos_token_id, tok.pad_token_id]
+    assert tok.decode(with_eos, skip_special_tokens=True) == text
+
+
+def test_saved_model_loads_with_auto_classes_and_chat_template_opens_assistant(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 300_000 < n_params < 3_000_000
+    messages = [{"role": "user", "content": "query: red shoes"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n") and "query: red shoes<|im_end|>" in prompt
+    full = tok.apply_chat_template(
+        messages + [{"role": "assistant", "content": "<label>4</label>"}],
+        tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+    )
+    # The assistant mask covers exactly the answer and its end-of-turn token.
+    masked = [i for i, m in zip(full["input_ids"], full["assistant_masks"]) if m]
+    assert tok.decode(masked) == "<label>4</label><|im_end|>"
+    assert model.generation_config.eos_token_id == tok.eos_token_id
+    assert model.generation_config.pad_token_id == tok.pad_token_id
+
+
+def test_generate_batches_in_input_order_and_sampling_is_seeded(tiny_model_dir):
+    model, tok = models.load(tiny_model_dir)
+    assert tok.padding_side == "left" and not model.training
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": c}], tokenize=False, add_generation_prompt=True)
+        for c in ("a", "a much longer user message about running shoes", "sofa")
+    ]
+    batched = models.generate(model, tok, prompts, max_new_tokens=6, batch_size=2)
+    alone = [models.generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == alone  # left padding does not change greedy output; order is kept
+    sampled = models.generate(model, tok, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=7)
+    assert [len(s) for s in sampled] == [3, 3, 3]
+    again = models.generate(model, tok, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=7)
+    assert sampled == again
+
+
+def test_weights_are_deterministic_under_seed(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    a, b, c = build_model(tok, "tiny", seed=3), build_model(tok, "tiny", seed=3), build_model(tok, "tiny", seed=4)
+    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb), name
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_sizes_grow():
+    dims = [SIZES[s]["hidden_size"] * SIZES[s]["num_hidden_layers"] for s in ("tiny", "small", "base")]
+    assert dims == sorted(dims) and len(set(dims)) == 3
+
+
+def test_cli_model_init(tmp_path):
+    from agrl.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("query: red running shoes\n<label>3</label>\ncategory: match | shoes\n" * 20)
+    result = CliRunner().invoke(app, ["model", "init", "--out", str(tmp_path / "m"), "--corpus", str(corpus)])
+    assert result.exit_code == 0, result.output
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert tok.convert_ids_to_tokens(tok.encode("<label>3", add_special_tokens=False)) == ["<label>", "3"]
+    same = init_model(tmp_path / "m2", corpus=corpus.read_text().splitlines())
+    assert (same / "tokenizer.json").read_text() == (tmp_path / "m" / "tokenizer.json").read_text()

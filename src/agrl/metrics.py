@@ -1,0 +1,361 @@
+"""Evaluation metrics for relevance judges (spec section 7): pure Python + numpy, no torch.
+
+Label metrics (accuracy, per-class / macro / Good-F1, confusion), reasoning metrics (format-valid
+rate, rule adherence, step accuracy), posterior metrics (ECE, NDCG@10 of expected relevance),
+per-family slices and seeded percentile-bootstrap 95% intervals. A rejected completion is the
+prediction `None`: wrong, invalid, and never a positive prediction of any class.
+
+    summary = summarize(predictions, load_scheme("default"), resamples=1000, seed=0)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agrl.schemes import Scheme
+
+INVALID = -1  # stands for a rejected completion in code arrays (scheme codes are 0-9)
+HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "good_f1",
+    "format_valid",
+    "adherence",
+    "step_accuracy",
+    "posterior_accuracy",
+    "ece",
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One evaluated record: gold label, parsed prediction and what the judge's output implied."""
+
+    gold: int
+    pred: int | None  # None: the parser rejected the completion
+    id: str | None = None
+    query: str = ""
+    family: str | None = None
+    adheres: bool | None = None  # None for a rejected completion
+    step_accuracy: float | None = None  # None when rejected or the record has no gold steps
+    posterior: dict[int, float] | None = None  # one-pass label posterior (score.Scorer), if computed
+
+
+# ---------------------------------------------------------------------------- label metrics
+
+
+def _pred_codes(pred: Sequence[int | None]) -> np.ndarray:
+    if isinstance(pred, np.ndarray):
+        return pred.astype(int)
+    return np.array([INVALID if p is None else p for p in pred], dtype=int)
+
+
+def accuracy(gold: Sequence[int], pred: Sequence[int | None]) -> float | None:
+    """Share of exact label matches; a rejected completion (None) is wrong. None on empty input."""
+    if not len(gold):
+        return None
+    return float(np.mean(np.asarray(gold, dtype=int) == _pred_codes(pred)))
+
+
+def confusion_matrix(gold: Sequence[int], pred: Sequence[int | None], labels: Sequence[int]) -> np.ndarray:
+    """Counts, rows = gold label, columns = predicted label in `labels` order plus a last "invalid" column."""
+    k = len(labels)
+    lookup = np.full(11, k)  # index 10 (= -1, INVALID) maps to the invalid column
+    lookup[list(labels)] = np.arange(k)
+    gold_codes = np.asarray(gold, dtype=int)
+    unknown = set(gold_codes.tolist()) - set(labels)
+    if unknown:
+        raise ValueError(f"gold labels {sorted(unknown)} are not among the scheme's levels {list(labels)}")
+    rows, cols = lookup[gold_codes], lookup[_pred_codes(pred)]
+    return np.bincount(rows * (k + 1) + cols, minlength=k * (k + 1)).reshape(k, k + 1)
+
+
+def _f1_from_confusion(matrix: np.ndarray) -> np.ndarray:
+    """F1 = 2TP / (2TP + FP + FN) per class; NaN where the class is neither gold nor predicted."""
+    k = matrix.shape[0]
+    tp = np.diag(matrix[:, :k]).astype(float)
+    fp = matrix[:, :k].sum(axis=0) - tp  # the invalid column is no positive prediction
+    fn = matrix.sum(axis=1) - tp  # invalid predictions are misses of their gold class
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+
+
+def per_class_f1(
+    gold: Sequence[int], pred: Sequence[int | None], labels: Sequence[int]
+) -> dict[int, float | None]:
+    """F1 of each label; 0 for a class never predicted (no division error), None if absent from both sides."""
+    f1 = _f1_from_confusion(confusion_matrix(gold, pred, labels))
+    return {code: (None if np.isnan(v) else float(v)) for code, v in zip(labels, f1)}
+
+
+def macro_f1(gold: Sequence[int], pred: Sequence[int | None], labels: Sequence[int]) -> float | None:
+    """Mean F1 over the classes present in gold or predictions (sklearn's default label set)."""
+    return _macro(confusion_matrix(gold, pred, labels))
+
+
+def _macro(matrix: np.ndarray) -> float | None:
+    f1 = _f1_from_confusion(matrix)
+    return None if np.all(np.isnan(f1)) else float(np.nanmean(f1))
+
+
+def good_f1(gold: Sequence[int], pred: Sequence[int | None], good: set[int] | frozenset[int]) -> float | None:
+    """Binary F1 of "good" (the scheme's good levels) vs the rest.
+
+    A rejected completion counts as the wrong side (a miss for good gold, a false alarm for bad gold).
+    None when there is neither a good gold label nor a good prediction.
+    """
+    gold_good = np.isin(np.asarray(gold, dtype=int), list(good))
+    codes = _pred_codes(pred)
+    pred_good = np.where(codes == INVALID, ~gold_good, np.isin(codes, list(good)))
+    tp = int(np.sum(gold_good & pred_good))
+    denom = 2 * tp + int(np.sum(~gold_good & pred_good)) + int(np.sum(gold_good & ~pred_good))
+    return None if denom == 0 else 2 * tp / denom
+
+
+def mean_or_none(values: Sequence[float | bool | None]) -> float | None:
+    """Mean over the defined values (format-valid, adherence and step-accuracy rates); None if none are."""
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def step_share(gold_steps: dict[str, str] | None, verdicts: dict[str, str]) -> float | None:
+    """Share of gold steps whose verdict the completion reproduces (a missing step is wrong; spec 5)."""
+    if not gold_steps:
+        return None
+    return sum(verdicts.get(name) == verdict for name, verdict in gold_steps.items()) / len(gold_steps)
+
+
+# ---------------------------------------------------------------------------- posterior metrics
+
+
+def top_label(posterior: dict[int, float]) -> tuple[int, float]:
+    """(argmax label, its probability); ties go to the first level listed."""
+    code = max(posterior, key=posterior.__getitem__)
+    return code, posterior[code] / sum(posterior.values())
+
+
+def expected_relevance(posterior: dict[int, float]) -> float:
+    """Sum of code * probability (renormalised, so a posterior over label tokens need not sum to 1)."""
+    return sum(code * p for code, p in posterior.items()) / sum(posterior.values())
+
+
+def expected_calibration_error(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> float | None:
+    """ECE of top-label confidence: `bins` equal-width bins [i/b, (i+1)/b) (the last one closed at 1),
+    sum over bins of (bin size / n) * |accuracy in bin - mean confidence in bin|. None on empty input."""
+    conf = np.asarray(confidence, dtype=float)
+    if not len(conf):
+        return None
+    hit = np.asarray(correct, dtype=float)
+    index = np.minimum((conf * bins).astype(int), bins - 1)
+    gap = np.bincount(index, weights=hit, minlength=bins) - np.bincount(index, weights=conf, minlength=bins)
+    return float(np.abs(gap).sum() / len(conf))  # n_b * |acc_b - conf_b| == |sum hit_b - sum conf_b|
+
+
+def ndcg_at_k(gains: Sequence[float], scores: Sequence[float], k: int = 10) -> float | None:
+    """NDCG@k of the ranking by `scores` against graded `gains`; tied scores share their mean gain
+    (sklearn's tie handling, so the order of tied items does not matter). None when the ideal DCG is 0."""
+    gains_arr, scores_arr = np.asarray(gains, dtype=float), np.asarray(scores, dtype=float)
+    discount = 1.0 / np.log2(np.arange(len(gains_arr)) + 2.0)
+    discount[k:] = 0.0
+    ideal = float(np.sort(gains_arr)[::-1] @ discount)
+    if ideal <= 0:
+        return None
+    order = np.argsort(-scores_arr, kind="stable")
+    ranked_scores, ranked_gains = scores_arr[order], gains_arr[order]
+    starts = np.flatnonzero(np.r_[True, ranked_scores[1:] != ranked_scores[:-1]])
+    ends = np.r_[starts[1:], len(ranked_scores)]
+    dcg = sum(ranked_gains[s:e].mean() * discount[s:e].sum() for s, e in zip(starts, ends))
+    return float(dcg / ideal)
+
+
+def ndcg_by_query(preds: Sequence[Prediction], scheme: Scheme, k: int = 10) -> dict[str, float]:
+    """NDCG@k per query from expected relevance; gain = gold code - lowest code of the scheme (linear).
+
+    Only queries with more than one item carrying a posterior, and some gain above 0, are scored.
+    """
+    lowest = min(scheme.codes)
+    groups: dict[str, list[Prediction]] = defaultdict(list)
+    for pred in preds:
+        if pred.posterior is not None:
+            groups[pred.query].append(pred)
+    out: dict[str, float] = {}
+    for query, items in groups.items():
+        if len(items) < 2:
+            continue
+        value = ndcg_at_k(
+            [p.gold - lowest for p in items], [expected_relevance(p.posterior) for p in items], k
+        )
+        if value is not None:
+            out[query] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- bootstrap
+
+
+def resamples_of(n: int, resamples: int = 1000, seed: int = 0) -> Iterator[np.ndarray]:
+    """`resamples` seeded draws of n indices out of range(n), with replacement."""
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples if n else 0):
+        yield rng.integers(0, n, n)
+
+
+def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    if not len(values):
+        return None
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(values, [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_interval(
+    n: int,
+    statistic: Callable[[np.ndarray], float | None],
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of `statistic(indices)` over seeded resamples of n items.
+
+    Resamples where the statistic is undefined (None) are dropped; None if nothing is left or n == 0.
+    """
+    values = [v for v in map(statistic, resamples_of(n, resamples, seed)) if v is not None]
+    return percentile_interval(values, confidence)
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Predictions as numpy columns, so bootstrap resamples are array takes, not Python loops."""
+
+    gold: np.ndarray  # int codes
+    pred: np.ndarray  # int codes, INVALID for a rejected completion
+    adheres: np.ndarray  # float 0/1, NaN where undefined
+    steps: np.ndarray  # float share, NaN where undefined
+    top: np.ndarray  # argmax of the posterior, INVALID where there is none
+    confidence: np.ndarray  # its probability, NaN where there is none
+
+    @classmethod
+    def of(cls, preds: Sequence[Prediction]) -> _Columns:
+        tops = [top_label(p.posterior) if p.posterior is not None else (INVALID, np.nan) for p in preds]
+        return cls(
+            gold=np.array([p.gold for p in preds], dtype=int),
+            pred=_pred_codes([p.pred for p in preds]),
+            adheres=np.array([np.nan if p.adheres is None else float(p.adheres) for p in preds], dtype=float),
+            steps=np.array(
+                [np.nan if p.step_accuracy is None else p.step_accuracy for p in preds], dtype=float
+            ),
+            top=np.array([t for t, _ in tops], dtype=int),
+            confidence=np.array([c for _, c in tops], dtype=float),
+        )
+
+    def take(self, index: np.ndarray) -> _Columns:
+        return _Columns(*(column[index] for column in vars(self).values()))
+
+    def metrics(self, scheme: Scheme) -> dict[str, float | None]:
+        valid = self.pred != INVALID
+        scored = self.top != INVALID
+        correct = self.top[scored] == self.gold[scored]
+        return {
+            "accuracy": accuracy(self.gold, self.pred),
+            "macro_f1": _macro(confusion_matrix(self.gold, self.pred, scheme.codes))
+            if len(self.gold)
+            else None,
+            "good_f1": good_f1(self.gold, self.pred, scheme.good),
+            "format_valid": float(valid.mean()) if len(valid) else None,
+            "adherence": _nanmean(self.adheres[valid]),
+            "step_accuracy": _nanmean(self.steps[valid]),
+            "posterior_accuracy": float(correct.mean()) if len(correct) else None,
+            "ece": expected_calibration_error(self.confidence[scored], correct),
+        }
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if len(kept) else None
+
+
+def label_metrics(preds: Sequence[Prediction], scheme: Scheme) -> dict[str, float | None]:
+    """The headline metrics of a set of predictions (each None when undefined, e.g. on empty input).
+
+    Adherence and step accuracy are over valid completions; posterior metrics over records with one.
+    """
+    return _Columns.of(preds).metrics(scheme)
+
+
+def summarize(
+    preds: Sequence[Prediction], scheme: Scheme, resamples: int = 1000, seed: int = 0, k: int = 10
+) -> dict:
+    """All metrics of spec section 7 as a JSON-ready dict (see evaluate.py for the file around it)."""
+    preds = list(preds)
+    ndcg_name = f"ndcg@{k}"
+    per_query = ndcg_by_query(preds, scheme, k)
+    query_values = list(per_query.values())
+    columns = _Columns.of(preds)
+    metrics = columns.metrics(scheme) | {ndcg_name: mean_or_none(query_values)}
+
+    # One set of record resamples serves every record-level metric (paired across metrics).
+    replicates: dict[str, list[float]] = defaultdict(list)
+    for index in resamples_of(len(preds), resamples, seed):
+        for name, value in columns.take(index).metrics(scheme).items():
+            if value is not None:
+                replicates[name].append(value)
+    intervals = {name: percentile_interval(replicates[name]) for name in HEADLINE}
+    # NDCG is a per-query statistic: resample queries, not records.
+    intervals[ndcg_name] = bootstrap_interval(
+        len(query_values), lambda index: float(np.mean(np.asarray(query_values)[index])), resamples, seed
+    )
+    matrix = confusion_matrix([p.gold for p in preds], [p.pred for p in preds], scheme.codes)
+    return {
+        "n": len(preds),
+        "metrics": metrics,
+        "intervals": {name: (list(iv) if iv else None) for name, iv in intervals.items()},
+        "per_class_f1": {
+            str(c): v
+            for c, v in per_class_f1([p.gold for p in preds], [p.pred for p in preds], scheme.codes).items()
+        },
+        "confusion": {
+            "labels": list(scheme.codes),
+            "columns": [*map(str, scheme.codes), "invalid"],
+            "matrix": matrix.tolist(),
+        },
+        "counts": {
+            "n": len(preds),
+            "valid": sum(p.pred is not None for p in preds),
+            "with_posterior": sum(p.posterior is not None for p in preds),
+            "with_gold_steps": sum(p.step_accuracy is not None for p in preds),
+            "ndcg_queries": len(query_values),
+        },
+        "slices": slices(preds, scheme, resamples, seed),
+    }
+
+
+def slices(
+    preds: Sequence[Prediction], scheme: Scheme, resamples: int = 1000, seed: int = 0
+) -> dict[str, dict]:
+    """Per-family results (records without a family go to "unspecified"), with an accuracy interval."""
+    groups: dict[str, list[Prediction]] = defaultdict(list)
+    for pred in preds:
+        groups[pred.family or "unspecified"].append(pred)
+    out: dict[str, dict] = {}
+    for family in sorted(groups):
+        items = groups[family]
+        hits = np.array([p.pred == p.gold for p in items], dtype=float)
+        interval = bootstrap_interval(
+            len(items), lambda index, hits=hits: float(hits[index].mean()), resamples, seed
+        )
+        out[family] = {
+            "n": len(items),
+            **label_metrics(items, scheme),
+            "accuracy_interval": list(interval) if interval else None,
+        }
+    return out

@@ -1,0 +1,161 @@
+"""Adaptive Guided Replay logic (agrl.replay): pure Python, milliseconds.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_replay.py
+"""
+
+import json
+import math
+
+import pytest
+
+from agrl.replay import (
+    ReplaySettings,
+    ReplayState,
+    flag_groups,
+    group_accuracies,
+    level_for,
+    lowest,
+    step_metrics,
+    threshold,
+)
+
+
+def row(pid: str) -> dict:
+    return {"id": pid, "label": 2, "record": json.dumps({"id": pid, "query": "q"})}
+
+
+@pytest.mark.parametrize(
+    "ema, margin, cap, expected",
+    [
+        (0.1, 0.5, 0.25, 0.0),  # low running accuracy: only all-wrong groups
+        (0.6, 0.5, 0.25, 0.1),  # groups far below a decent running accuracy join
+        (0.95, 0.5, 0.25, 0.25),  # the cap keeps a strong policy from flagging half-right groups
+        (0.95, 0.5, 0.0, 0.0),  # cap 0: exactly the all-wrong rule
+    ],
+)
+def test_threshold_follows_ema_and_is_capped(ema, margin, cap, expected):
+    assert threshold(ema, margin, cap) == pytest.approx(expected)
+
+
+def test_flag_groups_at_or_below_threshold_and_skips_unmeasured():
+    # 0.125 == threshold must be flagged despite float error (1/8 computed as a mean)
+    accs = [0.0, 1 / 8, sum([1.0] + [0.0] * 7) / 8, 0.25, None, 1.0]
+    assert flag_groups(accs, 0.125) == [0, 1, 2]
+    assert flag_groups(accs, 0.0) == [0]
+
+
+def test_group_accuracy_counts_unguided_rows_only():
+    accs = [0, 0, 1, 1, 1, 1, 1, 1]
+    guided = [False, False, True, True, True, True, True, True]
+    assert group_accuracies(accs, guided, 4) == [0.0, None]
+    assert group_accuracies(accs, [False] * 8, 4) == [0.5, 1.0]
+
+
+def test_level_escalates_with_failures_up_to_max():
+    assert [level_for(n, 3) for n in range(0, 6)] == [1, 1, 2, 3, 3, 3]
+    assert [level_for(n, 2) for n in (1, 2, 3)] == [1, 2, 2]
+
+
+def test_lowest_picks_k_lowest_scores_ties_by_row():
+    assert lowest([0.5, -1.0, 0.2, -1.0, 1.0], 2) == [1, 3]
+    assert lowest([0.0, 0.0, 0.0, 0.0], 3) == [0, 1, 2]
+    assert lowest([3.0, 1.0, 2.0], 1) == [1]
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="agr_mode"):
+        ReplaySettings(mode="later")
+    with pytest.raises(ValueError):
+        ReplaySettings(k=0)
+    with pytest.raises(ValueError):
+        ReplaySettings(max_level=4)
+
+
+def test_ema_threshold_updates_and_all_wrong_group_flagged():
+    state = ReplayState(ReplaySettings(mode="immediate", ema_decay=0.5, margin=0.5, threshold_cap=0.25))
+    flagged = state.observe(["a", "b", "c", "d"], [0.0, 1.0, 1.0, 1.0], {"a": row("a")})
+    assert state.ema == pytest.approx(0.75)
+    assert state.threshold == pytest.approx(0.25)
+    assert flagged == {0: 1}
+    # next round: accuracy 0.25 pulls the EMA to 0.5, threshold to 0; a 0.25 group is no longer flagged
+    flagged = state.observe(["e", "f", "g", "h"], [0.25, 0.25, 0.25, 0.25], {})
+    assert state.ema == pytest.approx(0.5)
+    assert state.threshold == 0.0 and flagged == {}
+
+
+def test_escalation_follows_failure_count():
+    state = ReplayState(ReplaySettings(mode="immediate", max_level=3))
+    levels = []
+    for _ in range(4):
+        flagged = state.observe(["hard", "easy"], [0.0, 1.0], {"hard": row("hard")})
+        levels.append(flagged[0])
+    assert levels == [1, 2, 3, 3]
+    assert state.failures == {"hard": 4}
+
+
+def test_deferred_prompt_reenters_guided_then_returns_unguided():
+    settings = ReplaySettings(mode="deferred", replay_share=0.5, replay_delay=2)
+    state = ReplayState(settings)
+    assert state.plan(4) == []
+    state.observe(["h", "a", "b", "c"], [0.0, 1.0, 1.0, 1.0], {"h": row("h")})  # round 0
+    slots = state.plan(4)  # round 1: guided re-entry in the last group slot
+    assert [(s.group, s.entry.id, s.level) for s in slots] == [(3, "h", 1)]
+    assert slots[0].entry.row == row("h")
+    state.observe(["a", "b", "c", "h"], [1.0, 1.0, 1.0, 0.5], {})  # the guided round helped
+    slots = state.plan(4)  # round 2: back from the buffer, unguided
+    assert [(s.group, s.entry.id, s.level) for s in slots] == [(3, "h", None)]
+    state.observe(["a", "b", "c", "h"], [1.0, 1.0, 1.0, 0.75], {})
+    assert state.plan(4) == [] and not state.buffer and not state.deferred
+
+
+def test_deferred_refailure_escalates_and_guided_replays_are_bounded():
+    state = ReplayState(ReplaySettings(mode="deferred", replay_share=1.0, max_level=2, replay_delay=50))
+    seen = []
+    for _ in range(4):
+        slots = state.plan(2)
+        seen.append([s.level for s in slots])
+        state.observe(["x", "y"], [1.0, 0.0], {"y": row("y")})
+    # levels 1 then 2, then no more guided re-entries (max_level of them); it waits in the buffer
+    assert seen == [[], [1], [2], []]
+    assert list(state.buffer) == ["y"]
+
+
+def test_plan_respects_quota_and_delay_and_buffer_size():
+    state = ReplayState(ReplaySettings(mode="immediate", replay_share=0.25, replay_delay=1, buffer_size=2))
+    state.observe(["p", "q", "r", "s"], [0.0, 0.0, 0.0, 1.0], {i: row(i) for i in "pqr"})
+    assert list(state.buffer) == ["q", "r"]  # oldest dropped at capacity
+    slots = state.plan(4)  # ceil(0.25 * 4) = 1 slot
+    assert [(s.group, s.entry.id, s.level) for s in slots] == [(3, "q", None)]
+    assert list(state.buffer) == ["r"]
+
+
+def test_buffer_return_measured_and_refailure_rebuffers():
+    state = ReplayState(ReplaySettings(mode="immediate", replay_share=1.0, replay_delay=1))
+    state.observe(["z", "o"], [0.0, 1.0], {"z": row("z")})
+    slots = state.plan(2)
+    assert [s.entry.id for s in slots] == ["z"] and not state.buffer
+    flagged = state.observe(["o", "z"], [1.0, 0.0], {"z": row("z")})
+    assert flagged == {1: 2} and list(state.buffer) == ["z"]
+
+
+def test_state_round_trip_through_json():
+    state = ReplayState(ReplaySettings(mode="deferred"))
+    state.observe(["a", "b"], [0.0, 0.5], {"a": row("a"), "b": row("b")})
+    state.plan(8)
+    state.observe(["b", "a"], [0.0, 1.0], {"b": row("b")})
+    restored = ReplayState(ReplaySettings(mode="deferred"))
+    restored.load_state_dict(json.loads(json.dumps(state.state_dict())))
+    assert restored.state_dict() == state.state_dict()
+    assert [s.entry for s in restored.plan(8)] == [s.entry for s in state.plan(8)]
+
+
+def test_step_metrics():
+    out = step_metrics(8, {0: 1, 5: 3}, {0: 0.0, 5: 0.25}, {0: 0.5, 5: 0.75}, [1.0, 0.5], 0.125)
+    assert out["agr/guided_group_share"] == 0.25
+    assert (out["agr/level_1"], out["agr/level_2"], out["agr/level_3"]) == (1.0, 0.0, 1.0)
+    assert out["agr/group_acc_before"] == pytest.approx(0.125)
+    assert out["agr/group_acc_after"] == pytest.approx(0.625)
+    assert out["agr/replay_acc"] == pytest.approx(0.75)
+    assert out["agr/threshold"] == 0.125
+    empty = step_metrics(8, {}, {}, {}, [], 0.0)
+    assert empty["agr/guided_group_share"] == 0.0 and math.isnan(empty["agr/replay_acc"])

@@ -19,7 +19,6 @@ from agrl.metrics import (
     ndcg_by_query,
     per_class_f1,
     slices,
-    step_share,
     summarize,
     top_label,
 )
@@ -163,20 +162,6 @@ def test_posterior_summaries(posterior, top, er):
     code, confidence = top_label(posterior)
     assert (code, confidence) == (top[0], pytest.approx(top[1]))
     assert expected_relevance(posterior) == pytest.approx(er)
-
-
-@pytest.mark.parametrize(
-    "gold_steps, verdicts, expected",
-    [
-        ({"category": "match", "brand": "mismatch"}, {"category": "match"}, 0.5),  # a missing step is wrong
-        ({"category": "match"}, {"category": "match", "brand": "n/a"}, 1.0),  # extra steps cost nothing
-        ({"category": "match"}, {"category": "mismatch"}, 0.0),
-        (None, {"category": "match"}, None),  # no gold steps: undefined
-        ({}, {}, None),
-    ],
-)
-def test_step_share(gold_steps, verdicts, expected):
-    assert step_share(gold_steps, verdicts) == approx(expected)
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():

@@ -41,7 +41,7 @@ class Prediction:
     query: str = ""
     family: str | None = None
     adheres: bool | None = None  # None for a rejected completion
-    step_accuracy: float | None = None  # None when rejected or the record has no gold steps
+    step_accuracy: float | None = None  # rewards.step_score; None when rejected or without gold steps
     posterior: dict[int, float] | None = None  # one-pass label posterior (score.Scorer), if computed
 
 
@@ -121,13 +121,6 @@ def mean_or_none(values: Sequence[float | bool | None]) -> float | None:
     """Mean over the defined values (format-valid, adherence and step-accuracy rates); None if none are."""
     kept = [float(v) for v in values if v is not None]
     return sum(kept) / len(kept) if kept else None
-
-
-def step_share(gold_steps: dict[str, str] | None, verdicts: dict[str, str]) -> float | None:
-    """Share of gold steps whose verdict the completion reproduces (a missing step is wrong; spec 5)."""
-    if not gold_steps:
-        return None
-    return sum(verdicts.get(name) == verdict for name, verdict in gold_steps.items()) / len(gold_steps)
 
 
 # ---------------------------------------------------------------------------- posterior metrics

@@ -1,0 +1,422 @@
+"""Reports for people: Markdown + self-contained HTML with PNG plots, from training runs and their evals.
+
+A run directory holds what training and `agrl eval` write (nothing else is read):
+    RUN_DIR/config.yaml        `method` (else the directory name) and `seed`, flat keys (train/config.py)
+    RUN_DIR/metrics.jsonl      one JSON object per logging step: "step" + the logged keys (TRL names)
+    RUN_DIR/eval/SPLIT.json    `agrl eval` output, one file per evaluated split
+Runs of one method (several seeds) are pooled: mean ± standard deviation across seeds. A leaf module.
+
+    agrl report runs/grpo runs/agrl --out runs/report
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure  # the OO API: no pyplot state, renders with Agg
+from matplotlib.ticker import MaxNLocator
+
+TABLE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "good_f1",
+    "format_valid",
+    "adherence",
+    "step_accuracy",
+    "ece",
+    "ndcg@10",
+)
+# Curves plotted when logged, in this order: TRL's loss/reward/entropy/kl, each reward term, accuracies, AGR.
+CURVE_PATTERNS = (
+    r"loss",
+    r"reward",
+    r"rewards/[^/]+/mean",
+    r"(.*/)?(mean_token_)?accuracy",
+    r"eval_.*accuracy",
+    r"agr/guided_group_share",
+    r"agr/replay_acc",
+    r"entropy",
+    r"kl",
+)
+
+
+@dataclass
+class Run:
+    path: Path
+    method: str
+    seed: int | None = None
+    log: list[dict] = field(default_factory=list)  # metrics.jsonl rows
+    evals: dict[str, dict] = field(default_factory=dict)  # split name -> eval JSON
+
+
+def _read_log(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: bad JSON: {err.msg}") from None
+            if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+                # bad input at a boundary is a ValueError naming file:line:field (house rule)
+                raise ValueError(f"{path}:{line_no}: step: each row needs a numeric 'step'")  # noqa: TRY004
+            rows.append(row)
+    return rows
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run directory (layout in the module docstring); ValueError if it holds nothing to report."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a run directory")
+    config_path = path / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    config = config if isinstance(config, dict) else {}
+    log_path = path / "metrics.jsonl"
+    run = Run(path, str(config.get("method") or path.name), config.get("seed"))
+    run.log = _read_log(log_path) if log_path.exists() else []
+    for eval_path in sorted((path / "eval").glob("*.json")):
+        try:
+            run.evals[eval_path.stem] = json.loads(eval_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{eval_path}:{err.lineno}: bad JSON: {err.msg}") from None
+    if not run.log and not run.evals:
+        raise ValueError(f"{path}: neither metrics.jsonl nor eval/*.json found")
+    return run
+
+
+def by_method(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by method, methods in the order first given."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.method, []).append(run)
+    return groups
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def pooled(values: list[dict], metric: str) -> dict | None:
+    """One method's metric over its runs: mean, spread (std across seeds, ddof 1) or the run's interval."""
+    points = [(v["metrics"].get(metric), (v.get("intervals") or {}).get(metric)) for v in values]
+    points = [(value, interval) for value, interval in points if value is not None]
+    if not points:
+        return None
+    mean = float(np.mean([value for value, _ in points]))
+    if len(points) == 1:
+        return {"mean": mean, "spread": None, "interval": points[0][1], "runs": 1}
+    return {
+        "mean": mean,
+        "spread": float(np.std([v for v, _ in points], ddof=1)),
+        "interval": None,
+        "runs": len(points),
+    }
+
+
+def cell(stat: dict | None) -> str:
+    if stat is None:
+        return "–"
+    if stat["spread"] is not None:
+        return f"{stat['mean']:.3f} ± {stat['spread']:.3f} ({stat['runs']} seeds)"
+    if stat["interval"]:
+        lo, hi = stat["interval"]
+        return f"{stat['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{stat['mean']:.3f}"
+
+
+def comparison(groups: dict[str, list[Run]]) -> dict[str, dict[str, dict[str, dict | None]]]:
+    """split -> method -> metric -> pooled stat, for every split any run evaluated."""
+    splits = sorted({split for runs in groups.values() for run in runs for split in run.evals})
+    out: dict[str, dict[str, dict[str, dict | None]]] = {}
+    for split in splits:
+        out[split] = {}
+        for method, runs in groups.items():
+            evals = [run.evals[split] for run in runs if split in run.evals]
+            if evals:
+                out[split][method] = {metric: pooled(evals, metric) for metric in TABLE_METRICS}
+    return out
+
+
+def slice_accuracy(groups: dict[str, list[Run]], split: str) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """(families, method -> family -> mean accuracy over runs) for one split."""
+    table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for method, runs in groups.items():
+        for run in runs:
+            for family, result in run.evals.get(split, {}).get("slices", {}).items():
+                if result.get("accuracy") is not None:
+                    table[method][family].append(result["accuracy"])
+    families = sorted({family for values in table.values() for family in values})
+    return families, {m: {f: float(np.mean(v)) for f, v in fams.items()} for m, fams in table.items()}
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def curve_keys(runs: list[Run]) -> list[str]:
+    """Logged keys worth a curve, in CURVE_PATTERNS order."""
+    present = {
+        key
+        for run in runs
+        for row in run.log
+        for key, value in row.items()
+        if isinstance(value, (int, float))
+    }
+    keys: list[str] = []
+    for pattern in CURVE_PATTERNS:
+        keys += sorted(k for k in present if re.fullmatch(pattern, k) and k not in keys)
+    return keys
+
+
+def _grid(count: int, width: float, height: float, ncols: int = 3) -> tuple[Figure, list]:
+    ncols = min(ncols, count)
+    nrows = -(-count // ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path | None:
+    """One subplot per logged key, methods overlaid: mean over seeds, min-max band when several."""
+    keys = curve_keys([run for runs in groups.values() for run in runs])
+    if not keys:
+        return None
+    fig, axes = _grid(len(keys), 4.6, 3.0)
+    colors = _colors(groups)
+    for key, ax in zip(keys, axes):
+        for method, runs in groups.items():
+            by_step: dict[float, list[float]] = defaultdict(list)
+            for run in runs:
+                for row in run.log:
+                    if isinstance(row.get(key), (int, float)):
+                        by_step[row["step"]].append(float(row[key]))
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            mean = [np.mean(by_step[s]) for s in steps]
+            ax.plot(
+                steps, mean, color=colors[method], label=method, marker="o" if len(steps) < 20 else None, ms=3
+            )
+            if len(runs) > 1:
+                ax.fill_between(
+                    steps,
+                    [min(by_step[s]) for s in steps],
+                    [max(by_step[s]) for s in steps],
+                    color=colors[method],
+                    alpha=0.2,
+                    linewidth=0,
+                )
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles: dict[str, object] = {}  # a method may log a key that another does not: collect from every axis
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncols=min(6, len(handles)))
+    return _save(fig, out)
+
+
+def plot_confusions(groups: dict[str, list[Run]], split: str, out: Path) -> Path | None:
+    """Row-normalised confusion matrix per method (counts summed over seeds), counts annotated."""
+    mats = {}
+    for method, runs in groups.items():
+        evals = [run.evals[split]["confusion"] for run in runs if split in run.evals]
+        if evals:
+            mats[method] = (evals[0], np.sum([e["matrix"] for e in evals], axis=0))
+    if not mats:
+        return None
+    fig, axes = _grid(len(mats), 4.2, 3.6)
+    for (method, (conf, matrix)), ax in zip(mats.items(), axes):
+        rows = matrix.sum(axis=1, keepdims=True)
+        share = matrix / np.where(rows == 0, 1, rows)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                f"{count}\n{share[i, j]:.0%}" if count else "0",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
+        ax.set_xticks(range(len(conf["columns"])), conf["columns"])
+        ax.set_yticks(range(len(conf["labels"])), [str(c) for c in conf["labels"]])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(f"{method} ({split})", fontsize=10)
+    return _save(fig, out)
+
+
+def plot_comparison(table: dict[str, dict[str, dict | None]], split: str, out: Path) -> Path | None:
+    """Grouped bars, one group per metric, one bar per method; error bars = interval or seed spread."""
+    methods = list(table)
+    metrics = [m for m in TABLE_METRICS if any(table[method][m] for method in methods)]
+    if not metrics:
+        return None
+    width_in = min(14.0, max(7.0, 1.0 + 0.45 * len(metrics) * len(methods)))
+    fig = Figure(figsize=(width_in, 4.5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    colors = _colors({m: [] for m in methods})
+    for k, method in enumerate(methods):
+        stats = [table[method][m] for m in metrics]
+        means = [s["mean"] if s else np.nan for s in stats]
+        lower, upper = zip(*(_error(s) for s in stats))
+        x = np.arange(len(metrics)) + (k - (len(methods) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=[lower, upper], capsize=3, label=method, color=colors[method])
+    ax.set_xticks(range(len(metrics)), [m if m != "ece" else "ece (lower\nis better)" for m in metrics])
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{split}: error bars = 95% interval (one run) or std across seeds", fontsize=10)
+    fig.legend(loc="outside upper center", ncols=min(6, len(methods)))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out)
+
+
+def _error(stat: dict | None) -> tuple[float, float]:
+    if stat is None:
+        return 0.0, 0.0
+    if stat["spread"] is not None:
+        return stat["spread"], stat["spread"]
+    if stat["interval"]:
+        return max(0.0, stat["mean"] - stat["interval"][0]), max(0.0, stat["interval"][1] - stat["mean"])
+    return 0.0, 0.0
+
+
+def _colors(groups: dict) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {method: palette(i % 10) for i, method in enumerate(groups)}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ---------------------------------------------------------------------------- documents
+
+
+def build_blocks(groups: dict[str, list[Run]], out: Path) -> tuple[list[tuple], dict]:
+    """The report as blocks (heading / paragraph / table / image), and the comparison for summary.json."""
+    blocks: list[tuple] = [("h1", "agrl report")]
+    run_rows = [
+        [
+            str(run.path),
+            run.method,
+            "–" if run.seed is None else str(run.seed),
+            str(len(run.log)),
+            ", ".join(run.evals) or "–",
+        ]
+        for runs in groups.values()
+        for run in runs
+    ]
+    blocks.append(("table", ["run", "method", "seed", "log rows", "evaluated splits"], run_rows))
+    curves = plot_curves(groups, out / "curves.png")
+    if curves:
+        blocks += [
+            ("h2", "Training curves"),
+            ("p", "Mean over seeds; the band spans min to max when a method has several runs."),
+            ("img", curves, "training curves"),
+        ]
+    table = comparison(groups)
+    for split, methods in table.items():
+        blocks.append(("h2", f"Evaluation: {split}"))
+        n = {m: [run.evals[split]["n"] for run in groups[m] if split in run.evals] for m in methods}
+        blocks.append(
+            (
+                "p",
+                "Cells: value [95% bootstrap interval] for one run; mean ± standard deviation across "
+                "seeds for several. n per run: " + "; ".join(f"{m} {v}" for m, v in n.items()) + ".",
+            )
+        )
+        header = ["method", *TABLE_METRICS]
+        blocks.append(
+            ("table", header, [[m, *(cell(s[k]) for k in TABLE_METRICS)] for m, s in methods.items()])
+        )
+        families, acc = slice_accuracy(groups, split)
+        if families:
+            blocks += [
+                ("h3", f"Accuracy by query family ({split})"),
+                (
+                    "table",
+                    ["method", *families],
+                    [[m, *(f"{acc[m][f]:.3f}" if f in acc[m] else "–" for f in families)] for m in acc],
+                ),
+            ]
+        for title, image in (
+            ("Method comparison", plot_comparison(methods, split, out / f"comparison_{split}.png")),
+            ("Confusion matrices", plot_confusions(groups, split, out / f"confusion_{split}.png")),
+        ):
+            if image:
+                blocks += [("h3", f"{title} ({split})"), ("img", image, f"{title.lower()} {split}")]
+    return blocks, table
+
+
+def to_markdown(blocks: list[tuple], out: Path) -> str:
+    lines: list[str] = []
+    for kind, *body in blocks:
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + body[0], ""]
+        elif kind == "p":
+            lines += [body[0], ""]
+        elif kind == "table":
+            header, rows = body
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        elif kind == "img":
+            lines += [f"![{body[1]}]({body[0].relative_to(out)})", ""]
+    return "\n".join(lines)
+
+
+def to_html(blocks: list[tuple]) -> str:
+    """Self-contained: images are embedded as base64 data URIs."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>agrl report</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}",
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;",
+        "text-align:left;font-size:14px}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+    ]
+    for kind, *body in blocks:
+        if kind in ("h1", "h2", "h3", "p"):
+            parts.append(f"<{kind}>{html.escape(body[0])}</{kind}>")
+        elif kind == "table":
+            header, rows = body
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        elif kind == "img":
+            data = base64.b64encode(body[0].read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(body[1])}' src='data:image/png;base64,{data}'>")
+    return "\n".join(parts + ["</body></html>"])
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
+    """Read the runs, write OUT/report.md, OUT/report.html, OUT/summary.json and the PNGs; return the paths."""
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = by_method([load_run(path) for path in run_dirs])
+    blocks, table = build_blocks(groups, out)
+    paths = {"markdown": out / "report.md", "html": out / "report.html", "summary": out / "summary.json"}
+    paths["markdown"].write_text(to_markdown(blocks, out))
+    paths["html"].write_text(to_html(blocks))
+    paths["summary"].write_text(
+        json.dumps({"runs": [str(p) for p in run_dirs], "comparison": table}, indent=2)
+    )
+    return paths

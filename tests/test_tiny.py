@@ -1,6 +1,6 @@
 """The tiny local model and tokenizer (tiny.py) and the inference helpers (models.py).
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_tiny.py
+OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_tiny.py
 """
 
 import torch
@@ -25,7 +25,9 @@ def test_format_tags_and_label_codes_are_single_tokens(tiny_model_dir):
 
 def test_decoding_keeps_tags_and_round_trips_text(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    text = render(2, [Step("category", "match", "Running shoes, 42"), Step("brand", "mismatch", "nike ≠ adidas")])
+    text = render(
+        2, [Step("category", "match", "Running shoes, 42"), Step("brand", "mismatch", "nike ≠ adidas")]
+    )
     text += "\n  odd   spacing\ttabs é 🎉"
     ids = tok.encode(text, add_special_tokens=False)
     # TRL decodes completions with skip_special_tokens=True: the format tags must survive it.
@@ -45,7 +47,9 @@ def test_saved_model_loads_with_auto_classes_and_chat_template_opens_assistant(t
     assert prompt.endswith("<|im_start|>assistant\n") and "query: red shoes<|im_end|>" in prompt
     full = tok.apply_chat_template(
         messages + [{"role": "assistant", "content": "<label>4</label>"}],
-        tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
     )
     # The assistant mask covers exactly the answer and its end-of-turn token.
     masked = [i for i, m in zip(full["input_ids"], full["assistant_masks"]) if m]
@@ -64,15 +68,23 @@ def test_generate_batches_in_input_order_and_sampling_is_seeded(tiny_model_dir):
     batched = models.generate(model, tok, prompts, max_new_tokens=6, batch_size=2)
     alone = [models.generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert batched == alone  # left padding does not change greedy output; order is kept
-    sampled = models.generate(model, tok, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=7)
+    sampled = models.generate(
+        model, tok, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=7
+    )
     assert [len(s) for s in sampled] == [3, 3, 3]
-    again = models.generate(model, tok, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=7)
+    again = models.generate(
+        model, tok, prompts, max_new_tokens=6, do_sample=True, num_return_sequences=3, seed=7
+    )
     assert sampled == again
 
 
 def test_weights_are_deterministic_under_seed(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    a, b, c = build_model(tok, "tiny", seed=3), build_model(tok, "tiny", seed=3), build_model(tok, "tiny", seed=4)
+    a, b, c = (
+        build_model(tok, "tiny", seed=3),
+        build_model(tok, "tiny", seed=3),
+        build_model(tok, "tiny", seed=4),
+    )
     for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(pa, pb), name
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))

@@ -8,6 +8,7 @@ Each command parses its options and calls one library function; no logic lives h
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,9 +45,9 @@ def data_validate(
 
 @model_app.command("init")
 def model_init(
-    out: Path = typer.Option(..., help="output directory (HF format)"),
+    out: str = typer.Option(..., help="output directory (HF format)"),
     size: str = typer.Option("tiny", help="tiny (~1M params), small (~12M) or base (~90M)"),
-    corpus: list[Path] = typer.Option(None, help="tokenizer corpus: text files, one document per line"),
+    corpus: Annotated[list[str] | None, typer.Option(help="tokenizer corpus: text files, one line each")] = None,
     seed: int = typer.Option(0, help="seed of the weights (and of the default synthetic corpus)"),
 ) -> None:
     """Build a small Llama model and its tokenizer from scratch and save them to OUT."""
@@ -54,3 +55,111 @@ def model_init(
 
     path = init_model(out, size=size, corpus=read_corpus(corpus) if corpus else None, seed=seed)
     console.print(f"model ({size}) written to {path}")
+
+
+# ---------------------------------------------------------------------------- score / serve
+
+
+@app.command("score")
+def score(
+    model: str = typer.Option(..., help="local HF model directory"),
+    input: str = typer.Option(..., "--input", help="records: JSONL, CSV, Parquet or hf:NAME"),
+    output: str = typer.Option(..., help="results JSONL (appended to; a rerun resumes)"),
+    rejects: str = typer.Option(None, help="bad rows JSONL (default: OUTPUT.rejects.jsonl)"),
+    shard: str = typer.Option("0/1", help="i/N: score the i-th of N shards (by hash of id)"),
+    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
+    batch_size: int = typer.Option(32, help="pairs per forward pass"),
+    tier_threshold: float = typer.Option(0.6, help="CumPT threshold for tiers"),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+) -> None:
+    """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
+    from agrl.score import Scorer, parse_shard, score_file
+
+    part = parse_shard(shard)
+    scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
+    report = score_file(scorer, input, output, rejects, shard=part)
+    console.print(
+        f"{output}: scored {report.scored}, already done {report.resumed}, rejected {report.rejected}"
+        + (f", other shards {report.other_shards}" if part[1] > 1 else "")
+    )
+
+
+@app.command("serve")
+def serve(
+    model: str = typer.Option(..., help="local HF model directory"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
+    max_items: int = typer.Option(64, help="items per request"),
+    max_batch: int = typer.Option(64, help="items per micro-batch (one forward pass)"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits to fill"),
+    tier_threshold: float = typer.Option(0.6, help="CumPT threshold for tiers"),
+) -> None:
+    """HTTP scoring service: POST /v1/score, POST /v1/judge, GET /healthz, GET /metrics."""
+    from agrl.serve import Limits
+    from agrl.serve import serve as run_service
+
+    limits = Limits(max_items=max_items, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    console.print(f"serving {model} on http://{host}:{port}")
+    run_service(
+        model, host, port, scheme=scheme, limits=limits, batch_size=max_batch, tier_threshold=tier_threshold
+    )
+
+
+# ---------------------------------------------------------------------------- eval / report
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., help="local HF model directory"),
+    data: str = typer.Option(..., help="labelled records: JSONL, CSV, Parquet or hf:NAME"),
+    out: str = typer.Option(..., help="metrics JSON to write"),
+    predictions: str = typer.Option(None, help="predictions JSONL (default: OUT with .predictions.jsonl)"),
+    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
+    batch_size: int = typer.Option(32, help="prompts per generation / scoring batch"),
+    max_new_tokens: int = typer.Option(160, help="greedy decoding budget per completion"),
+    limit: int = typer.Option(None, help="evaluate only the first N records"),
+    resamples: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+    posterior: bool = typer.Option(True, help="also compute the one-pass label posterior (ECE, NDCG@10)"),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+) -> None:
+    """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
+    from agrl.evaluate import evaluate, summary_table
+
+    result = evaluate(model, data, out, predictions, scheme, batch_size, max_new_tokens, limit, resamples, seed,
+                      posterior, device)
+    console.print(summary_table(result))
+    console.print(f"metrics written to {out}, predictions to {result['predictions']}")
+
+
+@app.command("report")
+def report_command(
+    run_dirs: list[str] = typer.Argument(..., help="run directories (metrics.jsonl, eval/*.json, config.yaml)"),
+    out: str = typer.Option(..., help="output directory for report.md, report.html, summary.json and PNGs"),
+) -> None:
+    """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""
+    from agrl.report import write_report
+
+    paths = write_report(run_dirs, out)
+    console.print(f"report written to {paths['markdown']} and {paths['html']}")
+
+
+# ---------------------------------------------------------------------------- train
+
+
+@app.command("train")
+def train(
+    config: str = typer.Argument(..., help="YAML config: method + agrl keys + TRL config keys (configs/*.yaml)"),
+    overrides: list[str] = typer.Option(None, "--set", help="key=value override, value read as YAML (repeatable)"),
+) -> None:
+    """Run one training stage (sft, dpo, grpo, grpo_pr, agr_only, agrl) from a config file."""
+    from agrl.train import train as run_stage
+    from agrl.train.config import ConfigError
+
+    try:
+        out = run_stage(config, overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"trained: {out}")

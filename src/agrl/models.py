@@ -32,7 +32,9 @@ def load_tokenizer(path: str | Path):
 def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None):
     """(model in eval mode on `device`, tokenizer) from a local HF directory."""
     if not Path(path).is_dir():
-        raise ValueError(f"{path}: not a model directory (expected a local Hugging Face save_pretrained folder)")
+        raise ValueError(
+            f"{path}: not a model directory (expected a local Hugging Face save_pretrained folder)"
+        )
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     target = pick_device(device)

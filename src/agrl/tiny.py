@@ -10,8 +10,8 @@ LlamaForCausalLM sized `tiny` (~1M params), `small` (~12M) or `base` (~90M), sav
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from agrl.output import SPECIAL_TAGS
 
@@ -29,9 +29,15 @@ CHAT_TEMPLATE = (
 )
 
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256, vocab=1024),
-    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024, vocab=2048),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048, vocab=3072),
+    # name: (hidden, layers, heads, mlp, vocab)
+    name: dict(
+        zip(("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab"), dims)
+    )
+    for name, dims in {
+        "tiny": (128, 4, 4, 256, 1024),
+        "small": (384, 6, 6, 1024, 2048),
+        "base": (768, 12, 12, 2048, 3072),
+    }.items()
 }
 MAX_POSITIONS = 2048
 

@@ -1,0 +1,312 @@
+"""Production scoring (spec section 8): the label posterior after prefill, without decoding.
+
+The prompt plus the `<label>` prefix goes through the model once; a softmax over the logits of the
+scheme's label tokens at the last position gives P(label). From it: the expected relevance
+sum(code * p), the argmax label, and a CumPT tier (TaoSR1; see `cumpt_tier`). Batches are sorted
+by length and left-padded, so a pair's probabilities do not depend on its batch. `judge` is the
+audit path: it generates the full label and reasoning.
+
+    scorer = Scorer("runs/agrl"); [r.to_dict() for r in scorer.score(records)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from agrl import models
+from agrl.data import Record, RowError, iter_rows, parse_record
+from agrl.output import LABEL_CLOSE, LABEL_OPEN
+from agrl.prompt import prompt_text
+from agrl.schemes import Scheme, load_scheme
+
+TIERS = ("Good", "Mid", "Bad")
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    probabilities: dict[int, float]  # label code -> P(label), over the scheme's levels
+    score: float  # expected relevance: sum(code * p)
+    label: int  # argmax code
+    tier: str  # Good / Mid / Bad, by CumPT
+
+    def to_dict(self, scheme: Scheme) -> dict:
+        return {
+            "label": self.label,
+            "label_name": scheme.name_of(self.label),
+            "score": self.score,
+            "tier": self.tier,
+            "probabilities": {str(code): p for code, p in self.probabilities.items()},
+        }
+
+
+def cumpt_tier(probabilities: dict[int, float], scheme: Scheme, threshold: float = 0.6) -> str:
+    """Cumulative-probability tiering (CumPT, TaoSR1).
+
+    Walk the levels from the best down, adding their probabilities, and stop at the first level
+    where the sum reaches `threshold`. The level reached gives the tier: the scheme's best level
+    -> "Good"; any other good level (scheme.good) -> "Mid"; a level outside scheme.good -> "Bad".
+    Default scheme: 4 -> Good, 3 -> Mid, 2 and 1 -> Bad. A high threshold demands more confidence
+    before a pair is called Good.
+    """
+    assert 0.0 < threshold <= 1.0, f"tier threshold must be in (0, 1], got {threshold}"
+    total = 0.0
+    reached = scheme.levels[-1].code
+    for level in scheme.levels:  # best first
+        total += probabilities[level.code]
+        if total >= threshold - 1e-9:
+            reached = level.code
+            break
+    if reached == scheme.levels[0].code:
+        return "Good"
+    return "Mid" if scheme.is_good(reached) else "Bad"
+
+
+def label_token_ids(tokenizer, scheme: Scheme) -> dict[int, int]:
+    """The token that follows `<label>` for each code, found by tokenizing `<label>{code}</label>`."""
+    prefix = tokenizer.encode(LABEL_OPEN, add_special_tokens=False)
+    out: dict[int, int] = {}
+    for code in scheme.codes:
+        full = tokenizer.encode(f"{LABEL_OPEN}{code}{LABEL_CLOSE}", add_special_tokens=False)
+        token = full[len(prefix)] if full[: len(prefix)] == prefix and len(full) > len(prefix) else None
+        if token is None or tokenizer.decode([token]).strip() != str(code):
+            raise ValueError(
+                f"tokenizer does not give label code {code} its own token after {LABEL_OPEN!r} "
+                f"(tokens: {tokenizer.convert_ids_to_tokens(full)}); prefill scoring needs one"
+            )
+        out[code] = token
+    if len(set(out.values())) != len(out):
+        raise ValueError(f"label codes share tokens: {out}")
+    return out
+
+
+class Scorer:
+    """Prefill scorer over a local HF causal LM: a path, or an already loaded (model, tokenizer)."""
+
+    def __init__(
+        self,
+        model: str | Path | tuple,
+        scheme: str | Scheme = "default",
+        batch_size: int = 32,
+        tier_threshold: float = 0.6,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+    ):
+        self.model, self.tokenizer = model if isinstance(model, tuple) else models.load(model, device, dtype)
+        self.scheme = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
+        self.batch_size = batch_size
+        self.tier_threshold = tier_threshold
+        self.label_ids = label_token_ids(self.tokenizer, self.scheme)
+        self.max_length = self.model.config.max_position_embeddings
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def prefill_text(self, record: Record) -> str:
+        return prompt_text(record, self.tokenizer) + LABEL_OPEN
+
+    def encode(self, record: Record) -> list[int]:
+        """Token ids of prompt + `<label>`; ValueError when longer than the model's context."""
+        ids = self.tokenizer.encode(self.prefill_text(record), add_special_tokens=False)
+        if len(ids) > self.max_length:
+            raise ValueError(f"prompt is {len(ids)} tokens, over the model's context of {self.max_length}")
+        return ids
+
+    def score(self, records: list[Record]) -> list[ScoreResult]:
+        return self.score_ids([self.encode(r) for r in records])
+
+    def posteriors(self, records: list[Record]) -> list[dict[int, float]]:
+        return [r.probabilities for r in self.score(records)]
+
+    def score_ids(self, sequences: list[list[int]]) -> list[ScoreResult]:
+        """Score already-encoded prompts (see `encode`), in input order."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        probs: list[list[float]] = [[] for _ in sequences]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for i, row in zip(chunk, self._label_probs([sequences[i] for i in chunk]).tolist()):
+                probs[i] = row
+        return [self._result(p) for p in probs]
+
+    @torch.inference_mode()
+    def _label_probs(self, batch: list[list[int]]) -> torch.Tensor:
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):  # left padding: every prompt ends at the last position
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+        # Positions count real tokens only, so padding does not shift a prompt's rotary positions.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.model.device
+        out = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=1,
+            use_cache=False,
+        )
+        logits = out.logits[:, -1, list(self.label_ids.values())].float()
+        return torch.softmax(logits, dim=-1).cpu()
+
+    def _result(self, probs: list[float]) -> ScoreResult:
+        by_code = dict(zip(self.label_ids, probs))
+        label = max(by_code, key=lambda c: (by_code[c], c))
+        score = sum(code * p for code, p in by_code.items())
+        return ScoreResult(by_code, score, label, cumpt_tier(by_code, self.scheme, self.tier_threshold))
+
+    def judge(self, records: list[Record], max_new_tokens: int = 160) -> list[str]:
+        """Audit path: the generated label and reasoning for each record (greedy)."""
+        prompts = [prompt_text(r, self.tokenizer) for r in records]
+        outs = models.generate(
+            self.model, self.tokenizer, prompts, max_new_tokens, batch_size=self.batch_size
+        )
+        return [texts[0] for texts in outs]
+
+
+# ---------------------------------------------------------------------------- batch scoring of files
+
+
+def row_id(raw: object, line: int) -> str:
+    """A row's id: its own, else a stable hash of its content (a kill-and-rerun finds the same id)."""
+    if (
+        isinstance(raw, dict)
+        and isinstance(raw.get("id"), (str, int))
+        and not isinstance(raw.get("id"), bool)
+    ):
+        return str(raw["id"])
+    content = json.dumps(raw, sort_keys=True, ensure_ascii=False) if isinstance(raw, dict) else f"line {line}"
+    return "sha-" + hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/N` -> (i, N) with 0 <= i < N."""
+    index, sep, total = text.partition("/")
+    if not sep or not index.isdigit() or not total.isdigit() or not 0 <= int(index) < int(total):
+        raise ValueError(f"--shard must be i/N with 0 <= i < N, got {text!r}")
+    return int(index), int(total)
+
+
+def in_shard(rid: str, shard: tuple[int, int]) -> bool:
+    index, total = shard
+    return int(hashlib.sha256(rid.encode()).hexdigest()[:15], 16) % total == index
+
+
+def done_ids(output: Path) -> set[str]:
+    """Ids already in `output`; a last line cut by a kill is truncated away so it is redone."""
+    if not output.exists():
+        return set()
+    data = output.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with output.open("r+b") as handle:
+            handle.truncate(keep)
+    return {json.loads(line)["id"] for line in data[:keep].decode("utf-8").splitlines() if line.strip()}
+
+
+@dataclass
+class FileReport:
+    scored: int = 0
+    resumed: int = 0  # rows found already scored in the output
+    rejected: int = 0
+    other_shards: int = 0
+
+
+def score_file(
+    scorer: Scorer,
+    source: str | Path,
+    output: str | Path,
+    rejects: str | Path | None = None,
+    shard: tuple[int, int] = (0, 1),
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> FileReport:
+    """Stream records from `source`, append results to `output` (JSONL), bad rows to `rejects`.
+
+    Resumable: ids already in `output` are skipped. A row whose id repeats an earlier row's is
+    rejected (each id is scored once). Each shard of `shard=(i, N)` takes the ids hashing to i.
+    Rejects are rewritten on every run (the input is read again in full).
+    """
+    output = Path(output)
+    rejects = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report = FileReport()
+    done = done_ids(output)
+    chunk_size = chunk_size or scorer.batch_size * 8  # several batches: length sorting has room to work
+    pending: list[tuple[str, list[int]]] = []
+    with (
+        output.open("a", encoding="utf-8") as out,
+        rejects.open("w", encoding="utf-8") as bad,
+        _bar(progress, source) as advance,
+    ):
+
+        def flush() -> None:
+            results = scorer.score_ids([ids for _, ids in pending])
+            for (rid, _), result in zip(pending, results):
+                out.write(json.dumps({"id": rid} | result.to_dict(scorer.scheme), ensure_ascii=False) + "\n")
+            out.flush()
+            report.scored += len(pending)
+            pending.clear()
+
+        for item in _triage(scorer, source, shard, done, report, advance):
+            if isinstance(item, dict):
+                bad.write(json.dumps(item, ensure_ascii=False) + "\n")
+                continue
+            pending.append(item)
+            if len(pending) >= chunk_size:
+                flush()
+        if pending:
+            flush()
+    return report
+
+
+def _triage(scorer: Scorer, source, shard, done: set[str], report: FileReport, advance):
+    """Rows to score as (id, token ids), and rejects as dicts (source, line, field, message)."""
+    first_line: dict[str, int] = {}
+    for line, raw in iter_rows(source):
+        advance()
+        rid = row_id(raw, line)
+        if not in_shard(rid, shard):
+            report.other_shards += 1
+            continue
+        reject = {"source": str(source), "line": line, "id": rid}
+        if rid in first_line:
+            report.rejected += 1
+            yield reject | {"field": "id", "message": f"repeats the id of line {first_line[rid]}"}
+            continue
+        first_line[rid] = line
+        if rid in done:
+            report.resumed += 1
+            continue
+        try:
+            if isinstance(raw, RowError):
+                raise raw
+            ids = scorer.encode(parse_record(raw, scorer.scheme))
+        except RowError as err:
+            report.rejected += 1
+            yield reject | {"field": err.field, "message": err.message}
+            continue
+        except ValueError as err:  # the prompt is longer than the model's context
+            report.rejected += 1
+            yield reject | {"field": "prompt", "message": str(err)}
+            continue
+        yield rid, ids
+
+
+@contextmanager
+def _bar(enabled: bool, source: str | Path):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    path = Path(str(source))
+    total = None
+    if path.suffix in (".jsonl", ".ndjson", ".json") and path.exists():
+        with path.open("rb") as handle:
+            total = sum(1 for line in handle if line.strip())
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not enabled, console=Console(stderr=True)) as bar:
+        task = bar.add_task("score", total=total)
+        yield lambda: bar.advance(task, 1)

@@ -1,0 +1,35 @@
+"""Training stages on TRL: sft, dpo, grpo, grpo_pr, agr_only, agrl; one YAML config per run.
+
+`train(config, overrides)` loads and checks the whole config first (config.py), writes the resolved
+config to output_dir, then runs the stage's `main`. Under torchrun/accelerate every process runs it.
+
+    agrl train configs/grpo.yaml --set max_steps=4      # or: train("configs/grpo.yaml", ["max_steps=4"])
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agrl.train.config import load_config, write_resolved
+
+
+def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Run one training stage; returns output_dir (final model, config.yaml, metrics.jsonl, checkpoints)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    method, run, args = load_config(config, overrides)
+    if args.process_index == 0:
+        write_resolved(run, args, args.output_dir)
+    if method == "sft":
+        from agrl.train import sft
+
+        sft.main(run, args)
+    elif method == "dpo":
+        from agrl.train import dpo
+
+        dpo.main(run, args)
+    else:
+        from agrl.train import grpo
+
+        grpo.main(run, args, method)
+    return Path(args.output_dir)

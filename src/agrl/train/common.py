@@ -1,0 +1,105 @@
+"""What every training stage shares: records, the rules engine, metrics.jsonl, resume, the final save.
+
+A stage's `main(run, args)` builds its datasets and TRL trainer, then calls `fit(trainer, run, args)`,
+which resumes from the last checkpoint in output_dir (auto_resume), trains, and saves the final
+model and tokenizer in Hugging Face format at output_dir.
+
+    trainer.add_callback(JsonlMetrics(args.output_dir)); fit(trainer, run, args)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from agrl.data import Record, load_records
+from agrl.rules import RulesEngine
+from agrl.schemes import Scheme, load_scheme
+from agrl.train.config import RunArgs
+
+log = logging.getLogger("agrl.train")
+METRICS_FILE = "metrics.jsonl"
+
+
+def load_train_records(run: RunArgs, scheme: Scheme, path: str | None = None) -> list[Record]:
+    """The training records (first `max_train_records`); every one must carry a gold label."""
+    source = path or run.train_file
+    records = load_records(source, scheme, on_bad_row=run.on_bad_row, report=log.warning)
+    if run.max_train_records is not None:
+        records = records[: run.max_train_records]
+    unlabelled = [r.id or str(i) for i, r in enumerate(records) if r.label is None]
+    if unlabelled:
+        raise ValueError(f"{source}: {len(unlabelled)} record(s) without a label, e.g. {unlabelled[:3]}")
+    if not records:
+        raise ValueError(f"{source}: no training records")
+    return records
+
+
+def setup(run: RunArgs, path: str | None = None) -> tuple[Scheme, list[Record], RulesEngine]:
+    """Scheme, training records and the rules engine built from their catalog."""
+    scheme = load_scheme(run.scheme)
+    records = load_train_records(run, scheme, path)
+    engine = RulesEngine.from_records(records, scheme=scheme, config=run.rules_config)
+    return scheme, records, engine
+
+
+def gold_steps(engine: RulesEngine, record: Record) -> dict[str, str]:
+    """Gold verdicts as {step: verdict} (category + every step that applies)."""
+    return {step.name: step.verdict for step in engine.gold(record).steps}
+
+
+class JsonlMetrics(TrainerCallback):
+    """One JSON row per logging step with everything the trainer logged (rewards, AGR counters, loss)."""
+
+    def __init__(self, output_dir: str | Path):
+        self.path = Path(output_dir) / METRICS_FILE
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # After a resume, drop rows the killed run logged past its last checkpoint: they are logged again.
+        if state.is_world_process_zero and self.path.exists():
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            kept = [row for row in rows if row["step"] <= state.global_step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch} | {k: _plain(v) for k, v in logs.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(output_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def resume_checkpoint(run: RunArgs, args: Any) -> str | None:
+    """An explicit `resume_from_checkpoint`, else (auto_resume) the last checkpoint-N in output_dir."""
+    if args.resume_from_checkpoint:
+        return args.resume_from_checkpoint
+    if run.auto_resume and Path(args.output_dir).is_dir():
+        return get_last_checkpoint(args.output_dir)
+    return None
+
+
+def fit(trainer: Any, run: RunArgs, args: Any) -> Path:
+    """Train (resuming when there is a checkpoint), then save model + tokenizer to output_dir."""
+    trainer.add_callback(JsonlMetrics(args.output_dir))
+    checkpoint = resume_checkpoint(run, args)
+    if checkpoint:
+        log.warning("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(args.output_dir)  # weights + tokenizer, HF format
+    trainer.end()  # close trackers and the process group
+    return Path(args.output_dir)

@@ -1,0 +1,178 @@
+"""One YAML file per training run: `method`, agrl's own keys (`RunArgs`) and the TRL config's keys, flat.
+
+The TRL config class follows the method (SFTConfig, DPOConfig, GRPOConfig, or AGRLConfig for
+agr_only/agrl); `--set key=value` overrides any key, its value read as YAML. Every value goes through
+the TRL/HF argument parser, so an unknown key or a badly typed value is a ValueError naming the key
+before any model or data is loaded.
+
+    method, run, args = load_config("configs/grpo.yaml", ["learning_rate=1e-5", "max_steps=4"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from trl import DPOConfig, GRPOConfig, SFTConfig, TrlParser
+
+from agrl.rewards import RewardWeights
+
+METHODS = ("sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl")
+RL_METHODS = ("grpo", "grpo_pr", "agr_only", "agrl")
+
+
+@dataclass
+class RunArgs:
+    """agrl's keys: what TRL's configs do not hold (model and data paths, scheme, rules, reward weights)."""
+
+    method: Literal["sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl"] = field(
+        metadata={"help": "training stage: sft | dpo | grpo | grpo_pr | agr_only | agrl"}
+    )
+    model: str = field(metadata={"help": "HF-format model directory (or hub id) to start from"})
+    train_file: str = field(metadata={"help": "training records: JSONL/CSV/Parquet or hf:NAME"})
+    eval_file: str | None = field(default=None, metadata={"help": "records evaluated during training"})
+    scheme: str = field(default="default", metadata={"help": "label scheme: built-in name or YAML file"})
+    rules_config: str | None = field(default=None, metadata={"help": "rules/decision-table YAML (None: default)"})
+    max_train_records: int | None = field(default=None, metadata={"help": "use only the first N records"})
+    on_bad_row: Literal["error", "skip"] = field(default="error", metadata={"help": "bad data rows: error | skip"})
+    # Rule-aware Reward Shaping (spec section 5)
+    w_out: float = field(default=1.0, metadata={"help": "weight of the outcome reward"})
+    w_step: float = field(default=0.5, metadata={"help": "weight of the step reward (grpo_pr, agrl)"})
+    w_adh: float = field(default=0.25, metadata={"help": "weight of the rule-adherence reward (grpo_pr, agrl)"})
+    r_invalid: float = field(default=-1.0, metadata={"help": "reward of a completion the parser rejects"})
+    step_credit_when_wrong: float = field(default=0.5, metadata={"help": "g: dense-term scale when the label is wrong"})
+    ordinal_outcome: bool = field(default=False, metadata={"help": "outcome credit 1-|yhat-y|/(K-1)"})
+    # GRPO baseline option (TaoSR1/DAPO)
+    dynamic_sampling: bool = field(default=False, metadata={"help": "drop groups whose rollouts all score the same"})
+    # DPO pair mining (TaoSR1 recipe)
+    dpo_samples: int = field(default=4, metadata={"help": "N completions sampled per prompt (pass@N)"})
+    dpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for pair mining"})
+    dpo_max_new_tokens: int = field(default=160, metadata={"help": "max new tokens per sampled completion"})
+    auto_resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint in output_dir"})
+    # the TRL keys the config file and overrides set (filled by load_config; what `resolved_dict` writes)
+    trl_keys: tuple[str, ...] = field(default=(), init=False, repr=False)
+
+    def reward_weights(self) -> RewardWeights:
+        return RewardWeights(self.w_out, self.w_step, self.w_adh, self.r_invalid,
+                             self.step_credit_when_wrong, self.ordinal_outcome)
+
+
+def trl_config_class(method: str) -> type:
+    if method == "sft":
+        return SFTConfig
+    if method == "dpo":
+        return DPOConfig
+    if method in ("grpo", "grpo_pr"):
+        return GRPOConfig
+    from agrl.train.agr import AGRLConfig  # T2's GRPOConfig subclass with the AGR fields
+
+    return AGRLConfig
+
+
+class ConfigError(ValueError):
+    """A bad training config (unknown key, bad value); raised before any work starts."""
+
+
+class _Parser(TrlParser):
+    """TrlParser whose errors raise ValueError (argparse would print and exit)."""
+
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+def _yaml_value(key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}={text}: not a YAML value ({err})") from None
+
+
+def _merge(config_path: str | Path | None, overrides: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        if not Path(config_path).is_file():
+            raise ConfigError(f"{config_path}: no such config file")
+        loaded = yaml.safe_load(Path(config_path).read_text())
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_path}: a config must be a YAML mapping of key: value")
+        values.update(loaded)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        values[key.strip()] = _yaml_value(key, text)
+    return values
+
+
+def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], dict[str, Any]]:
+    """Scalars (and lists of list-typed keys) become CLI strings, so argparse checks their type; None,
+    dicts and the lists of str-or-list keys (report_to) are set as parsed defaults."""
+    argv: list[str] = []
+    defaults: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, list) and value and key in list_keys:
+            argv += [f"--{key}", *(json.dumps(v) if isinstance(v, dict) else str(v) for v in value)]
+        elif value is None or isinstance(value, (dict, list)):
+            defaults[key] = value
+        else:
+            argv.append(f"--{key}=" + (str(value).lower() if isinstance(value, bool) else str(value)))
+    return argv, defaults
+
+
+def load_config(config_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, RunArgs, Any]:
+    """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ValueError on any bad key."""
+    where = str(config_path or "<overrides>")
+    values = _merge(config_path, list(overrides))
+    method = values.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"{where}: method must be one of {list(METHODS)}, got {method!r}")
+    parser = _Parser((RunArgs, trl_config_class(method)))
+    known = {action.dest for action in parser._actions}
+    unknown = [key for key in values if key not in known]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+        text = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise ConfigError(f"{where}: unknown key(s) {text}")
+    hints = typing.get_type_hints(RunArgs) | typing.get_type_hints(trl_config_class(method))
+    single = [k for k, v in values.items() if isinstance(v, list) and "list" not in str(hints[k])]
+    if single:
+        raise ConfigError(f"{where}: key(s) {single} take one value, not a list")
+    if "reward_weights" in values:
+        raise ConfigError(f"{where}: set w_out/w_step/w_adh/r_invalid, not reward_weights (derived from them)")
+    argv, defaults = _as_argv(values, {a.dest for a in parser._actions if a.nargs in ("+", "*")})
+    parser.set_defaults(**defaults)
+    try:
+        run, args = parser.parse_args_into_dataclasses(args=argv)
+    except (ValueError, TypeError, argparse.ArgumentError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if not args.output_dir:
+        raise ConfigError(f"{where}: output_dir is required")
+    run.trl_keys = tuple(key for key in values if key not in {f.name for f in fields(RunArgs)})
+    return method, run, args
+
+
+def resolved_dict(run: RunArgs, args: Any) -> dict[str, Any]:
+    """Every agrl key, and the TRL keys the run set, with their parsed values: re-loadable as is.
+
+    (Only the set TRL keys: TRL derives some keys from others in __post_init__ and refuses both set.
+    The full TRL config is in `trl_args.json` beside it and in each checkpoint's training_args.bin.)
+    """
+    ours = {k: v for k, v in asdict(run).items() if k != "trl_keys"}
+    theirs = args.to_dict()
+    return ours | {key: theirs[key] for key in run.trl_keys}
+
+
+def write_resolved(run: RunArgs, args: Any, out_dir: str | Path) -> Path:
+    """config.yaml (re-loadable) and trl_args.json (every TRL value) in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "trl_args.json").write_text(args.to_json_string())
+    path = out_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(resolved_dict(run, args), sort_keys=False))
+    return path

@@ -1,0 +1,97 @@
+"""Stage 2, the DPO baseline (TaoSR1's recipe): mine preference pairs by pass@N sampling, then DPO.
+
+For each training prompt the SFT model samples N completions, each parsed and judged. chosen = a
+correct, rule-adherent sample ("self-correction" pair); where none is, chosen = the rendered gold
+reasoning ("oracle" pair); rejected = a wrong sample (wrong label or rejected by the parser).
+Prompts with no wrong sample give no pair. Pairs go to output_dir/pairs.jsonl with their counts in
+pairs_summary.json (a resumed run reuses them), then TRL's DPOTrainer trains on them.
+
+    agrl train configs/dpo.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer
+
+from agrl import models
+from agrl.data import Record
+from agrl.output import Judgement, parse_completion
+from agrl.prompt import prompt_messages, prompt_text
+from agrl.rules import RulesEngine
+from agrl.schemes import Scheme
+from agrl.train.common import fit, setup
+from agrl.train.config import RunArgs
+
+log = logging.getLogger("agrl.train")
+
+
+def pick_pair(record: Record, samples: list[str], engine: RulesEngine, scheme: Scheme) -> tuple[str, str, str] | None:
+    """(kind, chosen, rejected) for one prompt's samples; None when no sample is wrong."""
+    good, wrong = [], []
+    for text in samples:
+        parsed = parse_completion(text, scheme)
+        right = isinstance(parsed, Judgement) and parsed.label == record.label
+        if not right:
+            wrong.append(text)
+        elif engine.adheres(parsed):
+            good.append(text)
+    if not wrong:
+        return None
+    if good:
+        return "self_correction", good[0], wrong[0]
+    return "oracle", engine.teacher_reasoning(record), wrong[0]
+
+
+def mine_pairs(run: RunArgs, args: DPOConfig, records: list[Record], engine: RulesEngine,
+               scheme: Scheme) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """pass@N samples from the starting model -> DPO rows (conversational) and pair counts."""
+    model, tokenizer = models.load(run.model)
+    prompts = [prompt_text(record, tokenizer) for record in records]
+    samples = models.generate(model, tokenizer, prompts, max_new_tokens=run.dpo_max_new_tokens,
+                              num_return_sequences=run.dpo_samples, do_sample=True,
+                              temperature=run.dpo_temperature, seed=args.seed)
+    del model
+    rows, counts = [], Counter({"self_correction": 0, "oracle": 0, "no_wrong_sample": 0})
+    for record, texts in zip(records, samples, strict=True):
+        pair = pick_pair(record, texts, engine, scheme)
+        if pair is None:
+            counts["no_wrong_sample"] += 1
+            continue
+        kind, chosen, rejected = pair
+        counts[kind] += 1
+        rows.append({
+            "id": record.id, "kind": kind, "prompt": prompt_messages(record),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        })
+    return rows, dict(counts | {"prompts": len(records), "samples_per_prompt": run.dpo_samples})
+
+
+def load_or_mine(run: RunArgs, args: DPOConfig) -> list[dict[str, Any]]:
+    out = Path(args.output_dir)
+    pairs_path, summary_path = out / "pairs.jsonl", out / "pairs_summary.json"
+    if pairs_path.exists() and summary_path.exists():  # a resumed run trains on the same pairs
+        return [json.loads(line) for line in pairs_path.read_text().splitlines() if line.strip()]
+    scheme, records, engine = setup(run)
+    rows, counts = mine_pairs(run, args, records, engine, scheme)
+    log.warning("dpo pairs: %s", counts)
+    if args.process_index == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        pairs_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        summary_path.write_text(json.dumps(counts, indent=2))
+    return rows
+
+
+def main(run: RunArgs, args: DPOConfig) -> None:
+    rows = load_or_mine(run, args)
+    if not rows:
+        raise ValueError("dpo: no preference pairs (every sample was right); sample more (dpo_samples) or hotter")
+    dataset = Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows])
+    fit(DPOTrainer(model=run.model, args=args, train_dataset=dataset), run, args)

@@ -1,0 +1,280 @@
+"""HTTP scoring service: FastAPI over score.Scorer, with micro-batching (spec section 8).
+
+Concurrent requests wait on one asyncio queue; a single worker gathers them until `max_batch`
+items or `max_wait_ms`, then runs one prefill pass for all of them in a worker thread (the event
+loop stays free). Requests are validated by data.parse_record, the batch command's code path.
+
+    POST /v1/score {"query": "red nike shoes", "items": [{"title": "..."}, ...]}
+    POST /v1/judge {"query": "...", "product": {"title": "..."}}    GET /healthz    GET /metrics
+    agrl serve --model runs/agrl --port 8000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from agrl.data import Record, RowError, parse_record
+from agrl.output import Judgement, parse_completion
+from agrl.schemes import Scheme
+from agrl.score import Scorer, ScoreResult
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_items: int = 64  # items per /v1/score request
+    max_query_chars: int = 512
+    max_item_chars: int = 4096  # one product, as JSON text
+    max_batch: int = 64  # items per forward pass (micro-batch)
+    max_wait_ms: float = 5.0  # how long the first request of a micro-batch waits for company
+    max_new_tokens: int = 160  # /v1/judge
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, value: float) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def lines(self, name: str) -> list[str]:
+        counts = self.counts or [0] * len(self.buckets)
+        out = [f'{name}_bucket{{le="{b:g}"}} {c}' for b, c in zip(self.buckets, counts)]
+        return out + [
+            f'{name}_bucket{{le="+Inf"}} {self.n}',
+            f"{name}_sum {self.total:g}",
+            f"{name}_count {self.n}",
+        ]
+
+
+class Metrics:
+    """Prometheus text format: requests and errors by endpoint, batch sizes, latency."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.batch_requests = Histogram((1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_items = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.latency = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+        self.latency.observe(seconds)
+
+    def render(self) -> str:
+        lines = ["# TYPE agrl_requests_total counter"]
+        lines += [
+            f'agrl_requests_total{{path="{p}",status="{s}"}} {n}'
+            for (p, s), n in sorted(self.requests.items())
+        ]
+        errors = sum(n for (_, s), n in self.requests.items() if s >= 400)
+        lines += ["# TYPE agrl_errors_total counter", f"agrl_errors_total {errors}"]
+        for name, hist in (
+            ("agrl_batch_requests", self.batch_requests),
+            ("agrl_batch_items", self.batch_items),
+            ("agrl_request_latency_seconds", self.latency),
+        ):
+            lines += [f"# TYPE {name} histogram", *hist.lines(name)]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- micro-batching
+
+
+class MicroBatcher:
+    """One worker: gather queued requests, score them in one pass, hand each its results."""
+
+    def __init__(self, scorer: Scorer, limits: Limits, executor: ThreadPoolExecutor, metrics: Metrics):
+        self.scorer, self.limits, self.executor, self.metrics = scorer, limits, executor, metrics
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+    async def score(self, sequences: list[list[int]]) -> list[ScoreResult]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((sequences, future))
+        return await future
+
+    async def _gather(self) -> list[tuple[list[list[int]], asyncio.Future]]:
+        jobs = [await self.queue.get()]
+        size = len(jobs[0][0])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.max_wait_ms / 1000
+        while size < self.limits.max_batch:
+            if self.queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    jobs.append(await asyncio.wait_for(self.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                jobs.append(self.queue.get_nowait())
+            size += len(jobs[-1][0])
+        return jobs
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._gather()
+            flat = [seq for seqs, _ in jobs for seq in seqs]
+            try:
+                results = await loop.run_in_executor(self.executor, self.scorer.score_ids, flat)
+            except RuntimeError as err:  # a failed forward pass fails its requests, not the worker
+                for _, future in jobs:
+                    future.set_exception(err)
+                continue
+            self.metrics.batch_requests.observe(len(jobs))
+            self.metrics.batch_items.observe(len(flat))
+            start = 0
+            for seqs, future in jobs:
+                if not future.cancelled():
+                    future.set_result(results[start : start + len(seqs)])
+                start += len(seqs)
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _record(query: object, product: object, where: str, limits: Limits, scheme: Scheme) -> Record:
+    if isinstance(query, str) and len(query) > limits.max_query_chars:
+        raise HTTPError(422, f"query: is {len(query)} characters, over the limit of {limits.max_query_chars}")
+    if isinstance(product, dict) and len(json.dumps(product)) > limits.max_item_chars:
+        raise HTTPError(422, f"{where}: is over the limit of {limits.max_item_chars} characters (as JSON)")
+    try:
+        return parse_record({"query": query, "product": product}, scheme)
+    except RowError as err:
+        name = err.field if err.field == "query" else err.field.replace("product", where, 1)
+        raise HTTPError(422, f"{name}: {err.message}") from None
+
+
+async def _body(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HTTPError(400, f"bad JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise HTTPError(422, "body: must be a JSON object")
+    return body
+
+
+def _encode(scorer: Scorer, record: Record, where: str) -> list[int]:
+    try:
+        return scorer.encode(record)
+    except ValueError as err:
+        raise HTTPError(422, f"{where}: {err}") from None
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") -> FastAPI:
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(max_workers=1)  # one model, one forward pass at a time
+    batcher = MicroBatcher(scorer, limits, executor, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker = asyncio.create_task(batcher.run())
+        yield
+        worker.cancel()
+        executor.shutdown(wait=False)
+
+    app = FastAPI(title="agrl relevance scoring", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        metrics.request(request.url.path, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(HTTPError)
+    async def http_error(request: Request, err: HTTPError):
+        return JSONResponse({"error": err.message}, status_code=err.status)
+
+    @app.exception_handler(RuntimeError)
+    async def model_error(request: Request, err: RuntimeError):
+        return JSONResponse({"error": f"scoring failed: {err}"}, status_code=500)
+
+    @app.post("/v1/score")
+    async def score(request: Request):
+        body = await _body(request)
+        items = body.get("items")
+        if not isinstance(items, list) or not items:
+            raise HTTPError(422, "items: must be a non-empty list of products")
+        if len(items) > limits.max_items:
+            raise HTTPError(413, f"items: {len(items)} items, over the limit of {limits.max_items}")
+        records = [
+            _record(body.get("query"), item, f"items[{i}]", limits, scorer.scheme)
+            for i, item in enumerate(items)
+        ]
+        sequences = [_encode(scorer, r, f"items[{i}]") for i, r in enumerate(records)]
+        results = await batcher.score(sequences)
+        return {"results": [r.to_dict(scorer.scheme) for r in results], "scheme": scorer.scheme.name}
+
+    @app.post("/v1/judge")
+    async def judge(request: Request):
+        body = await _body(request)
+        record = _record(body.get("query"), body.get("product"), "product", limits, scorer.scheme)
+        _encode(scorer, record, "product")
+        loop = asyncio.get_running_loop()
+        texts = await loop.run_in_executor(executor, scorer.judge, [record], limits.max_new_tokens)
+        parsed = parse_completion(texts[0], scorer.scheme)
+        ok = isinstance(parsed, Judgement)
+        return {
+            "completion": texts[0],
+            "valid": ok,
+            "label": parsed.label if ok else None,
+            "steps": parsed.verdicts if ok else None,
+            "reject_reason": None if ok else parsed.reason,
+        }
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "model": model_name, "scheme": scorer.scheme.name}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    scheme: str = "default",
+    limits: Limits = Limits(),
+    batch_size: int = 64,
+    tier_threshold: float = 0.6,
+) -> None:
+    """Load the model and run the service until interrupted."""
+    import uvicorn
+
+    scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold)
+    uvicorn.run(create_app(scorer, limits, model_name=str(model)), host=host, port=port, log_level="warning")

@@ -52,7 +52,7 @@ def test_group_accuracy_counts_unguided_rows_only():
 
 
 def test_level_escalates_with_failures_up_to_max():
-    assert [level_for(n, 3) for n in range(0, 6)] == [1, 1, 2, 3, 3, 3]
+    assert [level_for(n, 3) for n in range(6)] == [1, 1, 2, 3, 3, 3]
     assert [level_for(n, 2) for n in (1, 2, 3)] == [1, 2, 2]
 
 
@@ -159,3 +159,9 @@ def test_step_metrics():
     assert out["agr/threshold"] == 0.125
     empty = step_metrics(8, {}, {}, {}, [], 0.0)
     assert empty["agr/guided_group_share"] == 0.0 and math.isnan(empty["agr/replay_acc"])
+
+
+def test_a_prompt_in_two_groups_fails_once_per_round():
+    state = ReplayState(ReplaySettings(mode="immediate"))
+    flagged = state.observe(["d", "d", "e"], [0.0, 0.0, 1.0], {"d": row("d")})
+    assert flagged == {0: 1, 1: 1} and state.failures == {"d": 1}

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 MODES = ("immediate", "deferred")
 EPS = 1e-9  # group accuracies are means of 0/1 values: compare with a tolerance
@@ -176,9 +177,10 @@ class ReplayState:
         flagged: dict[int, int] = {}
         for group in flag_groups(group_accs, self.threshold):
             pid = ids[group]
-            self.failures[pid] = self.failures.get(pid, 0) + 1
+            if pid not in {ids[g] for g in flagged}:  # one failure per prompt per round
+                self.failures[pid] = self.failures.get(pid, 0) + 1
+                self._remember(Entry(pid, rows[pid], self.round))
             flagged[group] = self.level(pid)
-            self._remember(Entry(pid, rows[pid], self.round))
         self.round += 1
         return flagged
 

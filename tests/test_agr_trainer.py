@@ -1,0 +1,225 @@
+"""AGRLTrainer on the tiny model: scripted rollouts for the AGR mechanics, a few real steps end to end.
+
+The scripted generator answers a hard pair wrongly unless its prompt carries guidance at or above
+a set level, and an easy pair rightly, so flagging, replacement, advantages and the Guide-GRPO
+log-probs can be checked exactly.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_agr_trainer.py
+"""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from agrl.data import Product, Record
+from agrl.output import Step, render
+from agrl.prompt import prompt_messages
+from agrl.rewards import completion_text, reward_funcs
+from agrl.schemes import load_scheme
+from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer
+
+SCHEME = load_scheme("default")
+G = 4
+
+HARD = Record("red nike running shoes", Product("Adidas Ultraboost Running Shoe", "Shoes > Running", "adidas",
+              {"color": "red"}), id="hard", label=2,
+              steps={"category": "match", "brand": "mismatch", "attribute.color": "match"})
+EASY = [Record(f"shoe rack {i}", Product(f"Wooden Shoe Rack {i}", "Home > Storage", "ikea"), id=f"easy{i}", label=4,
+               steps={"category": "match"}) for i in range(4)]
+
+
+class _Engine:  # TEMP until agrl.rules.RulesEngine builds its lexicon (YAML `no` parses as False)
+    def guidance(self, record, level):
+        parts = ["check: " + ", ".join(record.steps)]
+        if level >= 2:
+            parts.append("verdicts: " + ", ".join(f"{k}={v}" for k, v in record.steps.items()))
+        if level >= 3:
+            parts.append(f"label: {record.label}")
+        return " | ".join(parts)
+
+
+ENGINE = _Engine()
+
+
+def row(record: Record) -> dict:
+    return {"prompt": prompt_messages(record), "label": record.label, "steps": json.dumps(record.steps),
+            "record": json.dumps(record.to_dict()), "id": record.id}
+
+
+def answer(record: Record, label: int) -> str:
+    return render(label, [Step(name, verdict) for name, verdict in record.steps.items()], "")
+
+
+def brevity(completions, **kwargs) -> list[float]:
+    return [-len(completion_text(c)) / 100 for c in completions]
+
+
+class ScriptedGenerator:
+    """Stands in for `_generate_single_turn`: deterministic completions chosen from the prompt text."""
+
+    def __init__(self, tokenizer, solve_level: int = 1):
+        self.tokenizer, self.solve_level, self.calls = tokenizer, solve_level, 0
+
+    def level(self, text: str) -> int:
+        if "guidance:" not in text:
+            return 0
+        return 1 + ("verdicts:" in text) + ("| label:" in text)
+
+    def __call__(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        self.calls += 1
+        out = []
+        for ids in prompt_ids:
+            text = self.tokenizer.decode(ids)
+            hard = HARD.query in text
+            right = not hard or self.level(text) >= self.solve_level
+            record = HARD if hard else EASY[0]
+            label = record.label if right else 4
+            ids = self.tokenizer(answer(record, label), add_special_tokens=False)["input_ids"]
+            out.append(ids + [self.tokenizer.eos_token_id])
+        return out, None
+
+
+def make_trainer(model_dir, tmp_path, mode: str, solve_level: int = 1, **overrides):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], SCHEME)
+    settings = {"output_dir": str(tmp_path), "per_device_train_batch_size": 2 * G, "num_generations": G,
+                "max_completion_length": 48, "report_to": "none", "use_cpu": True, "bf16": False, "seed": 0,
+                "temperature": 1.0, "reward_weights": weights, "agr_mode": mode, "agr_k": 2,
+                "agr_ratio_clip": 1e6, "agr_replay_share": 0.5, "save_strategy": "no"}
+    args = AGRLConfig(**(settings | overrides))
+    dataset = Dataset.from_list([row(r) for r in [HARD, *EASY]])
+    trainer = AGRLTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+    trainer.model.train()
+    generator = ScriptedGenerator(tokenizer, solve_level)
+    trainer._generate_single_turn = generator
+    return trainer, generator
+
+
+def batch(*records: Record) -> list[dict]:
+    return [row(r) for r in records for _ in range(G)]
+
+
+def completion_logps(model, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
+    """log p(completion | prompt) per token, from a plain forward pass (independent of TRL)."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt_ids) - 1:-1]
+    return logits.log_softmax(-1).gather(1, torch.tensor(completion_ids)[:, None]).squeeze(1)
+
+
+def chat_ids(tokenizer, messages) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                              return_dict=True)["input_ids"])
+
+
+def rows_of(output, key_ids, key_mask, i) -> list[int]:
+    return output[key_ids][i][output[key_mask][i].bool()].tolist()
+
+
+def check_guided_rows(trainer, output, guided: list[int], unguided: list[int], level: int):
+    """Guided rows: trained on the unguided prompt; old log-probs = a forward under the guided prompt."""
+    tok, model = trainer.processing_class, trainer.model
+    plain = chat_ids(tok, prompt_messages(HARD))
+    hinted = chat_ids(tok, prompt_messages(HARD, guidance=ENGINE.guidance(HARD, level)))
+    assert hinted != plain
+    for i in guided + unguided:
+        assert rows_of(output, "prompt_ids", "prompt_mask", i) == plain
+        completion = rows_of(output, "completion_ids", "completion_mask", i)
+        expected = completion_logps(model, hinted if i in guided else plain, completion)
+        old = output["old_per_token_logps"][i, : len(completion)]
+        torch.testing.assert_close(old, expected, atol=1e-4, rtol=1e-4)
+    right = tok(answer(HARD, HARD.label), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    for i in guided:
+        assert rows_of(output, "completion_ids", "completion_mask", i) == right
+
+
+def test_immediate_replaces_k_lowest_with_guided_rollouts(tiny_model_dir, tmp_path):
+    trainer, generator = make_trainer(tiny_model_dir, tmp_path, "immediate")
+    output = trainer._generate_and_score_completions(batch(HARD, EASY[0]))
+    assert generator.calls == 2  # the normal pass + one guided pass
+    adv = output["advantages"]
+    # all-wrong group: ties broken by row, so rows 0 and 1 were replaced; its advantages are no longer zero
+    assert adv[:2].min() > 0 and adv[2:4].max() < 0
+    assert torch.allclose(adv[G:], torch.zeros(G), atol=1e-3)
+    check_guided_rows(trainer, output, guided=[0, 1], unguided=[2, 3], level=1)
+    metrics = trainer._metrics["train"]
+    assert metrics["agr/guided_group_share"] == [0.5] and metrics["agr/level_1"] == [1.0]
+    assert metrics["agr/group_acc_before"] == [0.0] and metrics["agr/group_acc_after"] == [0.5]
+    assert list(trainer.replay.buffer) == ["hard"]
+
+
+def test_deferred_reenters_next_batch_without_extra_generation(tiny_model_dir, tmp_path):
+    trainer, generator = make_trainer(tiny_model_dir, tmp_path, "deferred")
+    first = trainer._generate_and_score_completions(batch(HARD, EASY[0]))
+    assert generator.calls == 1 and torch.allclose(first["advantages"][:G], torch.zeros(G))
+    assert "old_per_token_logps" not in first  # nothing guided yet: the parent's on-policy path
+    second = trainer._generate_and_score_completions(batch(EASY[1], EASY[2]))
+    assert generator.calls == 2  # still one generation pass per step
+    # the hard prompt took the last group slot: rows 4, 5 unguided (wrong), rows 6, 7 guided (right)
+    assert trainer._metrics["train"]["agr/guided_group_share"] == [0.0, 0.5]
+    assert second["advantages"][6:].min() > 0 and second["advantages"][4:6].max() < 0
+    check_guided_rows(trainer, second, guided=[6, 7], unguided=[4, 5], level=1)
+
+
+def test_escalation_follows_failure_count(tiny_model_dir, tmp_path):
+    # guidance helps only at level 3; the unguided rollouts keep failing, so each round escalates
+    trainer, generator = make_trainer(tiny_model_dir, tmp_path, "deferred", solve_level=3, agr_replay_delay=50)
+    trainer._generate_and_score_completions(batch(HARD, EASY[0]))
+    for _ in range(4):  # the hard pair now comes back only through replay
+        trainer._generate_and_score_completions(batch(EASY[1], EASY[2]))
+    metrics = trainer._metrics["train"]
+    levels = [[int(metrics[f"agr/level_{n}"][step]) for n in (1, 2, 3)] for step in range(5)]
+    assert levels == [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]
+    assert trainer.replay.failures["hard"] == 4
+    # only the level-3 round's guided rollouts were right
+    assert metrics["agr/group_acc_after"] == [0.0, 0.0, 0.5]
+    assert generator.calls == 5
+
+
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+def test_real_steps_end_to_end_and_resume(tiny_model_dir, tmp_path, mode):
+    """A few real AGRL steps (real sampling) with a checkpoint; resuming restores the replay state.
+    An untrained model never writes the format, so a brevity reward gives the groups some spread."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], SCHEME)
+    funcs, weights = [*funcs, brevity], [*weights, 1.0]
+    args = AGRLConfig(output_dir=str(tmp_path), per_device_train_batch_size=2 * G, num_generations=G,
+                      max_completion_length=12, max_steps=2, save_steps=2, report_to="none", use_cpu=True,
+                      bf16=False, logging_steps=1, seed=0, reward_weights=weights, agr_mode=mode,
+                      agr_threshold_cap=0.0)
+    dataset = Dataset.from_list([row(r) for r in [HARD, *EASY]])
+    trainer = AGRLTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "agr/threshold" in entry]
+    assert len(logged) == 2 and all(entry["agr/flagged_share"] >= 0 for entry in logged)
+    # random init: nothing is ever right, every group is flagged
+    assert logged[0]["agr/flagged_share"] == 1.0
+    shares = [entry["agr/guided_group_share"] for entry in logged]
+    assert shares == ([1.0, 1.0] if mode == "immediate" else [0.0, 0.5])  # deferred: next batch, 1 slot
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    checkpoint = tmp_path / "checkpoint-2"
+    saved = json.loads((checkpoint / STATE_FILE).read_text())
+    assert saved["round"] == 2 and saved["buffer"]
+    args.max_steps = 3
+    resumed = AGRLTrainer(model=AutoModelForCausalLM.from_pretrained(checkpoint), reward_funcs=funcs, args=args,
+                          train_dataset=dataset, processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.replay.round == 3  # restored 2 rounds + 1 new one (a fresh state would say 1)
+    assert set(saved["failures"]) <= set(resumed.replay.failures)
+
+
+def test_config_validates_agr_knobs(tmp_path):
+    with pytest.raises(ValueError, match="agr_k"):
+        AGRLConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4, agr_k=4,
+                   use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match="agr_mode"):
+        AGRLConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4, agr_mode="later",
+                   use_cpu=True, bf16=False)

@@ -163,3 +163,47 @@ def train(
         console.print(f"[red]config error:[/red] {err}")
         raise typer.Exit(2) from None
     console.print(f"trained: {out}")
+
+
+# ---------------------------------------------------------------------------- data: label, synth
+
+
+@data_app.command("label")
+def data_label(
+    file: str = typer.Argument(..., help="records: JSONL, CSV, Parquet or hf:NAME"),
+    out: str = typer.Argument(..., help="output JSONL"),
+    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
+    rules: str = typer.Option(None, help="rules config YAML (overrides recipes/rules/default.yaml)"),
+) -> None:
+    """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
+    from agrl.data import load_records, write_jsonl
+    from agrl.rules import RulesEngine, label_records
+    from agrl.schemes import load_scheme
+
+    records = load_records(file, load_scheme(scheme))
+    engine = RulesEngine.from_records(records, load_scheme(scheme), rules)
+    unlabelled = sum(r.label is None for r in records)
+    records, disagreements = label_records(records, engine)
+    write_jsonl(records, out)
+    for record, verdict in disagreements:
+        typer.echo(f"disagree: {record.id or '-'}: {record.query!r}: gold {record.label}, rules {verdict.label} "
+                   f"({', '.join(f'{k}={v}' for k, v in verdict.verdicts.items())})")
+    console.print(f"{out}: {len(records)} record(s), {unlabelled} labelled by the rules, "
+                  f"{len(disagreements)} gold label(s) the rules disagree with")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: str = typer.Option(..., help="output directory for sft/rl/eval_balanced/eval_wild .jsonl"),
+    seed: int = typer.Option(0, help="random seed (the output is deterministic under it)"),
+    size: str = typer.Option("default", help="small | default | large"),
+    noise: float = typer.Option(0.15, help="share of SFT rows with a reasoning error or a wrong label"),
+) -> None:
+    """Generate the synthetic e-commerce relevance benchmark."""
+    from agrl import synth
+
+    if size not in synth.SIZES:
+        raise typer.BadParameter(f"size must be one of {list(synth.SIZES)}", param_hint="--size")
+    paths = synth.write(out, synth.generate(seed=seed, sizes=synth.SIZES[size], noise=noise))
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")

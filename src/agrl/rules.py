@@ -4,14 +4,23 @@ One code path serves four purposes (spec section 2): step ground truth for dense
 reasoning for SFT, guidance for Adaptive Guided Replay, and rule adherence of a model's output.
 
     table = DecisionTable.default(); table.decide({"category": "match", "brand": "mismatch"}, scheme)
+    engine = RulesEngine.from_records(records); engine.judge(record).label; engine.guidance(record, 2)
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable
 
-from agrl.schemes import OUTCOMES, Scheme
+import yaml
+
+from agrl.data import Record
+from agrl.lexicon import YES, Lexicon, ProductView, Query
+from agrl.output import Judgement, Step, render
+from agrl.schemes import OUTCOMES, Scheme, load_scheme
 
 # ---------------------------------------------------------------------------- decision table
 
@@ -104,3 +113,245 @@ class DecisionTable:
     def adheres(self, verdicts: dict[str, str], label: int, scheme: Scheme) -> bool:
         """Rule adherence: do these verdicts imply this label under the table?"""
         return self.decide(verdicts, scheme)[0] == label
+
+
+# ---------------------------------------------------------------------------- atomic rules
+
+RuleFn = Callable[[Query, ProductView], list[Step]]
+RULES: dict[str, RuleFn] = {}
+
+
+def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
+    """Register an atomic rule: f(query, product view) -> its steps (none when the query states nothing)."""
+
+    def wrap(fn: RuleFn) -> RuleFn:
+        RULES[name] = fn
+        return fn
+
+    return wrap
+
+
+def resolve_rule(name: str) -> RuleFn:
+    """A registered rule name, or "package.module:function"."""
+    if name in RULES:
+        return RULES[name]
+    module, sep, attr = name.partition(":")
+    if not sep:
+        raise ValueError(f"rules config: unknown rule {name!r} (registered: {sorted(RULES)}; or use module:function)")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _title(source: str) -> str:
+    return " (title)" if source == "title" else ""
+
+
+def _compare(step: str, want: str, got: str | None, source: str) -> Step:
+    if got is None:
+        return Step(step, "unknown", f"{want} not stated")
+    if got == want:
+        return Step(step, "match", want + _title(source))
+    return Step(step, "mismatch", f"{want} vs {got}{_title(source)}")
+
+
+@register_rule("category")
+def category_rule(query: Query, view: ProductView) -> list[Step]:
+    got, source = view.category()
+    if query.category is None:
+        return [Step("category", "match", "no type asked")]
+    if got == query.category:
+        return [Step("category", "match", got + _title(source))]
+    verdict = "substitute" if frozenset((got, query.category)) in view.lex.substitutes else "mismatch"
+    return [Step("category", verdict, f"{query.category} vs {got or 'unknown type'}{_title(source)}")]
+
+
+@register_rule("brand")
+def brand_rule(query: Query, view: ProductView) -> list[Step]:
+    return [] if query.brand is None else [_compare("brand", query.brand, *view.brand())]
+
+
+@register_rule("model")
+def model_rule(query: Query, view: ProductView) -> list[Step]:
+    return [] if query.model is None else [_compare("model", query.model, *view.model())]
+
+
+@register_rule("attribute")
+def attribute_rule(query: Query, view: ProductView) -> list[Step]:
+    return [_compare(f"attribute.{name}", value, *view.attribute(name)) for name, value in query.attributes]
+
+
+def _has(view: ProductView, kind: str, value: str) -> bool | None:
+    """Does the product have the negated thing? None when its data does not say."""
+    if kind == "feature":
+        got, _ = view.feature(value)
+        return None if got is None else got == YES
+    if kind == "attr":
+        name, _, value = value.partition("=")
+        got, _ = view.attribute(name)
+    else:
+        got, _ = view.brand() if kind == "brand" else view.model()
+    return None if got is None else got == value
+
+
+@register_rule("negation")
+def negation_rule(query: Query, view: ProductView) -> list[Step]:
+    if not query.negations:
+        return []
+    found = [(value.partition("=")[2] or value, _has(view, kind, value)) for kind, value in query.negations]
+    found = [(what.replace("_", " "), has) for what, has in found]
+    if any(has for _, has in found):
+        return [Step("negation", "violated", "; ".join(f"has {w}" for w, has in found if has))]
+    if any(has is None for _, has in found):
+        return [Step("negation", "unknown", "; ".join(f"{w} not stated" for w, has in found if has is None))]
+    return [Step("negation", "respected", "; ".join(f"no {w}" for w, _ in found))]
+
+
+@register_rule("price")
+def price_rule(query: Query, view: ProductView) -> list[Step]:
+    if query.price is None:
+        return []
+    side, bound = query.price
+    price = view.product.price
+    if price is None:
+        return [Step("price", "unknown", "price not stated")]
+    holds = price <= bound if side == "under" else price >= bound
+    return [Step("price", "match" if holds else "mismatch", f"{price:g} vs {side} {bound:g}")]
+
+
+@register_rule("alternative")
+def alternative_rule(query: Query, view: ProductView) -> list[Step]:
+    if query.alternative is None:
+        return []
+    kind, target = query.alternative
+    got, source = view.brand() if kind == "brand" else view.model()
+    if got is None:
+        return [Step("alternative", "unknown", f"{kind} not stated")]
+    if got == target:
+        return [Step("alternative", "mismatch", f"is {target}{_title(source)}")]
+    return [Step("alternative", "match", f"{got} not {target}{_title(source)}")]
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: int
+    steps: tuple[Step, ...]
+    reason: str = ""
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {step.name: step.verdict for step in self.steps}
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    """The default rules config, with the top-level keys of a user YAML file replacing its own."""
+    default = resources.files("agrl") / "recipes" / "rules" / "default.yaml"
+    config = yaml.safe_load(default.read_text())
+    if path is None:
+        return config
+    user = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(user, dict):
+        raise ValueError(f"{path}: a rules config must be a mapping of keys to values")
+    unknown = set(user) - set(config)
+    if unknown:
+        raise ValueError(f"{path}: unknown rules config key(s) {sorted(unknown)} (known: {sorted(config)})")
+    return config | user
+
+
+# What decides a pair, per decision outcome: the steps whose verdicts trigger its row.
+_DECIDING = {"off_category": ("mismatch",), "violation": ("mismatch", "violated"),
+             "uncertain": ("unknown", "substitute")}
+
+
+class RulesEngine:
+    """Step verdicts, labels, teacher reasoning and guidance for records, from one set of rules."""
+
+    def __init__(self, lexicon: Lexicon, table: DecisionTable, rules: list[RuleFn], scheme: Scheme):
+        self.lexicon, self.table, self.rules, self.scheme = lexicon, table, rules, scheme
+        self._queries: dict[str, Query] = {}
+
+    @classmethod
+    def from_records(cls, records: Iterable[Record], scheme: Scheme | None = None,
+                     config: str | None = None) -> RulesEngine:
+        """An engine whose lexicon comes from the products of these records."""
+        cfg = load_config(config)
+        lexicon = Lexicon.build((r.product for r in records), cfg)
+        rules = [resolve_rule(name) for name in cfg["rules"]]
+        return cls(lexicon, DecisionTable.from_list(cfg["decision_table"]), rules, scheme or load_scheme("default"))
+
+    def understand(self, query: str) -> Query:
+        if query not in self._queries:
+            self._queries[query] = self.lexicon.understand(query)
+        return self._queries[query]
+
+    def judge(self, record: Record) -> Verdict:
+        """The rules' verdicts on a record from its free-text query and its product data."""
+        query, view = self.understand(record.query), ProductView(record.product, self.lexicon)
+        steps = tuple(step for rule in self.rules for step in rule(query, view))
+        verdicts = {step.name: step.verdict for step in steps}
+        assert len(verdicts) == len(steps), f"two rules wrote the same step: {[s.name for s in steps]}"
+        label, reason = self.table.decide(verdicts, self.scheme)
+        return Verdict(label, steps, reason)
+
+    def gold(self, record: Record) -> Verdict:
+        """The record's own label/steps where present (evidence from the rules), else the rules' verdict."""
+        judged = self.judge(record)
+        if record.label is None and record.steps is None:
+            return judged
+        steps = judged.steps
+        if record.steps is not None:
+            mine = {step.name: step for step in judged.steps}
+            steps = tuple(
+                Step(name, verdict, mine[name].evidence if name in mine and mine[name].verdict == verdict else "")
+                for name, verdict in record.steps.items()
+            )
+        verdicts = {step.name: step.verdict for step in steps}
+        label, reason = self.table.decide(verdicts, self.scheme)
+        if record.label is not None and record.label != label:
+            label = record.label
+            reason = next((REASONS[o] for o, code in self.scheme.outcomes.items() if code == label), "")
+        return Verdict(label, steps, reason)
+
+    def teacher_reasoning(self, record: Record) -> str:
+        gold = self.gold(record)
+        return render(gold.label, gold.steps, gold.reason)
+
+    def guidance(self, record: Record, level: int) -> str:
+        """One line: 1 names the deciding rules; 2 adds the gold step verdicts; 3 adds the gold label."""
+        assert level in (1, 2, 3), f"guidance level must be 1, 2 or 3, got {level}"
+        gold = self.gold(record)
+        outcome = self.table.outcome(gold.verdicts)
+        wanted = _DECIDING.get(outcome)
+        deciding = [s.name for s in gold.steps if wanted is None or s.verdict in wanted]
+        if outcome == "off_category":
+            deciding = ["category"]
+        parts = ["check: " + ", ".join(deciding or [s.name for s in gold.steps])]
+        if level >= 2:
+            parts.append("verdicts: " + ", ".join(
+                f"{s.name}={s.verdict}" + (f" ({s.evidence})" if s.evidence else "") for s in gold.steps))
+        if level >= 3:
+            parts.append(f"label: {gold.label}" + (f" ({gold.reason})" if gold.reason else ""))
+        return " | ".join(parts)
+
+    def adheres(self, judgement: Judgement) -> bool:
+        """Do the judgement's own verdicts imply its own label under the decision table?"""
+        return self.table.adheres(judgement.verdicts, judgement.label, self.scheme)
+
+
+def label_records(records: list[Record], engine: RulesEngine) -> tuple[list[Record], list[tuple[Record, Verdict]]]:
+    """Fill label and steps from the rules where a record has none; keep gold labels.
+
+    Returns the records and the (record, rules verdict) pairs where the rules disagree with a gold label.
+    Steps are filled for a labelled record only when the rules agree with its label.
+    """
+    disagreements = []
+    for record in records:
+        verdict = engine.judge(record)
+        if record.label is not None and record.label != verdict.label:
+            disagreements.append((record, verdict))
+            continue
+        record.label = verdict.label if record.label is None else record.label
+        if record.steps is None:
+            record.steps = verdict.verdicts
+    return records, disagreements

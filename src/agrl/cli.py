@@ -135,7 +135,7 @@ def eval_command(
 
 @app.command("report")
 def report_command(
-    run_dirs: list[str] = typer.Argument(..., help="run directories (metrics.jsonl, eval/*.json, config.yaml)"),
+    run_dirs: Annotated[list[str], typer.Argument(help="run directories (metrics.jsonl, eval/*.json, config.yaml)")],
     out: str = typer.Option(..., help="output directory for report.md, report.html, summary.json and PNGs"),
 ) -> None:
     """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""

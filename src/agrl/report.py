@@ -226,7 +226,8 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path | None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncols=min(6, len(handles)))
-    return _save(fig, out)
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def plot_confusions(groups: dict[str, list[Run]], split: str, out: Path) -> Path | None:
@@ -258,7 +259,8 @@ def plot_confusions(groups: dict[str, list[Run]], split: str, out: Path) -> Path
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{method} ({split})", fontsize=10)
-    return _save(fig, out)
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def plot_comparison(table: dict[str, dict[str, dict | None]], split: str, out: Path) -> Path | None:
@@ -283,7 +285,8 @@ def plot_comparison(table: dict[str, dict[str, dict | None]], split: str, out: P
     ax.set_title(f"{split}: error bars = 95% interval (one run) or std across seeds", fontsize=10)
     fig.legend(loc="outside upper center", ncols=min(6, len(methods)))
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out)
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def _error(stat: dict | None) -> tuple[float, float]:
@@ -301,11 +304,6 @@ def _colors(groups: dict) -> dict[str, tuple]:
 
     palette = colormaps["tab10"]
     return {method: palette(i % 10) for i, method in enumerate(groups)}
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    return path
 
 
 # ---------------------------------------------------------------------------- documents

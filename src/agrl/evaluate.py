@@ -1,0 +1,218 @@
+"""Evaluate a checkpoint on a labelled split: predictions JSONL + a metrics JSON (spec section 7).
+
+Greedy generation of label + reasoning (prompt.prompt_text -> models.generate), parsed by the one
+strict parser: a rejected completion is wrong and invalid. Rule adherence and step accuracy use the
+rules engine (the same code as the dense rewards); ECE and NDCG@10 use the one-pass label posterior
+of score.Scorer. Metrics come from metrics.summarize, with per-family slices and bootstrap intervals.
+
+    agrl eval --model runs/agrl --data data/eval_balanced.jsonl --out runs/agrl/eval/balanced.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agrl import __version__, models
+from agrl.data import Record, load_records, write_jsonl
+from agrl.metrics import Prediction, expected_relevance, summarize
+from agrl.output import Judgement, parse_completion
+from agrl.prompt import prompt_text
+from agrl.rewards import step_score
+from agrl.rules import RulesEngine
+from agrl.schemes import Scheme, load_scheme
+from agrl.score import Scorer
+
+
+def judge_outputs(
+    records: list[Record],
+    completions: list[str],
+    posteriors: list[dict[int, float]] | None,
+    scheme: Scheme,
+    engine: RulesEngine,
+) -> tuple[list[Prediction], list[dict]]:
+    """Parse each completion and pair it with its record: (metric inputs, prediction rows for JSONL).
+
+    Gold steps are `engine.gold(record)` (the record's own steps when it has them); adherence is
+    `engine.adheres` on the completion's own verdicts; step accuracy is the dense reward's r_step.
+    """
+    assert len(records) == len(completions), "one completion per record"
+    preds: list[Prediction] = []
+    rows: list[dict] = []
+    for index, (record, text) in enumerate(zip(records, completions)):
+        posterior = posteriors[index] if posteriors is not None else None
+        parsed = parse_completion(text, scheme)
+        gold_steps = {step.name: step.verdict for step in engine.gold(record).steps}
+        valid = isinstance(parsed, Judgement)
+        pred = Prediction(
+            gold=record.label,
+            pred=parsed.label if valid else None,
+            id=record.id,
+            query=record.query,
+            family=record.family,
+            adheres=engine.adheres(parsed) if valid else None,
+            step_accuracy=step_score(parsed, gold_steps) if valid and gold_steps else None,
+            posterior=posterior,
+        )
+        preds.append(pred)
+        rows.append(_row(pred, text, None if valid else parsed.reason))
+    return preds, rows
+
+
+def _row(pred: Prediction, completion: str, reject_reason: str | None) -> dict:
+    row = {
+        "id": pred.id,
+        "query": pred.query,
+        "family": pred.family,
+        "gold": pred.gold,
+        "pred": pred.pred,
+        "correct": pred.pred == pred.gold,
+        "valid": pred.pred is not None,
+        "reject_reason": reject_reason,
+        "adheres": pred.adheres,
+        "step_accuracy": pred.step_accuracy,
+    }
+    if pred.posterior is not None:
+        row["posterior"] = {str(code): p for code, p in pred.posterior.items()}
+        row["expected_relevance"] = expected_relevance(pred.posterior)
+    return row | {"completion": completion}
+
+
+def rejection_counts(rows: list[dict]) -> dict[str, int]:
+    """Rejections by reason, with the quoted or bracketed specifics cut off ("unknown label '7'" -> "unknown label")."""
+    reasons = Counter(
+        row["reject_reason"].split(" '")[0].split(" (")[0].split(" {")[0]
+        for row in rows
+        if row["reject_reason"]
+    )
+    return dict(reasons.most_common())
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+
+def generate_completions(
+    model, tokenizer, records: list[Record], batch_size: int, max_new_tokens: int
+) -> list[str]:
+    """Greedy completions in input order, batched by prompt length (less padding) behind a progress bar."""
+    prompts = [prompt_text(record, tokenizer) for record in records]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    with _progress() as progress:
+        task = progress.add_task("generate", total=len(prompts))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            texts = models.generate(
+                model,
+                tokenizer,
+                [prompts[i] for i in chunk],
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+            )
+            for i, completions in zip(chunk, texts):
+                out[i] = completions[0]
+            progress.advance(task, len(chunk))
+    return out
+
+
+def label_posteriors(scorer: Scorer, records: list[Record]) -> list[dict[int, float]]:
+    """The one-pass prefill posterior of each record, batched behind a progress bar."""
+    out: list[dict[int, float]] = []
+    with _progress() as progress:
+        task = progress.add_task("score", total=len(records))
+        for start in range(0, len(records), scorer.batch_size):
+            chunk = records[start : start + scorer.batch_size]
+            out.extend(scorer.posteriors(chunk))
+            progress.advance(task, len(chunk))
+    return out
+
+
+def load_eval_records(data: str | Path, scheme: Scheme, limit: int | None = None) -> list[Record]:
+    """Labelled records of a split (first `limit`); ValueError naming the first row without a label."""
+    records = load_records(data, scheme)
+    if limit is not None:
+        records = records[:limit]
+    for index, record in enumerate(records, start=1):
+        if record.label is None:
+            raise ValueError(f"{data}: record {index} (id {record.id}): label: is required for evaluation")
+    return records
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    predictions: str | Path | None = None,
+    scheme: str = "default",
+    batch_size: int = 32,
+    max_new_tokens: int = 160,
+    limit: int | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    posterior: bool = True,
+    device: str | None = None,
+) -> dict:
+    """Run a checkpoint over a labelled file; write the metrics JSON (and predictions JSONL); return the JSON.
+
+    `predictions` defaults to OUT with the suffix `.predictions.jsonl`.
+    """
+    label_scheme = load_scheme(scheme)
+    records = load_eval_records(data, label_scheme, limit)
+    loaded = models.load(model, device=device)
+    completions = generate_completions(*loaded, records, batch_size, max_new_tokens)
+    posteriors = label_posteriors(Scorer(loaded, label_scheme, batch_size), records) if posterior else None
+    engine = RulesEngine.from_records(records, scheme=label_scheme)
+    preds, rows = judge_outputs(records, completions, posteriors, label_scheme, engine)
+    out = Path(out)
+    predictions = Path(predictions) if predictions else out.with_suffix(".predictions.jsonl")
+    result = {
+        "model": str(model),
+        "data": str(data),
+        "scheme": label_scheme.name,
+        "n": len(records),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "agrl_version": __version__,
+        "predictions": str(predictions),
+        "settings": {
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "limit": limit,
+            "resamples": resamples,
+            "seed": seed,
+            "decoding": "greedy",
+            "posterior": posterior,
+        },
+        **summarize(preds, label_scheme, resamples=resamples, seed=seed),
+        "rejections": rejection_counts(rows),
+    }
+    write_jsonl(rows, predictions)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def summary_table(result: dict) -> Table:
+    """The headline metrics of an eval JSON with their intervals, for the console."""
+    table = Table(title=f"{result['model']} on {result['data']} (n={result['n']})")
+    for column in ("metric", "value", "95% interval"):
+        table.add_column(column)
+    for name, value in result["metrics"].items():
+        interval = result["intervals"].get(name)
+        table.add_row(
+            name,
+            "–" if value is None else f"{value:.3f}",
+            "–" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]",
+        )
+    return table

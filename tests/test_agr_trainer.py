@@ -18,6 +18,7 @@ from agrl.data import Product, Record
 from agrl.output import Step, render
 from agrl.prompt import prompt_messages
 from agrl.rewards import completion_text, reward_funcs
+from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
 from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer
 
@@ -30,18 +31,7 @@ HARD = Record("red nike running shoes", Product("Adidas Ultraboost Running Shoe"
 EASY = [Record(f"shoe rack {i}", Product(f"Wooden Shoe Rack {i}", "Home > Storage", "ikea"), id=f"easy{i}", label=4,
                steps={"category": "match"}) for i in range(4)]
 
-
-class _Engine:  # TEMP until agrl.rules.RulesEngine builds its lexicon (YAML `no` parses as False)
-    def guidance(self, record, level):
-        parts = ["check: " + ", ".join(record.steps)]
-        if level >= 2:
-            parts.append("verdicts: " + ", ".join(f"{k}={v}" for k, v in record.steps.items()))
-        if level >= 3:
-            parts.append(f"label: {record.label}")
-        return " | ".join(parts)
-
-
-ENGINE = _Engine()
+ENGINE = RulesEngine.from_records([HARD, *EASY], SCHEME)
 
 
 def row(record: Record) -> dict:

@@ -67,7 +67,7 @@ def reference_probs(model_dir, records: list[Record], codes=(4, 3, 2, 1)) -> lis
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model_dir):
-    return Scorer(tiny_model_dir, batch_size=8)
+    return Scorer(tiny_model_dir, batch_size=8, device="cpu")
 
 
 def test_probabilities_equal_a_direct_forward_pass_with_and_without_padding(tiny_model_dir, scorer):
@@ -196,18 +196,9 @@ def score_all(scorer, source, tmp_path) -> list[str]:
 def test_cli_killed_and_rerun_gives_the_uninterrupted_output(tmp_path, tiny_model_dir, scorer):
     source = write_rows(tmp_path / "in.jsonl", make_rows(800))
     output = tmp_path / "out.jsonl"
-    cmd = [
-        str(Path(sys.executable).parent / "agrl"),
-        "score",
-        "--model",
-        str(tiny_model_dir),
-        "--input",
-        str(source),
-        "--output",
-        str(output),
-        "--batch-size",
-        "2",
-    ]
+    model, data = str(tiny_model_dir), str(source)
+    cmd = [sys.executable, "-m", "agrl", "score", "--model", model, "--input", data, "--output", str(output)]
+    cmd += ["--batch-size", "2", "--device", "cpu"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

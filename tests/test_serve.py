@@ -42,7 +42,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def service(tiny_model_dir):
     """A live server in a background thread; yields (base url, scorer)."""
-    scorer = Scorer(tiny_model_dir, batch_size=64)
+    scorer = Scorer(tiny_model_dir, batch_size=64, device="cpu")
     port = free_port()
     config = uvicorn.Config(
         create_app(scorer, LIMITS, "tiny"), host="127.0.0.1", port=port, log_level="warning"

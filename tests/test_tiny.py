@@ -59,7 +59,7 @@ def test_saved_model_loads_with_auto_classes_and_chat_template_opens_assistant(t
 
 
 def test_generate_batches_in_input_order_and_sampling_is_seeded(tiny_model_dir):
-    model, tok = models.load(tiny_model_dir)
+    model, tok = models.load(tiny_model_dir, device="cpu")
     assert tok.padding_side == "left" and not model.training
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": c}], tokenize=False, add_generation_prompt=True)
@@ -106,3 +106,15 @@ def test_cli_model_init(tmp_path):
     assert tok.convert_ids_to_tokens(tok.encode("<label>3", add_special_tokens=False)) == ["<label>", "3"]
     same = init_model(tmp_path / "m2", corpus=corpus.read_text().splitlines())
     assert (same / "tokenizer.json").read_text() == (tmp_path / "m" / "tokenizer.json").read_text()
+
+
+def test_default_corpus_tokenizer_is_compact_on_the_synthetic_benchmark(tiny_model_dir):
+    from agrl.prompt import prompt_text
+    from agrl.synth import generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = generate(seed=0)["eval_wild"][:50]
+    texts = [prompt_text(r, tok) for r in records]
+    tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
+    # Word-level merges learnt from our own prompts: far fewer tokens than characters.
+    assert len(tok) <= SIZES["tiny"]["vocab"] + 8 and tokens < 0.35 * sum(map(len, texts))

@@ -1,0 +1,256 @@
+"""Scoring benchmark: one-pass prefill scoring vs generate-then-parse, and the HTTP service under load.
+
+Same model, same pairs. Prefill reads the label posterior after one forward pass (score.Scorer);
+generate-then-parse decodes label + reasoning (models.generate, as long as the median gold
+reasoning) and parses the label. The service runs `agrl serve` in a subprocess and takes a bounded
+closed-loop load (CONCURRENCY requests in flight, REQUESTS in all) from this process over loopback.
+Prints a Markdown table (machine, date) and writes JSON.
+
+    .venv/bin/python bench/scoring.py --size small --pairs 256 --requests 2000 --out bench/results/scoring.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from agrl import models
+from agrl.data import Record, load_records
+from agrl.output import Judgement, parse_completion
+from agrl.prompt import prompt_text
+from agrl.score import Scorer
+from agrl.tiny import init_model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="local HF model dir (default: build one with tiny.init_model)")
+    parser.add_argument("--size", default="small", help="size to build when --model is not given")
+    parser.add_argument("--input", help="records JSONL (default: the synthetic eval_wild split)")
+    parser.add_argument("--pairs", type=int, default=256, help="pairs for the offline comparison")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=2000, help="service load: requests in all")
+    parser.add_argument("--concurrency", type=int, default=32, help="service load: requests in flight")
+    parser.add_argument("--items", type=int, default=1, help="service load: products per request")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="bench/results/scoring.json")
+    return parser.parse_args(argv)
+
+
+def machine() -> str:
+    cpu = f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}; {cpu}"
+    return f"{platform.processor() or platform.machine()}; {cpu}, threads {torch.get_num_threads()}"
+
+
+def pairs(args: argparse.Namespace) -> list[Record]:
+    if args.input:
+        return load_records(args.input)
+    from agrl.synth import generate
+
+    splits = generate(seed=0)
+    return (splits["eval_wild"] + splits["eval_balanced"] + splits["rl"])[: max(args.pairs, args.requests)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_prefill(scorer: Scorer, records: list[Record]) -> dict:
+    scorer.score(records[: scorer.batch_size])  # warm-up
+    _sync(scorer.model.device)
+    start = time.perf_counter()
+    scorer.score(records)
+    _sync(scorer.model.device)
+    seconds = time.perf_counter() - start
+    return {"pairs": len(records), "seconds": seconds, "pairs_per_s": len(records) / seconds}
+
+
+def bench_generate(scorer: Scorer, records: list[Record], max_new_tokens: int) -> dict:
+    model, tok = scorer.model, scorer.tokenizer
+    prompts = [prompt_text(r, tok) for r in records]
+    models.generate(model, tok, prompts[: scorer.batch_size], 4, batch_size=scorer.batch_size)  # warm-up
+    _sync(model.device)
+    start = time.perf_counter()
+    texts = models.generate(model, tok, prompts, max_new_tokens, batch_size=scorer.batch_size)
+    labels = [parse_completion(t[0], scorer.scheme) for t in texts]
+    _sync(model.device)
+    seconds = time.perf_counter() - start
+    valid = sum(isinstance(p, Judgement) for p in labels)
+    return {
+        "pairs": len(records),
+        "seconds": seconds,
+        "pairs_per_s": len(records) / seconds,
+        "max_new_tokens": max_new_tokens,
+        "format_valid": valid,
+    }
+
+
+def reasoning_tokens(scorer: Scorer, records: list[Record]) -> int:
+    """Median length in tokens of the gold reasoning (+1 for the end-of-turn token)."""
+    from agrl.rules import RulesEngine
+
+    engine = RulesEngine.from_records(records, scheme=scorer.scheme)
+    lengths = [
+        len(scorer.tokenizer.encode(engine.teacher_reasoning(r), add_special_tokens=False)) for r in records
+    ]
+    return int(statistics.median(lengths)) + 1
+
+
+def bench_service(model_dir: str, records: list[Record], args: argparse.Namespace) -> dict:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agrl",
+        "serve",
+        "--model",
+        model_dir,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max(args.batch_size, args.items)),
+        "--max-items",
+        str(max(64, args.items)),
+    ]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, server)
+        bodies = [_body(records, i, args.items) for i in range(args.requests)]
+        latencies, seconds = asyncio.run(_load(url, bodies, args.concurrency))
+        metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    passes = int(re.search(r"agrl_batch_requests_count (\d+)", metrics).group(1))
+    latencies.sort()
+    return {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "items_per_request": args.items,
+        "seconds": seconds,
+        "requests_per_s": args.requests / seconds,
+        "pairs_per_s": args.requests * args.items / seconds,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "mean_requests_per_pass": args.requests / passes,
+    }
+
+
+def _wait_ready(url: str, server: subprocess.Popen) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"agrl serve exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError("agrl serve did not become ready in 300 s")
+
+
+def _body(records: list[Record], i: int, items: int) -> dict:
+    group = [records[(i * items + k) % len(records)] for k in range(items)]
+    products = [{k: v for k, v in r.to_dict()["product"].items()} for r in group]
+    return {"query": group[0].query, "items": products}
+
+
+async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def user() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                start = time.perf_counter()
+                response = await client.post("/v1/score", json=body)
+                latencies.append(time.perf_counter() - start)
+                assert response.status_code == 200, response.text
+
+        start = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - start
+
+
+def table(result: dict) -> str:
+    pre, gen, svc = result["prefill"], result["generate"], result["service"]
+    lines = [
+        f"Scoring benchmark, {result['date']}, {result['machine']}",
+        f"model {result['model']} ({result['params'] / 1e6:.1f}M params), "
+        + f"{pre['pairs']} pairs, batch {result['batch_size']}",
+        "",
+        "| method | pairs/s | speed-up |",
+        "|---|---:|---:|",
+        f"| prefill scoring (one forward pass) | {pre['pairs_per_s']:.1f} | {result['speedup']:.1f}x |",
+        f"| generate ({gen['max_new_tokens']} new tokens) then parse | {gen['pairs_per_s']:.1f} | 1.0x |",
+        "",
+        "| service load | requests | in flight | req/s | pairs/s | p50 ms | p99 ms | requests per pass |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| `agrl serve`, loopback | {svc['requests']} | {svc['concurrency']} | {svc['requests_per_s']:.1f} | "
+        + f"{svc['pairs_per_s']:.1f} | {svc['p50_ms']:.1f} | {svc['p99_ms']:.1f} | "
+        + f"{svc['mean_requests_per_pass']:.1f} |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or str(init_model(Path(tmp) / "model", size=args.size))
+        records = pairs(args)
+        scorer = Scorer(model_dir, batch_size=args.batch_size, device=args.device)
+        offline = records[: args.pairs]
+        prefill = bench_prefill(scorer, offline)
+        generate = bench_generate(scorer, offline, reasoning_tokens(scorer, offline))
+        params = sum(p.numel() for p in scorer.model.parameters())
+        del scorer
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        service = bench_service(model_dir, records, args)
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "model": args.model or f"tiny.init_model(size={args.size!r})",
+        "params": params,
+        "batch_size": args.batch_size,
+        "prefill": prefill,
+        "generate": generate,
+        "service": service,
+        "speedup": prefill["pairs_per_s"] / generate["pairs_per_s"],
+    }
+    print(table(result))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -161,14 +161,18 @@ def _keep_brand_and_model(rng: random.Random, cat: str, facts: dict[str, Fact], 
             facts.pop("model", None)
 
 
-def _title(cat: str, facts: dict[str, Fact]) -> str:
+def _title(rng: random.Random, cat: str, facts: dict[str, Fact]) -> str:
     info = catalog()["categories"][cat]
     shown = {slot: f.value for slot, f in facts.items() if f.place in ("title", "both") and f.value is not None}
+    # Neutral words (no fact in them) keep titles at a natural 5-12 words without leaking facts.
+    words = 1 + len(shown) + ("model" in shown) + len(info["noun"].split())
+    descriptors = rng.sample(catalog()["descriptors"], min(3, max(1, 5 - words)))
+    noun = " ".join(descriptors + [info["noun"]])
     head = [shown.get("brand")]
     if "fits" in info:
-        head += [info["noun"], f"for {shown['model']}" if "model" in shown else None]
+        head += [noun, f"for {shown['model']}" if "model" in shown else None]
     else:
-        head += [shown.get("model"), info["noun"]]
+        head += [shown.get("model"), noun]
     tail = []
     for slot, value in shown.items():
         kind, _, name = slot.partition(":")
@@ -189,7 +193,7 @@ def _product(rng: random.Random, cat: str, facts: dict[str, Fact]) -> Product:
         if kind in ("attr", "feature"):
             attributes[name] = str(value)
     category = None if rng.random() < 0.08 else info["path"]  # sometimes only the title says what it is
-    return Product(title=_title(cat, facts), category=category, brand=field.get("brand"),
+    return Product(title=_title(rng, cat, facts), category=category, brand=field.get("brand"),
                    attributes=attributes, price=field.get("price"))
 
 
@@ -391,7 +395,7 @@ def _product_category(rng: random.Random, family: str, cat: str) -> tuple[str, b
         if twins and family in ("accessory", "model") and rng.random() < 0.6:
             return rng.choice(twins), True
         return rng.choice([c for c in sorted(cats) if c != cat and c not in subs]), False
-    if subs and r < 0.2 + (0.35 if family == "plain" else 0.15):
+    if subs and r < 0.2 + (0.5 if family == "plain" else 0.15):
         return rng.choice(subs), False
     return cat, False
 
@@ -466,7 +470,7 @@ def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NO
     for family in MIX["eval"]:
         want = {s: round(sizes[s] * MIX["eval" if s.startswith("eval") else s][family]) for s in SPLITS}
         pool_sizes = {s: n * (3 if s == "eval_balanced" else 1) for s, n in want.items()}
-        pool = _pool(rng, family, round(1.3 * sum(pool_sizes.values())), table)
+        pool = _pool(rng, family, round(1.5 * sum(pool_sizes.values())), table)
         parts = split_by_query(pool, {s: n for s, n in pool_sizes.items() if n}, seed=seed)
         for name, records in parts.items():
             rng.shuffle(records)

@@ -1,0 +1,122 @@
+"""The synthetic benchmark: determinism, split hygiene, family mix, noise, and the rules engine reproducing it.
+
+The generator labels pairs from the verdicts it intended (never from its query text); the rules
+engine reads the same pairs from free text and product data. Their agreement tests both.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_synth.py
+"""
+
+from collections import Counter
+
+import pytest
+from typer.testing import CliRunner
+
+from agrl import synth
+from agrl.cli import app
+from agrl.data import FAMILIES, Record, load_records, normalize_query
+from agrl.output import Judgement, parse_completion
+from agrl.rules import RulesEngine
+from agrl.schemes import load_scheme
+
+SCHEME = load_scheme("default")
+
+
+@pytest.fixture(scope="module")
+def default_splits():
+    return synth.generate(seed=0)
+
+
+@pytest.fixture(scope="module")
+def engine(default_splits):
+    every = [r for split in default_splits.values() for r in split]
+    return RulesEngine.from_records(every + synth.catalog_records())
+
+
+def test_default_sizes_and_balanced_eval(default_splits):
+    sizes = {name: len(records) for name, records in default_splits.items()}
+    assert sizes == synth.SIZES["default"]
+    assert set(Counter(r.label for r in default_splits["eval_balanced"]).values()) == {100}
+
+
+def test_deterministic_under_seed():
+    small = synth.SIZES["small"]
+    first = {k: [r.to_dict() for r in v] for k, v in synth.generate(seed=5, sizes=small).items()}
+    again = {k: [r.to_dict() for r in v] for k, v in synth.generate(seed=5, sizes=small).items()}
+    other = {k: [r.to_dict() for r in v] for k, v in synth.generate(seed=6, sizes=small).items()}
+    assert first == again
+    assert first != other
+
+
+def test_no_query_in_two_splits(default_splits):
+    owner = {}
+    for name, records in default_splits.items():
+        for record in records:
+            assert owner.setdefault(normalize_query(record.query), name) == name, record.query
+
+
+def test_hard_families_rarer_in_sft_than_rl(default_splits):
+    def share(split, family):
+        return sum(r.family == family for r in default_splits[split]) / len(default_splits[split])
+
+    for family in synth.HARD:
+        assert share("sft", family) < share("rl", family) / 2, family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_label_occurs_in_every_family(default_splits, family):
+    labels = {r.label for r in default_splits["rl"] if r.family == family}
+    # plain queries state no constraint, so no constraint can be violated (label 2)
+    assert labels == ({1, 3, 4} if family == "plain" else {1, 2, 3, 4})
+
+
+def test_rules_engine_reproduces_generator_on_every_split(default_splits, engine):
+    wrong = []
+    for name, records in default_splits.items():
+        for record in records:
+            label = record.extra.get("clean_label", record.label)
+            steps = record.extra.get("clean_steps", record.steps)
+            verdict = engine.judge(Record(record.query, record.product))  # free text + product only
+            if (verdict.label, verdict.verdicts) != (label, steps):
+                wrong.append((name, record.id, record.query, label, steps, verdict.verdicts))
+    assert not wrong, wrong[:5]
+
+
+def test_sft_rows_carry_parseable_noisy_reasoning(default_splits, engine):
+    sft = default_splits["sft"]
+    noisy = [r for r in sft if "clean_label" in r.extra]
+    assert 0.08 < len(noisy) / len(sft) < 0.25  # default noise 0.15
+    assert any(r.label != r.extra["clean_label"] for r in noisy)
+    for record in sft:
+        parsed = parse_completion(record.extra["reasoning"], SCHEME)
+        assert isinstance(parsed, Judgement), record.extra["reasoning"]
+        assert parsed.label == record.label and parsed.verdicts == record.steps
+    assert not any("reasoning" in r.extra or "clean_label" in r.extra for r in default_splits["rl"])
+
+
+def test_no_noise_means_adherent_reasoning():
+    sft = synth.generate(seed=2, sizes=synth.SIZES["small"], noise=0.0)["sft"]
+    engine = RulesEngine.from_records(sft + synth.catalog_records())
+    for record in sft:
+        assert "clean_label" not in record.extra
+        assert engine.adheres(parse_completion(record.extra["reasoning"], SCHEME))
+
+
+def test_render_then_parse_is_identity_on_10000_records(engine):
+    records = synth.generate(seed=11, sizes={"sft": 200, "rl": 10000, "eval_balanced": 40, "eval_wild": 200})["rl"]
+    assert len(records) >= 10000
+    for record in records:
+        gold = engine.gold(record)
+        parsed = parse_completion(engine.teacher_reasoning(record), SCHEME)
+        assert isinstance(parsed, Judgement), parsed
+        assert (parsed.label, parsed.steps, parsed.reason) == (gold.label, gold.steps, gold.reason)
+
+
+def test_synth_cli_writes_valid_splits(tmp_path):
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--seed", "1", "--size", "small"])
+    assert result.exit_code == 0, result.output
+    for name in synth.SPLITS:
+        records = load_records(tmp_path / f"{name}.jsonl")
+        assert len(records) >= synth.SIZES["small"][name] * 0.9
+        assert all(r.label is not None and r.steps and r.family in FAMILIES for r in records)
+    bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--size", "huge"])
+    assert bad.exit_code != 0

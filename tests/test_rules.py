@@ -95,6 +95,24 @@ def test_judges_every_handwritten_pair(records, engine):
     assert not wrong
 
 
+def test_top_level_model_field_is_read(records, engine):
+    # a flat catalog may give the model as its own product field (kept in product.extra by the loader)
+    from agrl.data import parse_record
+
+    row = {"query": "iphone 15", "product": {"title": "Apple Smartphone", "category": "Phones > Smartphones",
+                                             "model": "iPhone 14"}}
+    assert engine.judge(parse_record(row, SCHEME)).verdicts == {"category": "match", "model": "mismatch"}
+
+
+def test_steps_without_label_get_the_table_label(engine, records):
+    from agrl.rules import label_records
+
+    record = by_id(records, "h06")
+    given = Record(record.query, record.product, steps={"category": "match", "brand": "unknown"})
+    (labelled,), disagreements = label_records([given], engine)
+    assert labelled.label == 3 and labelled.steps == {"category": "match", "brand": "unknown"} and not disagreements
+
+
 def test_handwritten_set_covers_families_and_labels(records):
     assert len(records) >= 40
     families = {r.family for r in records}

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl import synth
+from agrl.catalog import catalog_records
 from agrl.cli import app
 from agrl.data import FAMILIES, Record, load_records, normalize_query
 from agrl.output import Judgement, parse_completion
@@ -29,7 +30,7 @@ def default_splits():
 @pytest.fixture(scope="module")
 def engine(default_splits):
     every = [r for split in default_splits.values() for r in split]
-    return RulesEngine.from_records(every + synth.catalog_records())
+    return RulesEngine.from_records(every + catalog_records())
 
 
 def test_default_sizes_and_balanced_eval(default_splits):
@@ -95,7 +96,7 @@ def test_sft_rows_carry_parseable_noisy_reasoning(default_splits, engine):
 
 def test_no_noise_means_adherent_reasoning():
     sft = synth.generate(seed=2, sizes=synth.SIZES["small"], noise=0.0)["sft"]
-    engine = RulesEngine.from_records(sft + synth.catalog_records())
+    engine = RulesEngine.from_records(sft + catalog_records())
     for record in sft:
         assert "clean_label" not in record.extra
         assert engine.adheres(parse_completion(record.extra["reasoning"], SCHEME))

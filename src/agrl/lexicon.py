@@ -104,7 +104,7 @@ class Lexicon:
                 lex.categories.add(category)
             if product.brand:
                 brands.add(norm(product.brand))
-            for name, value in product.attributes.items():
+            for name, value in product_attributes(product).items():
                 if name == "model":
                     models.setdefault(norm(value), []).append(category)
                 elif value.lower() in (YES, NO):
@@ -231,6 +231,12 @@ class Lexicon:
         return self.model_category.get(model) if model else None
 
 
+def product_attributes(product: Product) -> dict[str, str]:
+    """Attributes, with a top-level `model` field (kept in product.extra by the loader) read as one."""
+    model = product.extra.get("model")
+    return ({"model": model} if isinstance(model, str) and model.strip() else {}) | product.attributes
+
+
 def leaf(category_path: str | None) -> str | None:
     """The last level of a category path, normalised: "Shoes > Running Shoes" -> "running shoes"."""
     if not category_path:
@@ -272,8 +278,9 @@ class ProductView:
         return value, "title" if value else "none"
 
     def model(self) -> tuple[str | None, str]:
-        if self.product.attributes.get("model"):
-            return norm(self.product.attributes["model"]), "field"
+        model = product_attributes(self.product).get("model")
+        if model:
+            return norm(model), "field"
         value = self._from_text("model")
         return value, "title" if value else "none"
 

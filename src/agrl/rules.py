@@ -351,7 +351,8 @@ def label_records(records: list[Record], engine: RulesEngine) -> tuple[list[Reco
         if record.label is not None and record.label != verdict.label:
             disagreements.append((record, verdict))
             continue
-        record.label = verdict.label if record.label is None else record.label
+        if record.label is None:  # steps given without a label: the table decides from those steps
+            record.label = engine.gold(record).label
         if record.steps is None:
             record.steps = verdict.verdicts
     return records, disagreements

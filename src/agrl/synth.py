@@ -11,15 +11,23 @@ the facts it placed and the label from the decision table. It never reads its ow
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from agrl.data import Product, Record, balance, split_by_query, write_jsonl
-from agrl.rules import DecisionTable, RulesEngine, load_config
+from agrl.catalog import (
+    Ask,
+    base_facts,
+    build_product,
+    catalog,
+    catalog_records,
+    category_verdict,
+    models_of,
+    relations,
+    rules_config,
+    steer,
+    verdict_of,
+)
+from agrl.data import Record, balance, split_by_query, write_jsonl
+from agrl.rules import DecisionTable, RulesEngine
 from agrl.schemes import load_scheme
 
 SPLITS = ("sft", "rl", "eval_balanced", "eval_wild")
@@ -39,185 +47,7 @@ MIX = {
     "eval": {"plain": .15, "brand": .13, "attribute": .13, "price": .11, "model": .12, "negation": .12,
              "alternative": .12, "accessory": .12},
 }
-PAIRS_PER_QUERY = {"sft": (1, 2), "rl": (1, 3), "eval_balanced": (2, 5), "eval_wild": (3, 6)}
 DEFAULT_NOISE = 0.15
-
-
-@lru_cache(maxsize=None)
-def catalog() -> dict:
-    return yaml.safe_load((resources.files("agrl") / "recipes" / "synth" / "catalog.yaml").read_text())
-
-
-@lru_cache(maxsize=None)
-def _rules_config() -> dict:
-    return load_config()
-
-
-@lru_cache(maxsize=None)
-def _relations() -> tuple[frozenset, dict[str, str]]:
-    config = _rules_config()
-    return frozenset(frozenset(pair) for pair in config["substitutes"]), dict(config["accessories"])
-
-
-@dataclass
-class Fact:
-    value: str | float | None
-    place: str = "both"  # field, title, both, hidden
-
-
-@dataclass(frozen=True)
-class Ask:
-    """One constraint the query states: its step, the product slot it reads, the wanted value."""
-
-    step: str  # brand, model, attribute.<name>, negation, price, alternative
-    slot: str  # brand, model, attr:<name>, feature:<name>, price
-    want: str | float
-    side: str = ""  # price: under/over
-    steer: bool = True  # False: the verdict follows from other asks (brand of a named model)
-
-
-# ---------------------------------------------------------------------------- products
-
-
-def _models(cat: str) -> dict[str, str]:
-    """model -> brand, for a category (an accessory: the models of the item it fits)."""
-    info = catalog()["categories"][cat]
-    if "fits" in info:
-        return {m: "" for m in _models(info["fits"])}
-    return {m: b for b, models in info["brands"].items() for m in models}
-
-
-def _place(rng: random.Random, hidden: float = 0.1) -> str:
-    r = rng.random()
-    return "hidden" if r < hidden else "both" if r < hidden + 0.55 else "field" if r < hidden + 0.78 else "title"
-
-
-def _base(rng: random.Random, cat: str) -> dict[str, Fact]:
-    """A natural product of a category: every fact present somewhere, a few hidden."""
-    info = catalog()["categories"][cat]
-    brand = rng.choice(sorted(info["brands"]))
-    models = sorted(_models(cat)) if "fits" in info else info["brands"][brand]
-    facts = {"brand": Fact(brand, _place(rng, 0.05))}
-    if models:
-        facts["model"] = Fact(rng.choice(models), _place(rng, 0.1))
-    for name, values in info["attributes"].items():
-        facts[f"attr:{name}"] = Fact(rng.choice(values), _place(rng, 0.15))
-    for name in info.get("features", ()):
-        facts[f"feature:{name}"] = Fact(rng.choice(["yes", "no"]), _place(rng, 0.15))
-    low, high = info["price"]
-    facts["price"] = Fact(float(rng.randint(low, high)), "hidden" if rng.random() < 0.08 else "field")
-    return facts
-
-
-def _other(rng: random.Random, values: list, want) -> object | None:
-    others = [v for v in values if v != want]
-    return rng.choice(others) if others else None
-
-
-def _steer(rng: random.Random, cat: str, facts: dict[str, Fact], ask: Ask, op: str) -> None:
-    """Set the product's fact for an ask: `same` as wanted, `other` (a different value), or `hidden`."""
-    info = catalog()["categories"][cat]
-    place = "hidden" if op == "hidden" else _place(rng, 0.0)
-    kind, _, name = ask.slot.partition(":")
-    if kind == "price":
-        low, high = info["price"]
-        bound, under = float(ask.want), ask.side == "under"
-        inside = (low, int(bound) - 1) if under else (int(bound) + 1, high)
-        outside = (int(bound) + 1, high) if under else (low, int(bound) - 1)
-        span = inside if op == "same" else outside
-        value = float(rng.randint(*span)) if span[0] <= span[1] else facts["price"].value
-        facts["price"] = Fact(value, "hidden" if op == "hidden" else "field")
-        return
-    if kind == "feature":
-        value = "yes" if op == "same" else "no"
-    elif kind == "brand":
-        value = ask.want if op == "same" else _other(rng, sorted(info["brands"]), ask.want)
-    elif kind == "model":
-        value = ask.want if op == "same" else _other(rng, sorted(_models(cat)), ask.want)
-    else:
-        value = ask.want if op == "same" else _other(rng, info["attributes"].get(name, []), ask.want)
-    if op == "hidden":
-        value = facts[ask.slot].value if ask.slot in facts else None
-    if value is None or (kind == "brand" and value not in info["brands"]) or (
-        kind == "model" and value not in _models(cat)) or (
-        kind == "attr" and value not in info["attributes"].get(name, [])):
-        return  # this category cannot take that value: the fact stays as it was
-    facts[ask.slot] = Fact(value, place)
-    _keep_brand_and_model(rng, cat, facts, kind)
-
-
-def _keep_brand_and_model(rng: random.Random, cat: str, facts: dict[str, Fact], changed: str) -> None:
-    """A model belongs to its brand (accessories excepted): keep the two consistent after a change."""
-    info = catalog()["categories"][cat]
-    if "fits" in info:
-        return
-    if changed == "model":
-        facts["brand"] = Fact(_models(cat)[facts["model"].value], facts["brand"].place)
-    elif changed == "brand":
-        models = info["brands"][facts["brand"].value]
-        if models:
-            facts["model"] = Fact(rng.choice(models), facts.get("model", Fact(None, "both")).place)
-        else:
-            facts.pop("model", None)
-
-
-def _title(rng: random.Random, cat: str, facts: dict[str, Fact]) -> str:
-    info = catalog()["categories"][cat]
-    shown = {slot: f.value for slot, f in facts.items() if f.place in ("title", "both") and f.value is not None}
-    # Neutral words (no fact in them) keep titles at a natural 5-12 words without leaking facts.
-    words = 1 + len(shown) + ("model" in shown) + len(info["noun"].split())
-    descriptors = rng.sample(catalog()["descriptors"], min(3, max(1, 5 - words)))
-    noun = " ".join(descriptors + [info["noun"]])
-    head = [shown.get("brand")]
-    if "fits" in info:
-        head += [noun, f"for {shown['model']}" if "model" in shown else None]
-    else:
-        head += [shown.get("model"), noun]
-    tail = []
-    for slot, value in shown.items():
-        kind, _, name = slot.partition(":")
-        if kind == "attr":
-            tail.append(f"{name} {value}" if str(value).isdigit() else str(value))
-        elif kind == "feature":
-            has, lacks, _ = catalog()["feature_words"][name]
-            tail.append(has if value == "yes" else lacks)
-    return " ".join(w for w in head if w) + "".join(f", {t}" for t in tail)
-
-
-def _product(rng: random.Random, cat: str, facts: dict[str, Fact]) -> Product:
-    info = catalog()["categories"][cat]
-    field = {slot: f.value for slot, f in facts.items() if f.place in ("field", "both") and f.value is not None}
-    attributes = {"model": field["model"]} if "model" in field else {}
-    for slot, value in field.items():
-        kind, _, name = slot.partition(":")
-        if kind in ("attr", "feature"):
-            attributes[name] = str(value)
-    category = None if rng.random() < 0.08 else info["path"]  # sometimes only the title says what it is
-    return Product(title=_title(rng, cat, facts), category=category, brand=field.get("brand"),
-                   attributes=attributes, price=field.get("price"))
-
-
-def _verdict(ask: Ask, facts: dict[str, Fact]) -> str:
-    """The gold verdict of an ask, from the facts the generator placed (not from any text)."""
-    fact = facts.get(ask.slot)
-    if fact is None or fact.value is None or fact.place == "hidden":
-        return "unknown"
-    if ask.step == "price":
-        holds = fact.value <= ask.want if ask.side == "under" else fact.value >= ask.want
-        return "match" if holds else "mismatch"
-    same = fact.value == ask.want
-    if ask.step == "negation":
-        return "violated" if same else "respected"
-    if ask.step == "alternative":
-        return "mismatch" if same else "match"
-    return "match" if same else "mismatch"
-
-
-def category_verdict(query_cat: str | None, product_cat: str) -> str:
-    substitutes, _ = _relations()
-    if query_cat is None or query_cat == product_cat:
-        return "match"
-    return "substitute" if frozenset((query_cat, product_cat)) in substitutes else "mismatch"
 
 
 # ---------------------------------------------------------------------------- queries
@@ -226,7 +56,7 @@ def category_verdict(query_cat: str | None, product_cat: str) -> str:
 def _cat_word(rng: random.Random, cat: str) -> str:
     """How a query names a category: its plural, its singular noun, or an alias from the rules config."""
     info = catalog()["categories"][cat]
-    aliases = [a for a, c in _rules_config()["category_aliases"].items() if c == cat and " " not in a]
+    aliases = [a for a, c in rules_config()["category_aliases"].items() if c == cat and " " not in a]
     words = [cat, cat, info["noun"]] + aliases
     return rng.choice(words)
 
@@ -264,113 +94,100 @@ def _price_text(rng: random.Random, ask: Ask) -> str:
         b=bound)
 
 
-def _phrase(rng: random.Random, cat: str, extra: Ask | None, core: str) -> str:
-    """Wrap a core phrase with a secondary constraint: a brand or value before it, a price after."""
+def _phrase(rng: random.Random, extra: Ask | None, core: str, prefix: bool = True) -> str:
+    """Add a secondary constraint to a query: a brand or a value word before it, a price or "size 8" after."""
     if extra is None:
         return core
     if extra.step == "price":
         return f"{core} {_price_text(rng, extra)}"
     if extra.step == "brand":
         return f"{extra.want} {core}"
-    name = extra.step.split(".", 1)[1]
-    return f"{core} {_attr_text(name, extra.want)}" if extra.want.isdigit() else f"{extra.want} {core}"
+    text = _attr_text(extra.step.split(".", 1)[1], extra.want)
+    if extra.want.isdigit():
+        return f"{core} {text}"
+    return f"{text} {core}" if prefix else f"{core} in {text}"
 
 
-def _query(rng: random.Random, family: str) -> tuple[str, str | None, list[Ask]]:
+def _query(rng: random.Random, family: str) -> tuple[str, str, list[Ask]]:
     """(query text, the category it asks for, its constraints) for one family."""
     cats = catalog()["categories"]
-    plain = [c for c in sorted(cats) if "fits" not in cats[c]]
     if family == "accessory":
         cat = rng.choice([c for c in sorted(cats) if "fits" in cats[c]])
-    elif family == "model":
-        cat = rng.choice([c for c in plain if _models(c)])
     else:
-        cat = rng.choice(plain)
+        cat = rng.choice([c for c in sorted(cats) if "fits" not in cats[c] and (family != "model" or models_of(c))])
     word = _cat_word(rng, cat)
-    info = cats[cat]
     if family == "plain":
         return rng.choice(["{c}", "{c}", "best {c}", "buy {c}", "new {c}", "{c} sale"]).format(c=word), cat, []
-    if family in ("brand", "price", "attribute"):
-        return _constraint_query(rng, family, cat, word)
-    if family == "model":
-        model, brand = rng.choice(sorted(_models(cat).items()))
-        extra = _secondary(rng, cat, ("attr", "price"))
-        form = rng.choice(["{m}", "{b} {m}", "{m} {n}", "{b} {m} {n}"])
-        core = form.format(m=model, b=brand, n=word)
-        asks = [Ask("model", "model", model)] + ([Ask("brand", "brand", brand, steer=False)] if "{b}" in form else [])
-        return _phrase(rng, cat, extra, core), cat, asks + ([extra] if extra else [])
-    if family == "accessory":
-        model = rng.choice(sorted(_models(cat)))
-        noun = rng.choice({"phone cases": ["case", "phone case", "cover"],
-                           "laptop chargers": ["charger", "laptop charger", "power adapter"]}[cat])
-        asks = [Ask("model", "model", model)]
-        if rng.random() < 0.25:
-            brand = rng.choice(sorted(info["brands"]))
-            asks.append(Ask("brand", "brand", brand))
-            core = f"{brand} {noun} for {model}"
-        else:
-            core = rng.choice(["{m} {a}", "{a} for {m}"]).format(m=model, a=noun)
-        extra = _secondary(rng, cat, ("attr", "price"))
-        return _phrase(rng, cat, extra, core), cat, asks + ([extra] if extra else [])
-    if family == "negation":
-        return _negation_query(rng, cat, word)
-    target = rng.choice(sorted(info["brands"]))  # alternative
-    core = rng.choice(["alternative to {b} {c}", "{c} like {b}", "{b} {c} dupe", "{c} instead of {b}",
+    if family == "attribute":
+        return _attribute_query(rng, cat, word)
+    extra = _secondary(rng, cat, ("attr", "brand") if family == "price" else ("attr", "price"))
+    text, asks, prefix = QUERY_BUILDERS[family](rng, cat, word)
+    return _phrase(rng, extra, text, prefix), cat, asks + ([extra] if extra else [])
+
+
+def _brand_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[Ask], bool]:
+    brand = rng.choice(sorted(catalog()["categories"][cat]["brands"]))
+    text = rng.choice(["{b} {c}", "{b} {c}", "{c} by {b}", "{c} from {b}"]).format(b=brand, c=word)
+    return text, [Ask("brand", "brand", brand)], True
+
+
+def _price_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[Ask], bool]:
+    ask = _price_ask(rng, cat)
+    return f"{word} {_price_text(rng, ask)}", [ask], True
+
+
+def _model_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[Ask], bool]:
+    model, brand = rng.choice(sorted(models_of(cat).items()))
+    form = rng.choice(["{m}", "{b} {m}", "{m} {n}", "{b} {m} {n}"])
+    named_brand = [Ask("brand", "brand", brand, steer=False)] if "{b}" in form else []  # follows the model
+    return form.format(m=model, b=brand, n=word), [Ask("model", "model", model)] + named_brand, True
+
+
+def _accessory_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[Ask], bool]:
+    model = rng.choice(sorted(models_of(cat)))
+    noun = rng.choice(catalog()["categories"][cat]["query_nouns"])
+    if rng.random() < 0.25:
+        brand = rng.choice(sorted(catalog()["categories"][cat]["brands"]))
+        return f"{brand} {noun} for {model}", [Ask("model", "model", model), Ask("brand", "brand", brand)], True
+    return rng.choice(["{m} {a}", "{a} for {m}"]).format(m=model, a=noun), [Ask("model", "model", model)], True
+
+
+def _alternative_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[Ask], bool]:
+    target = rng.choice(sorted(catalog()["categories"][cat]["brands"]))
+    text = rng.choice(["alternative to {b} {c}", "{c} like {b}", "{b} {c} dupe", "{c} instead of {b}",
                        "{c} similar to {b}"]).format(b=target, c=word)
-    extra = _secondary(rng, cat, ("attr", "price"))
-    if extra is not None and extra.step != "price":
-        core = f"{core} in {_attr_text(extra.step.split('.', 1)[1], extra.want)}"
-    elif extra is not None:
-        core = f"{core} {_price_text(rng, extra)}"
-    return core, cat, [Ask("alternative", "brand", target)] + ([extra] if extra else [])
+    return text, [Ask("alternative", "brand", target)], False  # "red alternative to ..." reads badly
 
 
-def _constraint_query(rng: random.Random, family: str, cat: str, word: str) -> tuple[str, str, list[Ask]]:
+def _negation_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[Ask], bool]:
     info = catalog()["categories"][cat]
-    if family == "brand":
-        brand = rng.choice(sorted(info["brands"]))
-        core = rng.choice(["{b} {c}", "{b} {c}", "{c} by {b}", "{c} from {b}"]).format(b=brand, c=word)
-        extra = _secondary(rng, cat, ("attr", "price"))
-        return _phrase(rng, cat, extra, core), cat, [Ask("brand", "brand", brand)] + ([extra] if extra else [])
-    if family == "price":
-        ask = _price_ask(rng, cat)
-        extra = _secondary(rng, cat, ("attr", "brand"))
-        core = _phrase(rng, cat, extra, word)
-        return f"{core} {_price_text(rng, ask)}", cat, [ask] + ([extra] if extra else [])
-    names = sorted(info["attributes"])
-    chosen = rng.sample(names, 2 if len(names) > 1 and rng.random() < 0.25 else 1)
+    if info.get("features") and rng.random() < 0.75:
+        name = rng.choice(info["features"])
+        free = catalog()["feature_words"][name][2]
+        forms = ["{c} without {f}", "{c} with no {f}", "{c} no {f}"] + (["{c} free of {f}"] if free else [])
+        text = rng.choice(forms).format(c=word, f=name.replace("_", " "))
+        return (f"{free}-free {word}" if free and rng.random() < 0.5 else text), [
+            Ask("negation", f"feature:{name}", "yes")], True
+    brand = rng.choice(sorted(info["brands"]))
+    text = rng.choice(["{c} not {b}", "{c} not by {b}", "{c} without {b}"]).format(c=word, b=brand)
+    return text, [Ask("negation", "brand", brand)], True
+
+
+def _attribute_query(rng: random.Random, cat: str, word: str) -> tuple[str, str, list[Ask]]:
+    """One or two attribute values: words before the category ("red silk dress"), numbers after ("size 8")."""
+    info = catalog()["categories"][cat]
+    chosen = rng.sample(sorted(info["attributes"]), 2 if len(info["attributes"]) > 1 and rng.random() < 0.25 else 1)
     asks = [Ask(f"attribute.{n}", f"attr:{n}", rng.choice(info["attributes"][n])) for n in chosen]
+    asks.sort(key=lambda a: a.want.isdigit())  # the order they are stated in
     words = [a.want for a in asks if not a.want.isdigit()]
     after = [_attr_text(a.step.split(".", 1)[1], a.want) for a in asks if a.want.isdigit()]
     if not after and len(words) == 1 and rng.random() < 0.3:
-        text = f"{word} in {words[0]}"
-    else:
-        text = " ".join(words + [word] + after)
-    ordered = [a for a in asks if not a.want.isdigit()] + [a for a in asks if a.want.isdigit()]
-    return text, cat, ordered
+        return f"{word} in {words[0]}", cat, asks
+    return " ".join(words + [word] + after), cat, asks
 
 
-def _negation_query(rng: random.Random, cat: str, word: str) -> tuple[str, str, list[Ask]]:
-    info = catalog()["categories"][cat]
-    features = info.get("features", [])
-    extra = _secondary(rng, cat, ("attr", "price"))
-    if features and rng.random() < 0.75:
-        name = rng.choice(features)
-        free = catalog()["feature_words"][name][2]
-        shown = name.replace("_", " ")
-        forms = ["{c} without {f}", "{c} with no {f}", "{c} no {f}"] + (["{c} free of {f}"] if free else [])
-        core = (f"{free}-free {word}" if free and rng.random() < 0.5 else rng.choice(forms).format(c=word, f=shown))
-        ask = Ask("negation", f"feature:{name}", "yes")
-    else:
-        brand = rng.choice(sorted(info["brands"]))
-        core = rng.choice(["{c} not {b}", "{c} not by {b}", "{c} without {b}"]).format(c=word, b=brand)
-        ask = Ask("negation", "brand", brand)
-    if extra is not None and extra.step == "price":
-        core = f"{core} {_price_text(rng, extra)}"
-    elif extra is not None:
-        name = extra.step.split(".", 1)[1]
-        core = f"{core} {_attr_text(name, extra.want)}" if extra.want.isdigit() else f"{extra.want} {core}"
-    return core, cat, [ask] + ([extra] if extra else [])
+QUERY_BUILDERS = {"brand": _brand_query, "price": _price_query, "model": _model_query,
+                  "accessory": _accessory_query, "alternative": _alternative_query, "negation": _negation_query}
 
 
 # ---------------------------------------------------------------------------- pairs and splits
@@ -387,7 +204,7 @@ def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
 def _product_category(rng: random.Random, family: str, cat: str) -> tuple[str, bool]:
     """The product's category for a pair, and whether it is the item/accessory twin of the query's."""
     cats = catalog()["categories"]
-    substitutes, _ = _relations()
+    substitutes, _ = relations()
     subs = sorted(c for pair in substitutes if cat in pair for c in pair if c != cat)
     r = rng.random()
     if r < 0.2:
@@ -402,7 +219,7 @@ def _product_category(rng: random.Random, family: str, cat: str) -> tuple[str, b
 
 def _pair(rng: random.Random, family: str, query: str, cat: str, asks: list[Ask], table: DecisionTable) -> Record:
     product_cat, twin = _product_category(rng, family, cat)
-    facts = _base(rng, product_cat)
+    facts = base_facts(rng, product_cat)
     verdict = category_verdict(cat, product_cat)
     ordered = sorted(asks, key=lambda a: a.slot != "model")  # a model fixes its brand: steer it first
     for ask in ordered:
@@ -410,14 +227,14 @@ def _pair(rng: random.Random, family: str, query: str, cat: str, asks: list[Ask]
             continue
         if verdict != "mismatch":
             weights = _OPS_PRIMARY if ask is asks[0] else _OPS_SECONDARY
-            _steer(rng, product_cat, facts, ask, _pick(rng, weights))
+            steer(rng, product_cat, facts, ask, _pick(rng, weights))
         elif twin and ask.slot == "model" and rng.random() < 0.7:  # "iphone 15" vs an iphone 15 case
-            _steer(rng, product_cat, facts, ask, "same")
+            steer(rng, product_cat, facts, ask, "same")
     steps = {"category": verdict}
     for ask in sorted(asks, key=lambda a: _STEP_ORDER.index(a.step.split(".")[0])):
-        steps[ask.step] = _verdict(ask, facts)
+        steps[ask.step] = verdict_of(ask, facts)
     label, _ = table.decide(steps, load_scheme("default"))
-    return Record(query=query, product=_product(rng, product_cat, facts), label=label, steps=steps, family=family)
+    return Record(query=query, product=build_product(rng, product_cat, facts), label=label, steps=steps, family=family)
 
 
 def _pool(rng: random.Random, family: str, pairs: int, table: DecisionTable) -> list[Record]:
@@ -444,28 +261,11 @@ def _add_noise(rng: random.Random, record: Record, table: DecisionTable) -> None
         record.extra["clean_steps"] = clean_steps
 
 
-def catalog_records() -> list[Record]:
-    """One fully structured product per brand/model and attribute value: a lexicon seed for RulesEngine."""
-    out = []
-    for cat, info in sorted(catalog()["categories"].items()):
-        rounds = max([len(v) for v in info["attributes"].values()] + [2])
-        models = sorted(_models(cat))
-        for brand in sorted(info["brands"]):
-            own = models if "fits" in info else info["brands"][brand]
-            for i in range(max(rounds, len(own))):
-                attributes = {"model": own[i % len(own)]} if own else {}
-                attributes |= {n: v[i % len(v)] for n, v in info["attributes"].items()}
-                attributes |= {f: ("yes", "no")[i % 2] for f in info.get("features", ())}
-                product = Product(f"{brand} {info['noun']}", info["path"], brand, attributes, float(info["price"][0]))
-                out.append(Record(query=product.title, product=product, id=f"catalog-{len(out)}"))
-    return out
-
-
 def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NOISE) -> dict[str, list[Record]]:
     """The four splits (sft, rl, eval_balanced, eval_wild); deterministic under the seed."""
     sizes = {**SIZES["default"], **(sizes or {})}
     rng = random.Random(seed)
-    table = DecisionTable.from_list(_rules_config()["decision_table"])
+    table = DecisionTable.from_list(rules_config()["decision_table"])
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
     for family in MIX["eval"]:
         want = {s: round(sizes[s] * MIX["eval" if s.startswith("eval") else s][family]) for s in SPLITS}

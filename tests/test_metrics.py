@@ -215,7 +215,7 @@ def test_summarize_is_json_and_has_every_part():
         "n": 4,
         "valid": 3,
         "with_posterior": 4,
-        "with_gold_steps": 2,
+        "step_scored": 2,
         "ndcg_queries": 2,
     }
     assert set(summary["intervals"]) == set(summary["metrics"])

@@ -325,7 +325,7 @@ def summarize(
             "n": len(preds),
             "valid": sum(p.pred is not None for p in preds),
             "with_posterior": sum(p.posterior is not None for p in preds),
-            "with_gold_steps": sum(p.step_accuracy is not None for p in preds),
+            "step_scored": sum(p.step_accuracy is not None for p in preds),  # valid, with gold steps
             "ndcg_queries": len(query_values),
         },
         "slices": slices(preds, scheme, resamples, seed),

@@ -1,7 +1,7 @@
 """Reports for people: Markdown + self-contained HTML with PNG plots, from training runs and their evals.
 
 A run directory holds what training and `agrl eval` write (nothing else is read):
-    RUN_DIR/config.yaml        `method` (else the directory name) and `seed`, flat keys (train/config.py)
+    RUN_DIR/config.yaml        `method` (else the directory name) and `seed` (else trl_args.json's), flat keys
     RUN_DIR/metrics.jsonl      one JSON object per logging step: "step" + the logged keys (TRL names)
     RUN_DIR/eval/SPLIT.json    `agrl eval` output, one file per evaluated split
 Runs of one method (several seeds) are pooled: mean ± standard deviation across seeds. A leaf module.
@@ -83,7 +83,10 @@ def load_run(path: str | Path) -> Run:
     config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
     config = config if isinstance(config, dict) else {}
     log_path = path / "metrics.jsonl"
-    run = Run(path, str(config.get("method") or path.name), config.get("seed"))
+    seed = config.get("seed")
+    if seed is None and (path / "trl_args.json").exists():  # every TRL value, written beside config.yaml
+        seed = json.loads((path / "trl_args.json").read_text()).get("seed")
+    run = Run(path, str(config.get("method") or path.name), seed)
     run.log = _read_log(log_path) if log_path.exists() else []
     for eval_path in sorted((path / "eval").glob("*.json")):
         try:

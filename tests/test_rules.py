@@ -47,6 +47,8 @@ def by_id(records, rid):
         ("running shoes under $100 dollars", {"category": "running shoes", "price": ("under", 100.0)}),
         # a lower bound
         ("headphones over 200", {"category": "headphones", "price": ("over", 200.0)}),
+        # a thousands separator does not split the number
+        ("laptop under $1,200", {"category": "laptops", "price": ("under", 1200.0)}),
         # negation of a feature; the feature is not an attribute constraint
         ("sofa without armrests", {"category": "sofas", "negations": (("feature", "armrests"),), "attributes": ()}),
         # "x-free" reads as "without x", singular feature word
@@ -255,6 +257,7 @@ def test_custom_rule_from_yaml(tmp_path, monkeypatch, records):
     [
         ("rulez: [category]\n", "unknown rules config key"),  # a typo names the known keys
         ("rules: [category, colour]\n", "unknown rule 'colour'"),  # an unregistered rule
+        ("rules: [category, no_such_module:rule]\n", "cannot load rule"),  # a module:function that is not there
         ("decision_table: [{if: any_violation, then: violation}]\n", "last row must have condition 'always'"),
         ("decision_table: [{if: sometimes, then: violation}, {if: always, then: all_match}]\n", "unknown condition"),
         ("- just a list\n", "must be a mapping"),

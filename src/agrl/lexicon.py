@@ -24,7 +24,8 @@ CUE_KINDS = {"negation": "neg", "price_upper": "upper", "price_lower": "lower",
 
 
 def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower().replace("$", " "))
+    text = re.sub(r"(\d),(\d{3})\b", r"\1\2", text.lower())  # "1,299" is one number
+    return _TOKEN.findall(text.replace("$", " "))
 
 
 def norm(text: str) -> str:

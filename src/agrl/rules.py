@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import yaml
 
-from agrl.data import Record
+from agrl.data import Record, step_verdicts
 from agrl.lexicon import YES, Lexicon, ProductView, Query
 from agrl.output import Judgement, Step, render
 from agrl.schemes import OUTCOMES, Scheme, load_scheme
@@ -138,7 +138,10 @@ def resolve_rule(name: str) -> RuleFn:
     module, sep, attr = name.partition(":")
     if not sep:
         raise ValueError(f"rules config: unknown rule {name!r} (registered: {sorted(RULES)}; or use module:function)")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"rules config: cannot load rule {name!r}: {err}") from None
 
 
 def _title(source: str) -> str:
@@ -291,6 +294,7 @@ class RulesEngine:
         steps = tuple(step for rule in self.rules for step in rule(query, view))
         verdicts = {step.name: step.verdict for step in steps}
         assert len(verdicts) == len(steps), f"two rules wrote the same step: {[s.name for s in steps]}"
+        assert all(v in (step_verdicts(k) or ()) for k, v in verdicts.items()), f"a rule wrote a bad step: {verdicts}"
         label, reason = self.table.decide(verdicts, self.scheme)
         return Verdict(label, steps, reason)
 

@@ -26,7 +26,7 @@ from agrl.catalog import (
     steer,
     verdict_of,
 )
-from agrl.data import Record, balance, split_by_query, write_jsonl
+from agrl.data import Record, balance, split_by_query, step_verdicts, write_jsonl
 from agrl.rules import DecisionTable, RulesEngine
 from agrl.schemes import load_scheme
 
@@ -169,7 +169,7 @@ def _negation_query(rng: random.Random, cat: str, word: str) -> tuple[str, list[
         return (f"{free}-free {word}" if free and rng.random() < 0.5 else text), [
             Ask("negation", f"feature:{name}", "yes")], True
     brand = rng.choice(sorted(info["brands"]))
-    text = rng.choice(["{c} not {b}", "{c} not by {b}", "{c} without {b}"]).format(c=word, b=brand)
+    text = rng.choice(["{c} not {b}", "{c} not by {b}", "{c} other than {b}"]).format(c=word, b=brand)
     return text, [Ask("negation", "brand", brand)], True
 
 
@@ -245,12 +245,10 @@ def _pool(rng: random.Random, family: str, pairs: int, table: DecisionTable) -> 
     return out
 
 
-def _add_noise(rng: random.Random, record: Record, table: DecisionTable) -> None:
+def _add_noise(rng: random.Random, record: Record, table: DecisionTable, label_share: float) -> None:
     """Label noise (a wrong label over right steps) or a reasoning error (a flipped step, label follows)."""
-    from agrl.data import step_verdicts
-
     clean_label, clean_steps = record.label, dict(record.steps)
-    if rng.random() < 0.5:
+    if rng.random() < label_share:
         record.label = rng.choice([c for c in (1, 2, 3, 4) if c != record.label])
     else:
         name = rng.choice(sorted(record.steps))
@@ -261,8 +259,13 @@ def _add_noise(rng: random.Random, record: Record, table: DecisionTable) -> None
         record.extra["clean_steps"] = clean_steps
 
 
-def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NOISE) -> dict[str, list[Record]]:
-    """The four splits (sft, rl, eval_balanced, eval_wild); deterministic under the seed."""
+def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NOISE,
+             label_noise_share: float = 0.5) -> dict[str, list[Record]]:
+    """The four splits (sft, rl, eval_balanced, eval_wild); deterministic under the seed.
+
+    `noise`: share of SFT rows made noisy; `label_noise_share` of those get a wrong label over right
+    steps, the rest a reasoning error (one flipped step verdict, the label following it).
+    """
     sizes = {**SIZES["default"], **(sizes or {})}
     rng = random.Random(seed)
     table = DecisionTable.from_list(rules_config()["decision_table"])
@@ -275,24 +278,17 @@ def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NO
         for name, records in parts.items():
             rng.shuffle(records)
             splits[name].extend(records if name == "eval_balanced" else records[: want[name]])
-    per_class = sizes["eval_balanced"] // 4
-    splits["eval_balanced"] = balance(splits["eval_balanced"], seed=seed, per_class=per_class)
+    splits["eval_balanced"] = balance(splits["eval_balanced"], seed=seed, per_class=sizes["eval_balanced"] // 4)
     for name in SPLITS:
         rng.shuffle(splits[name])
         for i, record in enumerate(splits[name]):
             record.id = f"{name}-{i:05d}"
-    _add_reasoning(rng, splits["sft"], table, noise, [r for s in splits.values() for r in s])
-    return splits
-
-
-def _add_reasoning(rng: random.Random, sft: list[Record], table: DecisionTable, noise: float,
-                   everything: list[Record]) -> None:
-    """Teacher reasoning for the SFT rows (rendered from their gold, noisy on a `noise` share of rows)."""
-    engine = RulesEngine.from_records(everything + catalog_records())
-    for record in sft:
+    engine = RulesEngine.from_records([r for s in splits.values() for r in s] + catalog_records())
+    for record in splits["sft"]:  # teacher reasoning, rendered from the (possibly noisy) gold
         if rng.random() < noise:
-            _add_noise(rng, record, table)
+            _add_noise(rng, record, table, label_noise_share)
         record.extra["reasoning"] = engine.teacher_reasoning(record)
+    return splits
 
 
 def write(out_dir: str | Path, splits: dict[str, list[Record]]) -> dict[str, Path]:

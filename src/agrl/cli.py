@@ -200,10 +200,13 @@ def data_synth(
     noise: float = typer.Option(0.15, help="share of SFT rows with a reasoning error or a wrong label"),
 ) -> None:
     """Generate the synthetic e-commerce relevance benchmark."""
+    from collections import Counter
+
     from agrl import synth
 
     if size not in synth.SIZES:
         raise typer.BadParameter(f"size must be one of {list(synth.SIZES)}", param_hint="--size")
-    paths = synth.write(out, synth.generate(seed=seed, sizes=synth.SIZES[size], noise=noise))
-    for name, path in paths.items():
-        console.print(f"{name}: {path}")
+    splits = synth.generate(seed=seed, sizes=synth.SIZES[size], noise=noise)
+    for name, path in synth.write(out, splits).items():
+        labels = Counter(r.label for r in splits[name])
+        console.print(f"{name}: {path} ({len(splits[name])} rows; labels {dict(sorted(labels.items()))})")

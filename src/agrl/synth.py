@@ -26,7 +26,7 @@ from agrl.catalog import (
     steer,
     verdict_of,
 )
-from agrl.data import Record, balance, split_by_query, step_verdicts, write_jsonl
+from agrl.data import Record, balance, normalize_query, split_by_query, step_verdicts, write_jsonl
 from agrl.rules import DecisionTable, RulesEngine
 from agrl.schemes import load_scheme
 
@@ -237,10 +237,15 @@ def _pair(rng: random.Random, family: str, query: str, cat: str, asks: list[Ask]
     return Record(query=query, product=build_product(rng, product_cat, facts), label=label, steps=steps, family=family)
 
 
-def _pool(rng: random.Random, family: str, pairs: int, table: DecisionTable) -> list[Record]:
+def _pool(rng: random.Random, family: str, pairs: int, table: DecisionTable, owner: dict[str, str]) -> list[Record]:
+    """Pairs of one family, 1-5 per query. A query text another family already wrote is skipped
+    ("apple laptops under 900" is both a brand and a price query), so splitting each family's pool
+    by query keeps every query in one split."""
     out: list[Record] = []
     while len(out) < pairs:
         query, cat, asks = _query(rng, family)
+        if owner.setdefault(normalize_query(query), family) != family:
+            continue
         out.extend(_pair(rng, family, query, cat, asks, table) for _ in range(rng.randint(1, 5)))
     return out
 
@@ -270,10 +275,11 @@ def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NO
     rng = random.Random(seed)
     table = DecisionTable.from_list(rules_config()["decision_table"])
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    owner: dict[str, str] = {}  # query -> the family that wrote it
     for family in MIX["eval"]:
         want = {s: round(sizes[s] * MIX["eval" if s.startswith("eval") else s][family]) for s in SPLITS}
         pool_sizes = {s: n * (3 if s == "eval_balanced" else 1) for s, n in want.items()}
-        pool = _pool(rng, family, round(1.5 * sum(pool_sizes.values())), table)
+        pool = _pool(rng, family, round(1.5 * sum(pool_sizes.values())), table, owner)
         parts = split_by_query(pool, {s: n for s, n in pool_sizes.items() if n}, seed=seed)
         for name, records in parts.items():
             rng.shuffle(records)

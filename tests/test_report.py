@@ -94,3 +94,15 @@ def test_empty_run_directory_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither metrics.jsonl nor eval"):
         load_run(tmp_path / "empty")
+
+
+def test_agrl_report_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from agrl.cli import app
+
+    runs = [str(_run(tmp_path, "a", "grpo", 0, right=2)), str(_run(tmp_path, "b", "agrl", 0, right=6))]
+    result = CliRunner().invoke(app, ["report", *runs, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| grpo | 0.250 [" in markdown and "| agrl | 0.750 [" in markdown

@@ -4,6 +4,8 @@ Greedy generation of label + reasoning (prompt.prompt_text -> models.generate), 
 strict parser: a rejected completion is wrong and invalid. Rule adherence and step accuracy use the
 rules engine (the same code as the dense rewards); ECE and NDCG@10 use the one-pass label posterior
 of score.Scorer. Metrics come from metrics.summarize, with per-family slices and bootstrap intervals.
+The JSON: model, data, scheme, n, date, agrl_version, predictions, settings, metrics, intervals,
+per_class_f1, confusion, counts, slices, rejections (metrics.summarize documents the middle keys).
 
     agrl eval --model runs/agrl --data data/eval_balanced.jsonl --out runs/agrl/eval/balanced.json
 """

@@ -3,8 +3,9 @@
 For each training prompt the SFT model samples N completions, each parsed and judged. chosen = a
 correct, rule-adherent sample ("self-correction" pair); where none is, chosen = the rendered gold
 reasoning ("oracle" pair); rejected = a wrong sample (wrong label or rejected by the parser).
-Prompts with no wrong sample give no pair. Pairs go to output_dir/pairs.jsonl with their counts in
-pairs_summary.json (a resumed run reuses them), then TRL's DPOTrainer trains on them.
+Prompts with no wrong sample give no pair. Pairs go to output_dir/pairs.jsonl, their counts to
+pairs_summary.json and a step-0 row of metrics.jsonl (a resumed run reuses the pairs); then TRL's
+DPOTrainer trains on them.
 
     agrl train configs/dpo.yaml
 """
@@ -26,7 +27,7 @@ from agrl.output import Judgement, parse_completion
 from agrl.prompt import prompt_messages, prompt_text
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme
-from agrl.train.common import fit, setup
+from agrl.train.common import METRICS_FILE, fit, setup
 from agrl.train.config import RunArgs
 
 log = logging.getLogger("agrl.train")
@@ -86,6 +87,9 @@ def load_or_mine(run: RunArgs, args: DPOConfig) -> list[dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
         pairs_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         summary_path.write_text(json.dumps(counts, indent=2))
+        row = {"step": 0} | {f"dpo_pairs/{kind}": n for kind, n in counts.items()}
+        with (out / METRICS_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
     return rows
 
 

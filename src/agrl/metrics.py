@@ -288,7 +288,13 @@ def label_metrics(preds: Sequence[Prediction], scheme: Scheme) -> dict[str, floa
 def summarize(
     preds: Sequence[Prediction], scheme: Scheme, resamples: int = 1000, seed: int = 0, k: int = 10
 ) -> dict:
-    """All metrics of spec section 7 as a JSON-ready dict (see evaluate.py for the file around it)."""
+    """All metrics of spec section 7 as a JSON-ready dict (evaluate.py writes it with run details).
+
+    Keys: n; metrics {HEADLINE..., ndcg@k} (None where undefined); intervals {same: [lo, hi] | None};
+    per_class_f1 {"code": f1 | None}; confusion {labels, columns (+ "invalid"), matrix rows=gold};
+    counts {n, valid, with_posterior, step_scored, ndcg_queries}; slices {family: {n, metrics...,
+    accuracy_interval}}.
+    """
     preds = list(preds)
     ndcg_name = f"ndcg@{k}"
     per_query = ndcg_by_query(preds, scheme, k)

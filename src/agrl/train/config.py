@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from trl import DPOConfig, GRPOConfig, SFTConfig, TrlParser
 
@@ -146,6 +147,10 @@ def load_config(config_path: str | Path | None, overrides: list[str] | tuple[str
     if "reward_weights" in values:
         raise ConfigError(f"{where}: set w_out/w_step/w_adh/r_invalid, not reward_weights (derived from them)")
     argv, defaults = _as_argv(values, {a.dest for a in parser._actions if a.nargs in ("+", "*")})
+    if not torch.cuda.is_available():
+        # Without use_cpu, TrainingArguments starts no gloo process group under torchrun on a CPU-only host
+        # (world_size stays 1 and GRPO sizes its generation batch for one process).
+        defaults.setdefault("use_cpu", True)
     parser.set_defaults(**defaults)
     try:
         run, args = parser.parse_args_into_dataclasses(args=argv)

@@ -25,18 +25,35 @@ from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer
 SCHEME = load_scheme("default")
 G = 4
 
-HARD = Record("red nike running shoes", Product("Adidas Ultraboost Running Shoe", "Shoes > Running", "adidas",
-              {"color": "red"}), id="hard", label=2,
-              steps={"category": "match", "brand": "mismatch", "attribute.color": "match"})
-EASY = [Record(f"shoe rack {i}", Product(f"Wooden Shoe Rack {i}", "Home > Storage", "ikea"), id=f"easy{i}", label=4,
-               steps={"category": "match"}) for i in range(4)]
+HARD = Record(
+    "red nike running shoes",
+    Product("Adidas Ultraboost Running Shoe", "Shoes > Running", "adidas", {"color": "red"}),
+    id="hard",
+    label=2,
+    steps={"category": "match", "brand": "mismatch", "attribute.color": "match"},
+)
+EASY = [
+    Record(
+        f"shoe rack {i}",
+        Product(f"Wooden Shoe Rack {i}", "Home > Storage", "ikea"),
+        id=f"easy{i}",
+        label=4,
+        steps={"category": "match"},
+    )
+    for i in range(4)
+]
 
 ENGINE = RulesEngine.from_records([HARD, *EASY], SCHEME)
 
 
 def row(record: Record) -> dict:
-    return {"prompt": prompt_messages(record), "label": record.label, "steps": json.dumps(record.steps),
-            "record": json.dumps(record.to_dict()), "id": record.id}
+    return {
+        "prompt": prompt_messages(record),
+        "label": record.label,
+        "steps": json.dumps(record.steps),
+        "record": json.dumps(record.to_dict()),
+        "id": record.id,
+    }
 
 
 def answer(record: Record, label: int) -> str:
@@ -76,15 +93,36 @@ def make_trainer(model_dir, tmp_path, mode: str, solve_level: int = 1, **overrid
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], SCHEME)
-    settings = {"output_dir": str(tmp_path), "per_device_train_batch_size": 2 * G, "num_generations": G,
-                "max_completion_length": 48, "report_to": "none", "use_cpu": True, "bf16": False, "seed": 0,
-                "temperature": 1.0, "reward_weights": weights, "agr_mode": mode, "agr_k": 2,
-                "agr_ratio_clip": 1e6, "agr_replay_share": 0.5, "save_strategy": "no"}
+    settings = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 2 * G,
+        "num_generations": G,
+        "max_completion_length": 48,
+        "report_to": "none",
+        "use_cpu": True,
+        "bf16": False,
+        "seed": 0,
+        "temperature": 1.0,
+        "reward_weights": weights,
+        "agr_mode": mode,
+        "agr_k": 2,
+        "agr_ratio_clip": 1e6,
+        "agr_replay_share": 0.5,
+        "save_strategy": "no",
+    }
     args = AGRLConfig(**(settings | overrides))
     dataset = Dataset.from_list([row(r) for r in [HARD, *EASY]])
-    trainer = AGRLTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+    trainer = AGRLTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rules_engine=ENGINE,
+        scheme=SCHEME,
+    )
     trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the train loop, which these tests bypass
     generator = ScriptedGenerator(tokenizer, solve_level)
     trainer._generate_single_turn = generator
     return trainer, generator
@@ -98,30 +136,39 @@ def completion_logps(model, prompt_ids: list[int], completion_ids: list[int]) ->
     """log p(completion | prompt) per token, from a plain forward pass (independent of TRL)."""
     ids = torch.tensor([prompt_ids + completion_ids])
     with torch.no_grad():
-        logits = model(ids).logits[0, len(prompt_ids) - 1:-1]
+        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1]
     return logits.log_softmax(-1).gather(1, torch.tensor(completion_ids)[:, None]).squeeze(1)
 
 
 def chat_ids(tokenizer, messages) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                              return_dict=True)["input_ids"])
+    return list(
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
 
 
 def rows_of(output, key_ids, key_mask, i) -> list[int]:
     return output[key_ids][i][output[key_mask][i].bool()].tolist()
 
 
-def check_guided_rows(trainer, output, guided: list[int], unguided: list[int], level: int):
-    """Guided rows: trained on the unguided prompt; old log-probs = a forward under the guided prompt."""
+def check_guided_rows(trainer, output, guided: list[int], unguided: list[int], level: int, truncated=False):
+    """Guided rows: trained on the unguided prompt ids, against old log-probs from a forward pass
+    under the guided prompt; the other rows against their own (on-policy) log-probs. Checked on
+    what the loss actually uses: the inputs after the parent's _compute_loss has run."""
     tok, model = trainer.processing_class, trainer.model
     plain = chat_ids(tok, prompt_messages(HARD))
     hinted = chat_ids(tok, prompt_messages(HARD, guidance=ENGINE.guidance(HARD, level)))
     assert hinted != plain
+    assert output["agr_guided_old"][unguided].isnan().all()  # set by the loss pass
+    inputs = dict(output)
+    loss = trainer._compute_loss(model, inputs)
+    assert torch.isfinite(loss) and "agr_guided_old" not in inputs
     for i in guided + unguided:
         assert rows_of(output, "prompt_ids", "prompt_mask", i) == plain
         completion = rows_of(output, "completion_ids", "completion_mask", i)
-        expected = completion_logps(model, hinted if i in guided else plain, completion)
-        old = output["old_per_token_logps"][i, : len(completion)]
+        expected = completion_logps(model, hinted if i in guided and not truncated else plain, completion)
+        old = inputs["old_per_token_logps"][i, : len(completion)]
         torch.testing.assert_close(old, expected, atol=1e-4, rtol=1e-4)
     right = tok(answer(HARD, HARD.label), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     for i in guided:
@@ -143,6 +190,26 @@ def test_immediate_replaces_k_lowest_with_guided_rollouts(tiny_model_dir, tmp_pa
     assert list(trainer.replay.buffer) == ["hard"]
 
 
+@pytest.mark.parametrize(
+    "overrides, truncated",
+    [
+        (
+            {"num_iterations": 2},
+            False,
+        ),  # off-policy setup: the parent's old log-probs, recomputed after replacement
+        (
+            {"agr_ratio_clip": 1.0},
+            True,
+        ),  # c = 1 truncates the guided ratio to 1: old = the unguided log-probs
+    ],
+)
+def test_immediate_old_logps_variants(tiny_model_dir, tmp_path, overrides, truncated):
+    trainer, _ = make_trainer(tiny_model_dir, tmp_path, "immediate", **overrides)
+    output = trainer._generate_and_score_completions(batch(HARD, EASY[0]))
+    assert ("old_per_token_logps" in output) == ("num_iterations" in overrides)
+    check_guided_rows(trainer, output, guided=[0, 1], unguided=[2, 3], level=1, truncated=truncated)
+
+
 def test_deferred_reenters_next_batch_without_extra_generation(tiny_model_dir, tmp_path):
     trainer, generator = make_trainer(tiny_model_dir, tmp_path, "deferred")
     first = trainer._generate_and_score_completions(batch(HARD, EASY[0]))
@@ -158,7 +225,9 @@ def test_deferred_reenters_next_batch_without_extra_generation(tiny_model_dir, t
 
 def test_escalation_follows_failure_count(tiny_model_dir, tmp_path):
     # guidance helps only at level 3; the unguided rollouts keep failing, so each round escalates
-    trainer, generator = make_trainer(tiny_model_dir, tmp_path, "deferred", solve_level=3, agr_replay_delay=50)
+    trainer, generator = make_trainer(
+        tiny_model_dir, tmp_path, "deferred", solve_level=3, agr_replay_delay=50
+    )
     trainer._generate_and_score_completions(batch(HARD, EASY[0]))
     for _ in range(4):  # the hard pair now comes back only through replay
         trainer._generate_and_score_completions(batch(EASY[1], EASY[2]))
@@ -179,13 +248,32 @@ def test_real_steps_end_to_end_and_resume(tiny_model_dir, tmp_path, mode):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], SCHEME)
     funcs, weights = [*funcs, brevity], [*weights, 1.0]
-    args = AGRLConfig(output_dir=str(tmp_path), per_device_train_batch_size=2 * G, num_generations=G,
-                      max_completion_length=12, max_steps=2, save_steps=2, report_to="none", use_cpu=True,
-                      bf16=False, logging_steps=1, seed=0, reward_weights=weights, agr_mode=mode,
-                      agr_threshold_cap=0.0)
+    args = AGRLConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2 * G,
+        num_generations=G,
+        max_completion_length=12,
+        max_steps=2,
+        save_steps=2,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        seed=0,
+        reward_weights=weights,
+        agr_mode=mode,
+        agr_threshold_cap=0.0,
+    )
     dataset = Dataset.from_list([row(r) for r in [HARD, *EASY]])
-    trainer = AGRLTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+    trainer = AGRLTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rules_engine=ENGINE,
+        scheme=SCHEME,
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "agr/threshold" in entry]
@@ -199,8 +287,15 @@ def test_real_steps_end_to_end_and_resume(tiny_model_dir, tmp_path, mode):
     saved = json.loads((checkpoint / STATE_FILE).read_text())
     assert saved["round"] == 2 and saved["buffer"]
     args.max_steps = 3
-    resumed = AGRLTrainer(model=AutoModelForCausalLM.from_pretrained(checkpoint), reward_funcs=funcs, args=args,
-                          train_dataset=dataset, processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+    resumed = AGRLTrainer(
+        model=AutoModelForCausalLM.from_pretrained(checkpoint),
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rules_engine=ENGINE,
+        scheme=SCHEME,
+    )
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.replay.round == 3  # restored 2 rounds + 1 new one (a fresh state would say 1)
     assert set(saved["failures"]) <= set(resumed.replay.failures)
@@ -208,8 +303,20 @@ def test_real_steps_end_to_end_and_resume(tiny_model_dir, tmp_path, mode):
 
 def test_config_validates_agr_knobs(tmp_path):
     with pytest.raises(ValueError, match="agr_k"):
-        AGRLConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4, agr_k=4,
-                   use_cpu=True, bf16=False)
+        AGRLConfig(
+            output_dir=str(tmp_path),
+            num_generations=4,
+            per_device_train_batch_size=4,
+            agr_k=4,
+            use_cpu=True,
+            bf16=False,
+        )
     with pytest.raises(ValueError, match="agr_mode"):
-        AGRLConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4, agr_mode="later",
-                   use_cpu=True, bf16=False)
+        AGRLConfig(
+            output_dir=str(tmp_path),
+            num_generations=4,
+            per_device_train_batch_size=4,
+            agr_mode="later",
+            use_cpu=True,
+            bf16=False,
+        )

@@ -1,6 +1,6 @@
 """Adaptive Guided Replay logic (agrl.replay): pure Python, milliseconds.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_replay.py
+OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_replay.py
 """
 
 import json
@@ -165,3 +165,15 @@ def test_a_prompt_in_two_groups_fails_once_per_round():
     state = ReplayState(ReplaySettings(mode="immediate"))
     flagged = state.observe(["d", "d", "e"], [0.0, 0.0, 1.0], {"d": row("d")})
     assert flagged == {0: 1, 1: 1} and state.failures == {"d": 1}
+
+
+def test_deferred_excess_waits_in_buffer_only():
+    # three flagged prompts, one guided slot: the first re-enters guided, the others only come back unguided
+    state = ReplayState(ReplaySettings(mode="deferred", replay_share=0.25, replay_delay=2))
+    state.observe(["a", "b", "c", "d"], [0.0, 0.0, 0.0, 1.0], {i: row(i) for i in "abc"})
+    assert [(s.entry.id, s.level) for s in state.plan(4)] == [("a", 1)]
+    assert not state.deferred and list(state.buffer) == ["a", "b", "c"]
+    state.observe(["x", "y", "z", "a"], [1.0, 1.0, 1.0, 1.0], {})
+    assert [(s.entry.id, s.level) for s in state.plan(4)] == [("a", None)]
+    state.observe(["x", "y", "z", "a"], [1.0, 1.0, 1.0, 1.0], {})
+    assert [(s.entry.id, s.level) for s in state.plan(4)] == [("b", None)]

@@ -26,12 +26,32 @@ HOOKS = {
     "_generate_and_score_completions": ["inputs"],
     "_calculate_rewards": ["inputs", "prompts", "completions", "completion_ids_list"],
     "_generate": ["prompts"],
-    "_generate_single_turn": ["prompt_ids", "images", "multimodal_fields", "num_generations", "has_tool_images"],
+    "_generate_single_turn": [
+        "prompt_ids",
+        "images",
+        "multimodal_fields",
+        "num_generations",
+        "has_tool_images",
+    ],
     "_tokenize_prompts": ["prompts"],
     "_get_per_token_logps_and_entropies": [
-        "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
-        "compute_aux_loss", "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask",
-        "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+        "pixel_attention_mask",
+        "spatial_shapes",
+        "num_tiles",
+        "image_sizes",
+        "token_type_ids",
+        "mm_token_type_ids",
+        "image_position_ids",
     ],
     "_compute_loss": ["model", "inputs"],
     "_save_checkpoint": ["model", "trial"],
@@ -39,11 +59,30 @@ HOOKS = {
     "_get_output_dir": ["trial"],
 }
 ATTRIBUTES = [
-    "num_generations", "reward_weights", "scale_rewards", "multi_objective_aggregation", "mask_truncated_completions",
-    "eos_token_ids", "_tokenizer", "pad_to_multiple_of", "_metrics", "_pending_extra_logs", "use_vllm", "tools",
-    "rollout_func", "environment_factories", "beta",
+    "num_generations",
+    "reward_weights",
+    "scale_rewards",
+    "multi_objective_aggregation",
+    "mask_truncated_completions",
+    "eos_token_ids",
+    "_tokenizer",
+    "pad_to_multiple_of",
+    "_metrics",
+    "_pending_extra_logs",
+    "use_vllm",
+    "tools",
+    "rollout_func",
+    "environment_factories",
+    "beta",
 ]
-OUTPUT_KEYS = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch"}
+OUTPUT_KEYS = {
+    "prompt_ids",
+    "prompt_mask",
+    "completion_ids",
+    "completion_mask",
+    "advantages",
+    "num_items_in_batch",
+}
 
 
 def test_trl_version_is_the_pinned_one():
@@ -60,7 +99,11 @@ def test_loss_reads_old_logps_after_computing_current_ones():
     """Guided rows rely on _compute_loss using inputs['old_per_token_logps'] when present, and on the
     parent skipping it (None) when on-policy; the GRPOConfig defaults must keep that on-policy path."""
     source = inspect.getsource(GRPOTrainer._compute_loss)
-    assert 'inputs.get("old_per_token_logps")' in source
+    # AGRLTrainer fills old_per_token_logps from inside the one log-prob pass that precedes the read
+    assert source.count("self._get_per_token_logps_and_entropies(") == 1
+    assert source.index("self._get_per_token_logps_and_entropies(") < source.index(
+        'inputs.get("old_per_token_logps")'
+    )
     assert "per_token_logps.detach() if old_per_token_logps is None" in source
     assert "log_ratio = per_token_logps - old_per_token_logps" in source
 
@@ -70,8 +113,12 @@ def test_helpers_we_import_exist():
     from trl.trainer.utils import nanstd, pad
 
     assert callable(disable_gradient_checkpointing) and callable(nanstd) and callable(pad)
-    assert list(inspect.signature(pad).parameters) == ["tensors", "padding_value", "padding_side",
-                                                        "pad_to_multiple_of"]
+    assert list(inspect.signature(pad).parameters) == [
+        "tensors",
+        "padding_value",
+        "padding_side",
+        "pad_to_multiple_of",
+    ]
 
 
 def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
@@ -81,17 +128,46 @@ def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     funcs, weights = reward_funcs(["format_gate", "outcome"], scheme)
-    length = type("Length", (), {"__name__": "length", "__call__": lambda self, completions, **kw:
-                                 [float(len(str(c))) for c in completions]})()
-    record = Record("red running shoes", Product("Nike Pegasus Running Shoe", "Shoes > Running", "nike"), id="r",
-                    label=4, steps={"category": "match"})
-    row = {"prompt": prompt_messages(record), "label": 4, "steps": json.dumps(record.steps),
-           "record": json.dumps(record.to_dict()), "id": "r"}
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-                      max_completion_length=6, report_to="none", use_cpu=True, bf16=False, seed=0,
-                      reward_weights=[*weights, 0.1])
-    trainer = GRPOTrainer(model=model, reward_funcs=[*funcs, length], args=args,
-                          train_dataset=Dataset.from_list([row]), processing_class=tokenizer)
+    length = type(
+        "Length",
+        (),
+        {
+            "__name__": "length",
+            "__call__": lambda self, completions, **kw: [float(len(str(c))) for c in completions],
+        },
+    )()
+    record = Record(
+        "red running shoes",
+        Product("Nike Pegasus Running Shoe", "Shoes > Running", "nike"),
+        id="r",
+        label=4,
+        steps={"category": "match"},
+    )
+    row = {
+        "prompt": prompt_messages(record),
+        "label": 4,
+        "steps": json.dumps(record.steps),
+        "record": json.dumps(record.to_dict()),
+        "id": "r",
+    }
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=6,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        reward_weights=[*weights, 0.1],
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[*funcs, length],
+        args=args,
+        train_dataset=Dataset.from_list([row]),
+        processing_class=tokenizer,
+    )
     for name in ATTRIBUTES:
         assert hasattr(trainer, name), name
     assert trainer.multi_objective_aggregation == "sum_then_normalize" and trainer.beta == 0.0
@@ -111,9 +187,22 @@ def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
     assert out["completion_ids"].shape == out["completion_mask"].shape and out["completion_mask"][:, 0].all()
     assert out["advantages"].shape == (4,) and scored["rewards"].shape == (4, 3)
     assert out["advantages"].abs().sum() > 0  # the length reward spreads the group: a real comparison
-    agrl_args = AGRLConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
-                           use_cpu=True, bf16=False, report_to="none", reward_weights=[*weights, 0.1])
-    agrl = AGRLTrainer(model=model, reward_funcs=[*funcs, length], args=agrl_args,
-                       train_dataset=Dataset.from_list([row]), processing_class=tokenizer,
-                       rules_engine=None, scheme=scheme)
+    agrl_args = AGRLConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        reward_weights=[*weights, 0.1],
+    )
+    agrl = AGRLTrainer(
+        model=model,
+        reward_funcs=[*funcs, length],
+        args=agrl_args,
+        train_dataset=Dataset.from_list([row]),
+        processing_class=tokenizer,
+        rules_engine=None,
+        scheme=scheme,
+    )
     torch.testing.assert_close(agrl._advantages(scored["rewards"]), out["advantages"])

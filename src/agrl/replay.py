@@ -40,7 +40,11 @@ class ReplaySettings:
             raise ValueError(f"agr_mode must be one of {MODES}, got {self.mode!r}")
         if self.k < 1 or not 1 <= self.max_level <= 3 or self.buffer_size < 0 or self.replay_delay < 1:
             raise ValueError(f"bad AGR settings: {self}")
-        if not (0.0 <= self.threshold_cap < 1.0 and 0.0 <= self.ema_decay < 1.0 and 0.0 <= self.replay_share <= 1.0):
+        if not (
+            0.0 <= self.threshold_cap < 1.0
+            and 0.0 <= self.ema_decay < 1.0
+            and 0.0 <= self.replay_share <= 1.0
+        ):
             raise ValueError(f"bad AGR settings: {self}")
 
 
@@ -74,7 +78,9 @@ def group_accuracies(accs: Sequence[float], guided: Sequence[bool], group_size: 
     assert len(accs) == len(guided) and len(accs) % group_size == 0, (len(accs), len(guided), group_size)
     out: list[float | None] = []
     for start in range(0, len(accs), group_size):
-        vals = [a for a, g in zip(accs[start:start + group_size], guided[start:start + group_size]) if not g]
+        vals = [
+            a for a, g in zip(accs[start : start + group_size], guided[start : start + group_size]) if not g
+        ]
         out.append(sum(vals) / len(vals) if vals else None)
     return out
 
@@ -147,24 +153,31 @@ class ReplayState:
         return level_for(self.failures.get(prompt_id, 0), self.settings.max_level)
 
     def plan(self, num_groups: int) -> list[Slot]:
-        """Hard prompts for this round's batch, taking the last group slots: deferred (guided)
-        prompts first, then buffer entries at least `replay_delay` rounds old (unguided).
-        At most ceil(replay_share * num_groups) slots; planned entries leave their queue."""
+        """Hard prompts for this round's batch, taking the last group slots: the prompts flagged
+        last round (deferred mode, guided) first, then buffer entries at least `replay_delay` rounds
+        old (unguided). At most ceil(replay_share * num_groups) slots; planned entries leave their
+        queue, and flagged prompts that found no slot are not replayed guided (the next batch is
+        their only turn) but still come back from the buffer."""
         quota = min(num_groups, math.ceil(self.settings.replay_share * num_groups))
         slots: list[Slot] = []
         while self.deferred and len(slots) < quota:
             _, entry = self.deferred.popitem(last=False)
+            self.guided_replays[entry.id] = self.guided_replays.get(entry.id, 0) + 1
             slots.append(Slot(num_groups - 1 - len(slots), entry, self.level(entry.id)))
+        self.deferred.clear()  # those that missed this batch are not replayed guided; they stay in the buffer
         planned = {slot.entry.id for slot in slots}
         ready = [
-            pid for pid, e in self.buffer.items()
+            pid
+            for pid, e in self.buffer.items()
             if e.added + self.settings.replay_delay <= self.round and pid not in planned
         ]
         for pid in ready[: quota - len(slots)]:
             slots.append(Slot(num_groups - 1 - len(slots), self.buffer.pop(pid), None))
         return slots
 
-    def observe(self, ids: Sequence[str], group_accs: Sequence[float | None], rows: dict[str, dict]) -> dict[int, int]:
+    def observe(
+        self, ids: Sequence[str], group_accs: Sequence[float | None], rows: dict[str, dict]
+    ) -> dict[int, int]:
         """Update the EMA and threshold with this round's groups, flag the low ones, count their
         failures and remember them. Returns flagged group -> guidance level. `rows` maps the id of
         every flagged group to its dataset row (only those are needed). Ends the round."""
@@ -192,8 +205,10 @@ class ReplayState:
             self.buffer[entry.id] = entry
             while len(self.buffer) > self.settings.buffer_size:
                 self.buffer.popitem(last=False)
-        if self.settings.mode == "deferred" and self.guided_replays.get(entry.id, 0) < self.settings.max_level:
-            self.guided_replays[entry.id] = self.guided_replays.get(entry.id, 0) + 1
+        if (
+            self.settings.mode == "deferred"
+            and self.guided_replays.get(entry.id, 0) < self.settings.max_level
+        ):
             self.deferred[entry.id] = entry
 
     # ------------------------------------------------------------------------ checkpoints

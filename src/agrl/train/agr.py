@@ -6,9 +6,11 @@ AGR decisions live in agrl.replay (pure); this module moves tensors. Departures 
   same, single generation pass; buffer returns unguided); after it, groups are flagged on global
   r_out and, in immediate mode, k guided rollouts (a second generation pass through the parent's
   `_generate`/`_calculate_rewards`) replace the k lowest-reward rollouts and advantages are
-  recomputed. Guided rows are trained on the UNGUIDED prompt ids, their old_per_token_logps are
-  the guided-prompt log-probs (Guide-GRPO), bounded per token to [1/c, c] times the unguided ones.
+  recomputed. Guided rows are trained on the UNGUIDED prompt ids; their old log-probs are the
+  guided-prompt log-probs (Guide-GRPO), the ratio's value truncated per token to [1/c, c].
 - `_calculate_rewards` keeps the decoded completions and gathered rewards for AGR.
+- `_compute_loss` / `_get_per_token_logps_and_entropies`: guided rows carry `agr_guided_old`; the
+  loss's own log-prob pass sets old_per_token_logps from it (others: as the parent; no extra pass).
 - `_save_checkpoint` / `_load_optimizer_and_scheduler` also write/read `agr_state.json`.
 Not supported (raises): vLLM rollouts, tools/environments/rollout_func, beta != 0, normalize_then_sum.
 
@@ -44,28 +46,39 @@ class AGRLConfig(GRPOConfig):
 
     agr_mode: str = field(
         default="deferred",
-        metadata={"help": "`immediate`: a second generation pass in the same step for flagged groups; `deferred`: "
-                  "flagged prompts re-enter the next batch with guidance (no extra generation pass)."},
+        metadata={
+            "help": "`immediate`: a second generation pass in the same step for flagged groups; `deferred`: "
+            "flagged prompts re-enter the next batch with guidance (no extra generation pass)."
+        },
     )
-    agr_k: int = field(default=2, metadata={"help": "Guided rollouts per flagged group (replace the k lowest)."})
+    agr_k: int = field(
+        default=2, metadata={"help": "Guided rollouts per flagged group (replace the k lowest)."}
+    )
     agr_threshold_cap: float = field(
         default=0.25, metadata={"help": "Upper bound of the adaptive flagging threshold on group accuracy."}
     )
     agr_ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the running batch accuracy."})
     agr_margin: float = field(
-        default=0.5, metadata={"help": "Flag groups at or below (running accuracy - margin), capped; 0 floor."}
+        default=0.5,
+        metadata={"help": "Flag groups at or below (running accuracy - margin), capped; 0 floor."},
     )
-    agr_max_level: int = field(default=3, metadata={"help": "Highest guidance level (3 reveals the gold label)."})
+    agr_max_level: int = field(
+        default=3, metadata={"help": "Highest guidance level (3 reveals the gold label)."}
+    )
     agr_buffer_size: int = field(default=256, metadata={"help": "Capacity of the hard-prompt buffer."})
     agr_replay_share: float = field(
-        default=0.25, metadata={"help": "Most group slots of a batch given to hard prompts (deferred + returns)."}
+        default=0.25,
+        metadata={"help": "Most group slots of a batch given to hard prompts (deferred + returns)."},
     )
     agr_replay_delay: int = field(
         default=2, metadata={"help": "Rounds a flagged prompt waits in the buffer before returning unguided."}
     )
     agr_ratio_clip: float = field(
-        default=5.0, metadata={"help": "Bound c: a guided token's initial ratio pi(o|q)/pi_old(o|q+guidance) "
-                               "is kept in [1/c, c] (then the usual epsilon clip applies)."},
+        default=5.0,
+        metadata={
+            "help": "Bound c: a guided token's ratio pi(o|q)/pi_old(o|q+guidance) is "
+            "truncated to [1/c, c] (value only, gradient kept); then the epsilon clip applies."
+        },
     )
 
     def __post_init__(self):
@@ -73,16 +86,24 @@ class AGRLConfig(GRPOConfig):
         # deferred groups keep at least one unguided rollout: it measures the prompt without the hint
         top = self.num_generations - (self.agr_mode == "deferred")
         if not 1 <= self.agr_k <= top:
-            raise ValueError(f"agr_k ({self.agr_k}) must be in [1, {top}] for num_generations={self.num_generations}")
+            raise ValueError(
+                f"agr_k ({self.agr_k}) must be in [1, {top}] for num_generations={self.num_generations}"
+            )
         if self.agr_ratio_clip < 1.0:
             raise ValueError(f"agr_ratio_clip must be >= 1, got {self.agr_ratio_clip}")
         self.replay_settings()  # validates the rest
 
     def replay_settings(self) -> ReplaySettings:
         return ReplaySettings(
-            mode=self.agr_mode, k=self.agr_k, threshold_cap=self.agr_threshold_cap, ema_decay=self.agr_ema_decay,
-            margin=self.agr_margin, max_level=self.agr_max_level, buffer_size=self.agr_buffer_size,
-            replay_share=self.agr_replay_share, replay_delay=self.agr_replay_delay,
+            mode=self.agr_mode,
+            k=self.agr_k,
+            threshold_cap=self.agr_threshold_cap,
+            ema_decay=self.agr_ema_decay,
+            margin=self.agr_margin,
+            max_level=self.agr_max_level,
+            buffer_size=self.agr_buffer_size,
+            replay_share=self.agr_replay_share,
+            replay_delay=self.agr_replay_delay,
         )
 
 
@@ -95,8 +116,11 @@ class AGRLTrainer(GRPOTrainer):
         if not isinstance(self.args, AGRLConfig):
             raise TypeError(f"AGRLTrainer needs an AGRLConfig, got {type(self.args).__name__}")
         unsupported = {
-            "use_vllm": self.use_vllm, "tools": bool(self.tools), "rollout_func": self.rollout_func is not None,
-            "environment_factory": self.environment_factories is not None, "beta != 0": self.beta != 0.0,
+            "use_vllm": self.use_vllm,
+            "tools": bool(self.tools),
+            "rollout_func": self.rollout_func is not None,
+            "environment_factory": self.environment_factories is not None,
+            "beta != 0": self.beta != 0.0,
             "normalize_then_sum": self.multi_objective_aggregation != "sum_then_normalize",
         }
         if any(unsupported.values()):
@@ -105,6 +129,7 @@ class AGRLTrainer(GRPOTrainer):
         self.scheme = load_scheme(scheme) if isinstance(scheme, str) else scheme
         self.replay = ReplayState(self.args.replay_settings())
         self._scored: tuple[list, torch.Tensor] | None = None
+        self._loss_inputs: dict | None = None
 
     # ------------------------------------------------------------------------ hooks
 
@@ -123,7 +148,9 @@ class AGRLTrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(gen_inputs)
         completions, rewards = self._scored
 
-        accs = self._gather_list([outcome_accuracy(c, r["label"], self.scheme) for c, r in zip(completions, rows)])
+        accs = self._gather_list(
+            [outcome_accuracy(c, r["label"], self.scheme) for c, r in zip(completions, rows)]
+        )
         guided_global = self._gather_list([float(i in guided) for i in range(n_local)])
         group_accs = group_accuracies(accs, [g > 0 for g in guided_global], G)
         ids = gather_object([str(r["id"]) for r in rows])[::G]
@@ -139,10 +166,11 @@ class AGRLTrainer(GRPOTrainer):
             levels = {s.group: s.level for s in slots if s.level is not None}
             if guided:
                 output = self._train_as_unguided(output, rows, {i: None for i in guided})
-        after = {g: sum(accs[g * G:(g + 1) * G]) / G for g in levels}
+        after = {g: sum(accs[g * G : (g + 1) * G]) / G for g in levels}
         returns = [group_accs[s.group] for s in slots if s.level is None and group_accs[s.group] is not None]
-        metrics = step_metrics(len(group_accs), levels, {g: group_accs[g] for g in levels}, after,
-                               returns, self.replay.threshold)
+        metrics = step_metrics(
+            len(group_accs), levels, {g: group_accs[g] for g in levels}, after, returns, self.replay.threshold
+        )
         metrics["agr/flagged_share"] = len(flagged) / len(group_accs)
         metrics["agr/buffer_size"] = float(len(self.replay.buffer))
         for name, value in metrics.items():
@@ -153,7 +181,9 @@ class AGRLTrainer(GRPOTrainer):
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             with open(os.path.join(folder, STATE_FILE), "w") as f:
                 json.dump(self.replay.state_dict(), f)
 
@@ -191,30 +221,37 @@ class AGRLTrainer(GRPOTrainer):
     def _gather_list(self, values: list[float]) -> list[float]:
         return self.accelerator.gather(torch.tensor(values, device=self.accelerator.device)).tolist()
 
-    def _replay_now(self, rows, output, flagged: dict[int, int], rewards: torch.Tensor, accs: list[float], start: int):
+    def _replay_now(
+        self, rows, output, flagged: dict[int, int], rewards: torch.Tensor, accs: list[float], start: int
+    ):
         """Immediate mode: generate k guided rollouts per flagged group (every process the same
         number, padded with discarded copies, since generation and reward gathering are collective),
         put them in place of the k lowest-reward rollouts and recompute the advantages."""
         G, n_local, world = self.num_generations, len(rows), self.accelerator.num_processes
         total = (rewards * self.reward_weights.to(rewards.device)).nansum(dim=1).tolist()
-        replaced = {g * G + j: level for g, level in flagged.items()
-                    for j in lowest(total[g * G:(g + 1) * G], self.args.agr_k)}
+        replaced = {
+            g * G + j: level
+            for g, level in flagged.items()
+            for j in lowest(total[g * G : (g + 1) * G], self.args.agr_k)
+        }
         per_rank = [sorted(r for r in replaced if p * n_local <= r < (p + 1) * n_local) for p in range(world)]
         width = max(len(part) for part in per_rank)
         mine = [r - start for r in per_rank[self.accelerator.process_index]]
         gen_rows = [rows[i] for i in mine] + [rows[0]] * (width - len(mine))
         prompts = [self.guided_prompt(rows[i], replaced[start + i]) for i in mine] + [rows[0]["prompt"]] * (
-            width - len(mine))
+            width - len(mine)
+        )
         prompt_ids, completion_ids, _, completions, *_ = self._generate(prompts)
         new_rewards = self._calculate_rewards(gen_rows, prompts, completions, completion_ids)
         self._pending_extra_logs.clear()  # the completions table logs the first pass only
-        new_accs = self._gather_list([outcome_accuracy(c, r["label"], self.scheme) for c, r in
-                                      zip(completions, gen_rows)])
+        new_accs = self._gather_list(
+            [outcome_accuracy(c, r["label"], self.scheme) for c, r in zip(completions, gen_rows)]
+        )
         rewards, accs = rewards.clone(), list(accs)
         for p, part in enumerate(per_rank):
             for j, r in enumerate(part):
                 rewards[r], accs[r] = new_rewards[p * width + j], new_accs[p * width + j]
-        output["advantages"] = self._advantages(rewards)[start:start + n_local]
+        output["advantages"] = self._advantages(rewards)[start : start + n_local]
 
         comp = self._unpad(output["completion_ids"], output["completion_mask"])
         for j, i in enumerate(mine):
@@ -225,9 +262,17 @@ class AGRLTrainer(GRPOTrainer):
             kept = torch.tensor([bool(c) and c[-1] in ends for c in comp], device=self.accelerator.device)
             output["completion_mask"] = output["completion_mask"] * kept.unsqueeze(1).int()
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
+        if mine and "old_per_token_logps" in output:  # off-policy setups: stale once rows (and width) changed
+            output["old_per_token_logps"] = self._logps(
+                output["prompt_ids"],
+                output["prompt_mask"],
+                output["completion_ids"],
+                output["completion_mask"],
+            )
         if mine:
-            output.pop("old_per_token_logps", None)  # stale once rows (and maybe the width) changed
-            output = self._train_as_unguided(output, rows, {i: list(prompt_ids[j]) for j, i in enumerate(mine)})
+            output = self._train_as_unguided(
+                output, rows, {i: list(prompt_ids[j]) for j, i in enumerate(mine)}
+            )
         return output, accs
 
     def _advantages(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
@@ -244,33 +289,55 @@ class AGRLTrainer(GRPOTrainer):
         return torch.nan_to_num(advantages, nan=0.0)
 
     def _train_as_unguided(self, output, rows: list[dict], guided_ids: dict[int, list[int] | None]):
-        """Give guided rows their unguided prompt ids and, as old_per_token_logps, their log-probs
-        under the guided prompt (`guided_ids`; None: the prompt they were generated from in this
-        batch), bounded per token to within a factor agr_ratio_clip of the unguided ones."""
+        """Give guided rows their unguided prompt ids, and their log-probs under the guided prompt
+        (`guided_ids`; None: the prompt they were generated from in this batch) as `agr_guided_old`
+        (NaN on other rows), which the loss uses as their old log-probs (see _compute_loss)."""
         idx = sorted(guided_ids)
         prompts = self._unpad(output["prompt_ids"], output["prompt_mask"])
         guided_prompts = [guided_ids[i] if guided_ids[i] is not None else prompts[i] for i in idx]
         for i, ids in zip(idx, self._tokenize_prompts([rows[i]["prompt"] for i in idx])[0]):
             prompts[i] = list(ids)
         output["prompt_ids"], output["prompt_mask"] = self._pad(prompts, left=True)
-        p_ids, p_mask = output["prompt_ids"], output["prompt_mask"]
-        c_ids, c_mask = output["completion_ids"], output["completion_mask"]
-        if "old_per_token_logps" in output:
-            old = output["old_per_token_logps"].clone()
-            current = self._logps(p_ids[idx], p_mask[idx], c_ids[idx], c_mask[idx])
-        else:  # the parent would use the detached current log-probs: compute them now for every row
-            old = self._logps(p_ids, p_mask, c_ids, c_mask)
-            current = old[idx]
-        g_ids, g_mask = self._pad(guided_prompts, left=True)
-        under_guidance = self._logps(g_ids, g_mask, c_ids[idx], c_mask[idx])
-        bound = math.log(self.args.agr_ratio_clip)
-        old[idx] = torch.maximum(torch.minimum(under_guidance, current + bound), current - bound)
-        output["old_per_token_logps"] = old
+        c_ids, c_mask = output["completion_ids"][idx], output["completion_mask"][idx]
+        under_guidance = self._logps(*self._pad(guided_prompts, left=True), c_ids, c_mask)
+        output["agr_guided_old"] = torch.full_like(
+            output["completion_ids"], torch.nan, dtype=under_guidance.dtype
+        )
+        output["agr_guided_old"][idx] = under_guidance
         return output
+
+    def _compute_loss(self, model, inputs):
+        # The parent reads inputs["old_per_token_logps"] right after its first log-prob pass; the
+        # override below sets it there for micro-batches that carry guided rows.
+        self._loss_inputs = inputs if "agr_guided_old" in inputs else None
+        return super()._compute_loss(model, inputs)
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+    ):
+        """Guided rows get old = their guided-prompt log-probs, truncated per token to within a factor
+        agr_ratio_clip of the current ones (the ratio's value is bounded, its gradient kept); other
+        rows keep the parent's old log-probs, or the detached current ones on the on-policy path."""
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
+        if self._loss_inputs is not None:
+            inputs, self._loss_inputs = self._loss_inputs, None
+            guided, current = inputs.pop("agr_guided_old"), logps.detach()
+            old = inputs.get("old_per_token_logps")
+            bound = math.log(self.args.agr_ratio_clip)
+            bounded = torch.maximum(torch.minimum(guided, current + bound), current - bound)
+            inputs["old_per_token_logps"] = torch.where(
+                guided.isnan(), current if old is None else old, bounded
+            )
+        return logps, entropies, aux
 
     def _logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
         """Per-token log-probs of the completions under these prompts (the parent's no-grad pass)."""
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
             logps, _, _ = self._get_per_token_logps_and_entropies(
                 self.model,
                 torch.cat([prompt_ids, completion_ids], dim=1),
@@ -288,8 +355,16 @@ class AGRLTrainer(GRPOTrainer):
         """Pad like the parent: prompts on the left, completions on the right."""
         tensors = [torch.tensor(s, dtype=torch.long) for s in seqs]
         side = "left" if left else "right"
-        ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side=side,
-                  pad_to_multiple_of=self.pad_to_multiple_of)
-        mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side=side,
-                   pad_to_multiple_of=self.pad_to_multiple_of)
+        ids = pad(
+            tensors,
+            padding_value=self._tokenizer.pad_token_id,
+            padding_side=side,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+        mask = pad(
+            [torch.ones_like(t) for t in tensors],
+            padding_value=0,
+            padding_side=side,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
         return ids.to(self.accelerator.device), mask.to(self.accelerator.device)

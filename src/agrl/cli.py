@@ -210,3 +210,20 @@ def data_synth(
     for name, path in synth.write(out, splits).items():
         labels = Counter(r.label for r in splits[name])
         console.print(f"{name}: {path} ({len(splits[name])} rows; labels {dict(sorted(labels.items()))})")
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    out: str = typer.Option("runs/demo", help="output directory (data, model, one folder per stage, report/)"),
+    quick: bool = typer.Option(False, "--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)"),
+    recipe: str = typer.Option(None, help="a demo recipe YAML instead of the built-in default/quick"),
+) -> None:
+    """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
+    from agrl.demo import results_table, run_demo
+
+    result = run_demo(out, recipe or ("quick" if quick else "default"), console=console)
+    console.print(results_table(result["summary"]))
+    console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")

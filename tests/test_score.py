@@ -77,15 +77,18 @@ def test_probabilities_equal_a_direct_forward_pass_with_and_without_padding(tiny
     expected = reference_probs(tiny_model_dir, records)
     lengths = {len(scorer.encode(r)) for r in records[:8]}
     assert len(lengths) > 1  # the first batch really is padded
-    for batch_size in (1, 8):  # 1: no padding at all
-        scorer.batch_size = batch_size
+    # batch 1 with widths rounded to 1: no padding at all; 8 rows rounded to 8 or 32 (the GPU's setting)
+    for batch_size, multiple in ((1, 1), (8, 8), (8, 32)):
+        scorer.batch_size, scorer.pad_multiple = batch_size, multiple
         got = scorer.score(records)
         for want, result in zip(expected, got):
             assert list(result.probabilities) == [4, 3, 2, 1]
             assert [result.probabilities[c] for c in (4, 3, 2, 1)] == pytest.approx(want, abs=1e-5)
             assert result.score == pytest.approx(sum(c * p for c, p in zip((4, 3, 2, 1), want)), abs=1e-5)
             assert result.label == (4, 3, 2, 1)[max(range(4), key=want.__getitem__)]
-    scorer.batch_size = 8
+    scorer.batch_size, scorer.pad_multiple = 8, 8
+    scorer.warmup(max_width=32)  # runs on any device; results are unchanged after it
+    assert scorer.score(records[:1])[0].probabilities == pytest.approx(got[0].probabilities, abs=1e-6)
 
 
 # CumPT over the default scheme (4 Excellent, 3 Related good; 2, 1 not), threshold 0.6.

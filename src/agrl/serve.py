@@ -102,6 +102,28 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+class CountRequests:
+    """Pure ASGI middleware (cheaper than @app.middleware): count requests by path and status, time them."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def record_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.request(scope["path"], status[0], time.perf_counter() - start)
+
+
 # ---------------------------------------------------------------------------- micro-batching
 
 
@@ -204,13 +226,7 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
         executor.shutdown(wait=False)
 
     app = FastAPI(title="agrl relevance scoring", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        metrics.request(request.url.path, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, err: HTTPError):
@@ -232,9 +248,15 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
             _record(body.get("query"), item, f"items[{i}]", limits, scorer.scheme)
             for i, item in enumerate(items)
         ]
-        sequences = [_encode(scorer, r, f"items[{i}]") for i, r in enumerate(records)]
+        try:
+            sequences = scorer.encode_many(records)
+        except ValueError:  # some prompt is over the context: name the first such item
+            sequences = [_encode(scorer, r, f"items[{i}]") for i, r in enumerate(records)]
         results = await batcher.score(sequences)
-        return {"results": [r.to_dict(scorer.scheme) for r in results], "scheme": scorer.scheme.name}
+        # A plain JSONResponse: FastAPI's response encoder costs more than the scoring on small models.
+        return JSONResponse(
+            {"results": [r.to_dict(scorer.scheme) for r in results], "scheme": scorer.scheme.name}
+        )
 
     @app.post("/v1/judge")
     async def judge(request: Request):
@@ -277,4 +299,6 @@ def serve(
     import uvicorn
 
     scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold)
+    if scorer.model.device.type == "cuda":
+        scorer.warmup()
     uvicorn.run(create_app(scorer, limits, model_name=str(model)), host=host, port=port, log_level="warning")

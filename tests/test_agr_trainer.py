@@ -7,7 +7,13 @@ log-probs can be checked exactly.
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_agr_trainer.py
 """
 
+import faulthandler
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -320,3 +326,65 @@ def test_config_validates_agr_knobs(tmp_path):
             use_cpu=True,
             bf16=False,
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+def test_two_processes_flag_globally_and_keep_one_state(tiny_model_dir, tmp_path, mode):
+    """torchrun, 2 CPU processes (gloo), 6 rows each: the hard group (rows 4-7) straddles the ranks.
+    Both ranks must flag it, replace the same rows, end with identical replay state, and train."""
+    with socket.socket() as sock:  # a free port: torchrun's static rendezvous hangs on port 0
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        port,
+        __file__,
+        str(tiny_model_dir),
+        str(tmp_path),
+        mode,
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["state"] == ranks[1]["state"]
+    # deferred: the guided re-entry's unguided rollouts fail again, a second failure
+    assert ranks[0]["state"]["failures"] == {"hard": 1 if mode == "immediate" else 2}
+    advantages = ranks[0]["advantages"] + ranks[1]["advantages"]
+    if mode == "immediate":  # rows 4, 5 (rank 0) replaced by guided rollouts, 6, 7 (rank 1) kept
+        assert min(advantages[4:6]) > 0 and max(advantages[6:8]) < 0
+        assert ranks[0]["guided_share"] == ranks[1]["guided_share"] == [1 / 3]
+    else:  # the next batch's last group (rows 8-11, rank 1) carries the hard prompt, rows 10, 11 guided
+        assert min(advantages[10:12]) > 0 and max(advantages[8:10]) < 0
+        assert ranks[0]["guided_share"] == ranks[1]["guided_share"] == [0.0, 1 / 3]
+    assert all(r["loss_finite"] for r in ranks)
+
+
+def _worker(model_dir: str, out_dir: str, mode: str) -> None:
+    """One torchrun process of the test above: its slice of the global batch, then a loss pass."""
+    trainer, _ = make_trainer(model_dir, out_dir, mode, per_device_train_batch_size=6)
+    rank = trainer.accelerator.process_index
+    rounds = [batch(EASY[0], HARD, EASY[1])] + (
+        [batch(EASY[2], EASY[3], EASY[1])] if mode == "deferred" else []
+    )
+    for global_rows in rounds:
+        output = trainer._generate_and_score_completions(global_rows[rank * 6 : (rank + 1) * 6])
+    loss = trainer._compute_loss(trainer.model, dict(output))
+    result = {
+        "state": trainer.replay.state_dict(),
+        "advantages": output["advantages"].tolist(),
+        "guided_share": trainer._metrics["train"]["agr/guided_group_share"],
+        "loss_finite": bool(torch.isfinite(loss)),
+    }
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    faulthandler.dump_traceback_later(120, exit=True)  # a hung collective fails with stacks, not a timeout
+    _worker(*sys.argv[1:4])

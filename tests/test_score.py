@@ -214,3 +214,30 @@ def test_cli_killed_and_rerun_gives_the_uninterrupted_output(tmp_path, tiny_mode
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     score_file(scorer, source, tmp_path / "full.jsonl", progress=False)
     assert_same_results(output, tmp_path / "full.jsonl")
+
+
+def test_label_tokens_are_found_for_other_tokenizers_or_refused_clearly():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from agrl.score import label_token_ids
+
+    corpus = ["<label>4</label> <label>3</label> <label>2</label> <label>1</label> query title brand"] * 20
+    # GPT-2 style byte-level BPE, no added tags: `<label>` is several tokens, the code its own.
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    gpt2_like = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    assert len(gpt2_like.encode("<label>", add_special_tokens=False)) > 1
+    ids = label_token_ids(gpt2_like, load_scheme("default"))
+    assert [gpt2_like.decode([ids[c]]) for c in (4, 3, 2, 1)] == ["4", "3", "2", "1"]
+    # A word-level vocabulary that swallows `<label>4</label>` whole cannot be prefill-scored.
+    words = Tokenizer(models.WordLevel({"<label>4</label>": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    with pytest.raises(ValueError, match="label code 4"):
+        label_token_ids(PreTrainedTokenizerFast(tokenizer_object=words), load_scheme("default"))

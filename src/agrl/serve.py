@@ -210,6 +210,47 @@ def _encode(scorer: Scorer, record: Record, where: str) -> list[int]:
         raise HTTPError(422, f"{where}: {err}") from None
 
 
+# ---------------------------------------------------------------------------- the endpoints' work
+
+
+async def score_items(body: dict, scorer: Scorer, limits: Limits, batcher: MicroBatcher) -> dict:
+    """/v1/score: validate, encode, wait for the micro-batch, results in item order."""
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise HTTPError(422, "items: must be a non-empty list of products")
+    if len(items) > limits.max_items:
+        raise HTTPError(413, f"items: {len(items)} items, over the limit of {limits.max_items}")
+    query = body.get("query")
+    records = [_record(query, item, f"items[{i}]", limits, scorer.scheme) for i, item in enumerate(items)]
+    try:
+        sequences = scorer.encode_many(records)
+    except ValueError:  # some prompt is over the context: name the first such item
+        sequences = [_encode(scorer, r, f"items[{i}]") for i, r in enumerate(records)]
+    results = await batcher.score(sequences)
+    # Returned as a plain JSONResponse: FastAPI's encoder costs more than scoring on small models.
+    return {"results": [r.to_dict(scorer.scheme) for r in results], "scheme": scorer.scheme.name}
+
+
+async def judge_pair(body: dict, scorer: Scorer, limits: Limits, executor: ThreadPoolExecutor) -> dict:
+    """/v1/judge (audit): the generated label + reasoning and what the strict parser makes of it.
+
+    Generation runs on the scoring thread, so scoring waits while a judgement is written.
+    """
+    record = _record(body.get("query"), body.get("product"), "product", limits, scorer.scheme)
+    _encode(scorer, record, "product")
+    loop = asyncio.get_running_loop()
+    texts = await loop.run_in_executor(executor, scorer.judge, [record], limits.max_new_tokens)
+    parsed = parse_completion(texts[0], scorer.scheme)
+    ok = isinstance(parsed, Judgement)
+    return {
+        "completion": texts[0],
+        "valid": ok,
+        "label": parsed.label if ok else None,
+        "steps": parsed.verdicts if ok else None,
+        "reject_reason": None if ok else parsed.reason,
+    }
+
+
 # ---------------------------------------------------------------------------- the app
 
 
@@ -238,42 +279,11 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
 
     @app.post("/v1/score")
     async def score(request: Request):
-        body = await _body(request)
-        items = body.get("items")
-        if not isinstance(items, list) or not items:
-            raise HTTPError(422, "items: must be a non-empty list of products")
-        if len(items) > limits.max_items:
-            raise HTTPError(413, f"items: {len(items)} items, over the limit of {limits.max_items}")
-        records = [
-            _record(body.get("query"), item, f"items[{i}]", limits, scorer.scheme)
-            for i, item in enumerate(items)
-        ]
-        try:
-            sequences = scorer.encode_many(records)
-        except ValueError:  # some prompt is over the context: name the first such item
-            sequences = [_encode(scorer, r, f"items[{i}]") for i, r in enumerate(records)]
-        results = await batcher.score(sequences)
-        # A plain JSONResponse: FastAPI's response encoder costs more than the scoring on small models.
-        return JSONResponse(
-            {"results": [r.to_dict(scorer.scheme) for r in results], "scheme": scorer.scheme.name}
-        )
+        return JSONResponse(await score_items(await _body(request), scorer, limits, batcher))
 
     @app.post("/v1/judge")
     async def judge(request: Request):
-        body = await _body(request)
-        record = _record(body.get("query"), body.get("product"), "product", limits, scorer.scheme)
-        _encode(scorer, record, "product")
-        loop = asyncio.get_running_loop()
-        texts = await loop.run_in_executor(executor, scorer.judge, [record], limits.max_new_tokens)
-        parsed = parse_completion(texts[0], scorer.scheme)
-        ok = isinstance(parsed, Judgement)
-        return {
-            "completion": texts[0],
-            "valid": ok,
-            "label": parsed.label if ok else None,
-            "steps": parsed.verdicts if ok else None,
-            "reject_reason": None if ok else parsed.reason,
-        }
+        return JSONResponse(await judge_pair(await _body(request), scorer, limits, executor))
 
     @app.get("/healthz")
     async def healthz():

@@ -75,9 +75,13 @@ def score(
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
     from agrl.score import Scorer, parse_shard, score_file
 
-    part = parse_shard(shard)
-    scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
-    report = score_file(scorer, input, output, rejects, shard=part)
+    try:
+        part = parse_shard(shard)
+        scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
+        report = score_file(scorer, input, output, rejects, shard=part)
+    except (ValueError, FileNotFoundError) as err:  # bad options, model dir or input file
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
     console.print(
         f"{output}: scored {report.scored}, already done {report.resumed}, rejected {report.rejected}"
         + (f", other shards {report.other_shards}" if part[1] > 1 else "")

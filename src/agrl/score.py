@@ -4,9 +4,9 @@ The prompt plus the `<label>` prefix goes through the model once; a softmax over
 scheme's label tokens at the last position gives P(label). From it: the expected relevance
 sum(code * p), the argmax label, and a CumPT tier (TaoSR1; see `cumpt_tier`). Batches are sorted
 by length and left-padded, so a pair's probabilities do not depend on its batch. `judge` is the
-audit path: it generates the full label and reasoning.
+audit path: it generates the full label and reasoning. `score_file` streams a file (`agrl score`).
 
-    scorer = Scorer("runs/agrl"); [r.to_dict() for r in scorer.score(records)]
+    scorer = Scorer("runs/agrl"); [r.to_dict(scorer.scheme) for r in scorer.score(records)]
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ class Scorer:
     ):
         self.model, self.tokenizer = model if isinstance(model, tuple) else models.load(model, device, dtype)
         self.scheme = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
+        if not 0.0 < tier_threshold <= 1.0:
+            raise ValueError(f"tier threshold must be in (0, 1], got {tier_threshold}")
         self.batch_size = batch_size
         self.tier_threshold = tier_threshold
         self.label_ids = label_token_ids(self.tokenizer, self.scheme)
@@ -246,6 +248,8 @@ def score_file(
     rejected (each id is scored once). Each shard of `shard=(i, N)` takes the ids hashing to i.
     Rejects are rewritten on every run (the input is read again in full).
     """
+    if not str(source).startswith("hf:") and not Path(source).exists():
+        raise FileNotFoundError(f"{source}: no such file")
     output = Path(output)
     rejects = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -188,3 +188,25 @@ def batch_counts(metrics: str) -> tuple[int, int]:
     singles = int(re.search(r'agrl_batch_requests_bucket\{le="1"\} (\d+)', metrics).group(1))
     total = int(re.search(r"agrl_batch_requests_count (\d+)", metrics).group(1))
     return singles, total
+
+
+def test_a_dead_worker_fails_requests_fast_instead_of_hanging(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agrl.serve import HTTPError, Metrics, MicroBatcher
+
+    _, scorer = service
+
+    async def scenario():
+        batcher = MicroBatcher(scorer, LIMITS, ThreadPoolExecutor(max_workers=1), Metrics())
+        worker = asyncio.create_task(batcher.run())
+        with pytest.raises(HTTPError) as first:  # a token id past the vocabulary: the forward pass raises
+            await batcher.score([[10**7]])
+        with pytest.raises(HTTPError) as later:
+            await asyncio.wait_for(batcher.score([[5, 6, 7]]), timeout=5)
+        await asyncio.gather(worker, return_exceptions=True)
+        return first.value, later.value, worker
+
+    first, later, worker = asyncio.run(scenario())
+    assert first.status == later.status == 503 and "IndexError" in later.message
+    assert worker.done() and isinstance(worker.exception(), IndexError)

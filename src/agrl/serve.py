@@ -133,8 +133,11 @@ class MicroBatcher:
     def __init__(self, scorer: Scorer, limits: Limits, executor: ThreadPoolExecutor, metrics: Metrics):
         self.scorer, self.limits, self.executor, self.metrics = scorer, limits, executor, metrics
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.broken: BaseException | None = None  # set if the worker died: requests fail fast, health 503
 
     async def score(self, sequences: list[list[int]]) -> list[ScoreResult]:
+        if self.broken is not None:
+            raise HTTPError(503, f"scoring worker stopped: {self.broken!r}")
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((sequences, future))
         return await future
@@ -169,6 +172,12 @@ class MicroBatcher:
                 for _, future in jobs:
                     future.set_exception(err)
                 continue
+            except BaseException as err:  # anything else stops the worker: fail every waiter, then stop
+                self.broken = err
+                for _, future in jobs + [self.queue.get_nowait() for _ in range(self.queue.qsize())]:
+                    if not future.done():
+                        future.set_exception(HTTPError(503, f"scoring worker stopped: {err!r}"))
+                raise
             self.metrics.batch_requests.observe(len(jobs))
             self.metrics.batch_items.observe(len(flat))
             start = 0
@@ -287,6 +296,8 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
 
     @app.get("/healthz")
     async def healthz():
+        if batcher.broken is not None:
+            return JSONResponse({"status": "broken", "error": repr(batcher.broken)}, status_code=503)
         return {"status": "ok", "model": model_name, "scheme": scorer.scheme.name}
 
     @app.get("/metrics")

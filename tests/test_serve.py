@@ -102,9 +102,12 @@ def test_judge_returns_the_greedy_completion_and_its_parse(service):
     assert body["valid"] or body["reject_reason"]
 
 
-def test_health(service):
+def test_health_and_unknown_paths(service):
     url, _ = service
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "model": "tiny", "scheme": "default"}
+    assert httpx.get(f"{url}/no/such/path").status_code == 404
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'path="other",status="404"' in metrics and "no/such" not in metrics
 
 
 @pytest.mark.parametrize(

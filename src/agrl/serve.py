@@ -102,6 +102,9 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+ROUTES = ("/v1/score", "/v1/judge", "/healthz", "/metrics")
+
+
 class CountRequests:
     """Pure ASGI middleware (cheaper than @app.middleware): count requests by path and status, time them."""
 
@@ -121,7 +124,8 @@ class CountRequests:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            self.metrics.request(scope["path"], status[0], time.perf_counter() - start)
+            path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label cardinality
+            self.metrics.request(path, status[0], time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- micro-batching

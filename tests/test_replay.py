@@ -177,3 +177,15 @@ def test_deferred_excess_waits_in_buffer_only():
     assert [(s.entry.id, s.level) for s in state.plan(4)] == [("a", None)]
     state.observe(["x", "y", "z", "a"], [1.0, 1.0, 1.0, 1.0], {})
     assert [(s.entry.id, s.level) for s in state.plan(4)] == [("b", None)]
+
+
+def test_plan_shares_slots_and_puts_escalating_prompts_first():
+    state = ReplayState(ReplaySettings(mode="deferred", replay_share=0.5, replay_delay=1))
+    state.observe(["old", "x", "y", "z"], [0.0, 1.0, 1.0, 1.0], {"old": row("old")})  # round 0
+    state.plan(4)  # round 1: "old" replayed guided (level 1)
+    # round 1: "old" fails again, two new prompts fail too; "old" is ready in the buffer as well
+    state.observe(
+        ["new1", "new2", "w", "old"], [0.0, 0.0, 1.0, 0.0], {i: row(i) for i in ("new1", "new2", "old")}
+    )
+    slots = state.plan(4)  # quota 2: one guided (the escalating one first), one buffer return
+    assert [(s.group, s.entry.id, s.level) for s in slots] == [(3, "old", 2), (2, "new1", None)]

@@ -153,25 +153,24 @@ class ReplayState:
         return level_for(self.failures.get(prompt_id, 0), self.settings.max_level)
 
     def plan(self, num_groups: int) -> list[Slot]:
-        """Hard prompts for this round's batch, taking the last group slots: the prompts flagged
-        last round (deferred mode, guided) first, then buffer entries at least `replay_delay` rounds
-        old (unguided). At most ceil(replay_share * num_groups) slots; planned entries leave their
-        queue, and flagged prompts that found no slot are not replayed guided (the next batch is
-        their only turn) but still come back from the buffer."""
+        """Hard prompts for this round's batch, taking the last group slots (at most
+        ceil(replay_share * num_groups)): prompts flagged last round come back guided (deferred mode;
+        most failures first, so escalation gets its turn), buffer entries at least `replay_delay`
+        rounds old come back unguided. When both wait, returns keep half the slots (rounded down)
+        so replay accuracy is measured even while many groups fail. Flagged prompts that found no
+        slot are not replayed guided (the next batch is their only turn) but stay in the buffer."""
         quota = min(num_groups, math.ceil(self.settings.replay_share * num_groups))
+        ready = [pid for pid, e in self.buffer.items() if e.added + self.settings.replay_delay <= self.round]
+        queue = sorted(
+            self.deferred.values(), key=lambda e: -self.failures.get(e.id, 0)
+        )  # stable: FIFO on ties
+        self.deferred.clear()
         slots: list[Slot] = []
-        while self.deferred and len(slots) < quota:
-            _, entry = self.deferred.popitem(last=False)
+        for entry in queue[: quota - min(len(ready), quota // 2)]:
             self.guided_replays[entry.id] = self.guided_replays.get(entry.id, 0) + 1
             slots.append(Slot(num_groups - 1 - len(slots), entry, self.level(entry.id)))
-        self.deferred.clear()  # those that missed this batch are not replayed guided; they stay in the buffer
         planned = {slot.entry.id for slot in slots}
-        ready = [
-            pid
-            for pid, e in self.buffer.items()
-            if e.added + self.settings.replay_delay <= self.round and pid not in planned
-        ]
-        for pid in ready[: quota - len(slots)]:
+        for pid in [pid for pid in ready if pid not in planned][: quota - len(slots)]:
             slots.append(Slot(num_groups - 1 - len(slots), self.buffer.pop(pid), None))
         return slots
 

@@ -132,6 +132,7 @@ def test_score_file_writes_every_row_once_and_rejects_bad_rows(tmp_path, scorer)
     bad = [json.loads(line) for line in (tmp_path / "out.jsonl.rejects.jsonl").read_text().splitlines()]
     assert [(b["line"], b["field"]) for b in bad] == [(21, "id"), (22, "json"), (23, "product.title")]
     assert bad[0]["source"] == str(source) and "line 2" in bad[0]["message"]
+    assert report.first_rejects[0] == f"{source}:21: id: repeats the id of line 2"
     # The rows without id got a content id: a rerun finds them all done and scores nothing.
     again = score_file(scorer, source, tmp_path / "out.jsonl", progress=False)
     assert (again.scored, again.resumed, again.rejected) == (0, 20, 3)

@@ -82,8 +82,11 @@ def score(
     except (ValueError, FileNotFoundError) as err:  # bad options, model dir or input file
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
+    for line in report.first_rejects:
+        console.print(line, markup=False)
     console.print(
         f"{output}: scored {report.scored}, already done {report.resumed}, rejected {report.rejected}"
+        + (f" (all in {report.rejects_path})" if report.rejected else "")
         + (f", other shards {report.other_shards}" if part[1] > 1 else "")
     )
 

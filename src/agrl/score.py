@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -231,6 +231,8 @@ class FileReport:
     resumed: int = 0  # rows found already scored in the output
     rejected: int = 0
     other_shards: int = 0
+    rejects_path: str = ""
+    first_rejects: list[str] = field(default_factory=list)  # `FILE:LINE: field: message`, up to 20
 
 
 def score_file(
@@ -253,7 +255,7 @@ def score_file(
     output = Path(output)
     rejects = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
     output.parent.mkdir(parents=True, exist_ok=True)
-    report = FileReport()
+    report = FileReport(rejects_path=str(rejects))
     done = done_ids(output)
     chunk_size = chunk_size or scorer.batch_size * 8  # several batches: length sorting has room to work
     pending: list[tuple[str, list[int]]] = []
@@ -274,6 +276,8 @@ def score_file(
         for item in _triage(scorer, source, shard, done, report, advance):
             if isinstance(item, dict):
                 bad.write(json.dumps(item, ensure_ascii=False) + "\n")
+                if len(report.first_rejects) < 20:
+                    report.first_rejects.append(f"{source}:{item['line']}: {item['field']}: {item['message']}")
                 continue
             pending.append(item)
             if len(pending) >= chunk_size:

@@ -262,18 +262,18 @@ class AGRLTrainer(GRPOTrainer):
             kept = torch.tensor([bool(c) and c[-1] in ends for c in comp], device=self.accelerator.device)
             output["completion_mask"] = output["completion_mask"] * kept.unsqueeze(1).int()
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
-        if mine and "old_per_token_logps" in output:  # off-policy setups: stale once rows (and width) changed
+        if not mine:
+            return output, accs
+        if "old_per_token_logps" in output:  # off-policy setups: stale once rows (and width) changed
             output["old_per_token_logps"] = self._logps(
                 output["prompt_ids"],
                 output["prompt_mask"],
                 output["completion_ids"],
                 output["completion_mask"],
             )
-        if mine:
-            output = self._train_as_unguided(
-                output, rows, {i: list(prompt_ids[j]) for j, i in enumerate(mine)}
-            )
-        return output, accs
+        return self._train_as_unguided(
+            output, rows, {i: list(prompt_ids[j]) for j, i in enumerate(mine)}
+        ), accs
 
     def _advantages(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """The parent's sum_then_normalize group advantages, for the whole (gathered) batch."""

@@ -95,7 +95,7 @@ def method_sets(method: str, seed: int, s: Settings, out: Path) -> dict:
             "output_dir": out / f"seed{seed}" / method, "seed": seed, "report_to": "none", "disable_tqdm": True}
     if method == "dpo":  # as many sampled completions as an RL method generates
         return sets | {"max_train_records": s.steps * s.prompts, "dpo_samples": s.generations,
-                       "dpo_max_new_tokens": s.completion_tokens, "save_strategy": "no"}
+                       "dpo_max_new_tokens": s.completion_tokens, "save_strategy": "'no'"}
     return sets | {"max_steps": s.steps, "per_device_train_batch_size": s.prompts * s.generations,
                    "num_generations": s.generations, "max_completion_length": s.completion_tokens,
                    "save_steps": s.eval_every, "save_total_limit": None, "logging_steps": 1}
@@ -110,7 +110,7 @@ def build_tasks(out: Path, seeds: list[int], methods: list[str], s: Settings) ->
         tasks[f"model/{seed}"] = Task(f"model/{seed}", ["model", "init", "--out", str(run / "model"), "--size",
                                                         s.model_size, "--seed", str(seed)], run / "model" / "config.json")
         sft_sets = {"model": run / "model", "train_file": data / "sft.jsonl", "output_dir": run / "sft", "seed": seed,
-                    "report_to": "none", "disable_tqdm": True, "save_strategy": "no"} | s.sft
+                    "report_to": "none", "disable_tqdm": True, "save_strategy": "'no'"} | s.sft
         tasks[f"sft/{seed}"] = _train_task(f"sft/{seed}", "sft.yaml", sft_sets, ("data", f"model/{seed}"), run / "sft")
         for method in methods:
             if method != "sft":

@@ -189,3 +189,13 @@ def test_plan_shares_slots_and_puts_escalating_prompts_first():
     )
     slots = state.plan(4)  # quota 2: one guided (the escalating one first), one buffer return
     assert [(s.group, s.entry.id, s.level) for s in slots] == [(3, "old", 2), (2, "new1", None)]
+
+
+def test_single_slot_alternates_between_guided_and_returns():
+    state = ReplayState(ReplaySettings(mode="deferred", replay_share=0.25, replay_delay=1))
+    kinds = []
+    for step in range(6):  # every round two new prompts fail, so both queues always wait
+        ids = [f"p{step}a", f"p{step}b", "ok1", "ok2"]
+        kinds.append([s.level is not None for s in state.plan(4)])
+        state.observe(ids, [0.0, 0.0, 1.0, 1.0], {i: row(i) for i in ids[:2]})
+    assert kinds == [[], [False], [True], [False], [True], [False]]

@@ -156,8 +156,8 @@ class ReplayState:
         """Hard prompts for this round's batch, taking the last group slots (at most
         ceil(replay_share * num_groups)): prompts flagged last round come back guided (deferred mode;
         most failures first, so escalation gets its turn), buffer entries at least `replay_delay`
-        rounds old come back unguided. When both wait, returns keep half the slots (rounded down)
-        so replay accuracy is measured even while many groups fail. Flagged prompts that found no
+        rounds old come back unguided. When both wait, returns keep half the slots (an odd slot
+        alternates by round) so replay accuracy is measured even while many groups fail. Flagged prompts that found no
         slot are not replayed guided (the next batch is their only turn) but stay in the buffer."""
         quota = min(num_groups, math.ceil(self.settings.replay_share * num_groups))
         ready = [pid for pid, e in self.buffer.items() if e.added + self.settings.replay_delay <= self.round]
@@ -166,7 +166,8 @@ class ReplayState:
         )  # stable: FIFO on ties
         self.deferred.clear()
         slots: list[Slot] = []
-        for entry in queue[: quota - min(len(ready), quota // 2)]:
+        returns = min(len(ready), (quota + self.round % 2) // 2)  # half the slots; an odd one alternates
+        for entry in queue[: quota - returns]:
             self.guided_replays[entry.id] = self.guided_replays.get(entry.id, 0) + 1
             slots.append(Slot(num_groups - 1 - len(slots), entry, self.level(entry.id)))
         planned = {slot.entry.id for slot in slots}

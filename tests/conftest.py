@@ -15,3 +15,32 @@ def tiny_model_dir(tmp_path_factory):
     from agrl.tiny import init_model
 
     return init_model(tmp_path_factory.mktemp("tiny_model"), size="tiny", seed=0)
+
+
+# ---------------------------------------------------------------------------- training (Helper T1)
+
+
+@pytest.fixture(scope="session")
+def small_bench(tmp_path_factory):
+    """A small synthetic benchmark written as sft/rl/eval_*.jsonl (the demo's layout)."""
+    from agrl import synth
+
+    out = tmp_path_factory.mktemp("bench")
+    synth.write(out, synth.generate(seed=0, sizes={"sft": 192, "rl": 48, "eval_balanced": 8, "eval_wild": 8}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sft_model_dir(tiny_model_dir, small_bench, tmp_path_factory):
+    """The tiny model after 120 SFT steps (~30 s on one core) through `configs/sft.yaml`: some of its samples
+    are well-formed, so RL groups have reward variance. The run dir also holds metrics.jsonl and checkpoints."""
+    from pathlib import Path
+
+    from agrl.train import train
+
+    out = tmp_path_factory.mktemp("sft") / "run"
+    config = Path(__file__).resolve().parents[1] / "configs" / "sft.yaml"
+    train(config, [f"model={tiny_model_dir}", f"train_file={small_bench / 'sft.jsonl'}", f"output_dir={out}",
+                   "max_steps=120", "learning_rate=3e-3", "warmup_steps=5", "save_steps=60", "logging_steps=20",
+                   "disable_tqdm=true", "report_to=none"])
+    return out

@@ -30,9 +30,9 @@ INCONSISTENT = render(4, [Step("category", "match"), Step("brand", "mismatch"), 
 MISSING_STEP = render(2, [Step("category", "match"), Step("brand", "mismatch")], "violated")
 
 
-def terms(text, label=GOLD_LABEL, steps=GOLD_STEPS, weights=RewardWeights()):
+def terms(text, label=GOLD_LABEL, steps=GOLD_STEPS, weights=None):
     """{name: value} of every RRS term for one completion (steps passed as a dict, as TRL may)."""
-    funcs, _ = reward_funcs(REWARD_NAMES, SCHEME, weights)
+    funcs, _ = reward_funcs(REWARD_NAMES, SCHEME, weights or RewardWeights())
     return {f.__name__: f([text], label=[label], steps=[steps])[0] for f in funcs}
 
 
@@ -112,8 +112,8 @@ def test_ordinal_outcome_credit():
 def test_conversational_completions_and_json_steps():
     # TRL passes [{"role": "assistant", "content": ...}] for chat prompts and dataset cells as JSON text
     conv = [[{"role": "assistant", "content": VALID}]]
-    assert StepReward(SCHEME)(conv, label=[2], steps=['{"category": "match", "brand": "mismatch", '
-                                                      '"attribute.color": "match"}']) == [1.0]
+    cell = '{"category": "match", "brand": "mismatch", "attribute.color": "match"}'
+    assert StepReward(SCHEME)(conv, label=[2], steps=[cell]) == [1.0]
     assert Outcome(SCHEME)(conv, label=["Mismatch"], steps=[None], prompts=["p"], trainer_state=None) == [1.0]
 
 

@@ -1,5 +1,6 @@
 """Each training stage end to end on the tiny model and a small synthetic benchmark, via the shipped
-configs with --set overrides; plus kill-and-resume. Slow (tens of seconds): pytest -m slow tests/test_stages.py
+configs with --set overrides; plus kill-and-resume. The SFT stage runs in the `sft_model_dir` fixture
+(conftest.py), which the other stages start from. About a minute: pytest tests/test_stages.py
 """
 
 import json
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from agrl import synth
 from agrl.train import train
 from agrl.train.common import read_metrics
 
@@ -22,42 +22,25 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = ["disable_tqdm=true", "report_to=none", "logging_steps=1", "save_steps=2"]
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    synth.write(out, synth.generate(seed=0, sizes={"sft": 192, "rl": 48, "eval_balanced": 8, "eval_wild": 8}))
-    return out
-
-
-@pytest.fixture(scope="module")
-def sft_dir(tiny_model_dir, bench, tmp_path_factory):
-    """SFT long enough (120 steps) that some samples are well-formed, so RL groups have reward variance."""
-    out = tmp_path_factory.mktemp("sft") / "run"
-    train(CONFIGS / "sft.yaml", [f"model={tiny_model_dir}", f"train_file={bench / 'sft.jsonl'}", f"output_dir={out}",
-                                 "max_steps=120", "learning_rate=3e-3", "warmup_steps=5", *SMALL, "save_steps=60",
-                                 "logging_steps=20"])
-    return out
-
-
 def changed(before: Path, after: Path) -> bool:
     start, end = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
     return any(not start[name].equal(end[name]) for name in start)
 
 
-def test_sft(tiny_model_dir, sft_dir):
-    assert changed(tiny_model_dir, sft_dir)
-    rows = [row for row in read_metrics(sft_dir) if "loss" in row]
+def test_sft(tiny_model_dir, sft_model_dir):
+    assert changed(tiny_model_dir, sft_model_dir)
+    rows = [row for row in read_metrics(sft_model_dir) if "loss" in row]
     assert [row["step"] for row in rows] == [20, 40, 60, 80, 100, 120]
     assert rows[-1]["loss"] < rows[0]["loss"]  # it learns the format
-    assert (sft_dir / "config.yaml").exists() and (sft_dir / "checkpoint-120" / "trainer_state.json").exists()
+    assert (sft_model_dir / "config.yaml").exists() and (sft_model_dir / "checkpoint-120" / "trainer_state.json").exists()
 
 
-def test_dpo(sft_dir, bench, tmp_path):
+def test_dpo(sft_model_dir, small_bench, tmp_path):
     out = tmp_path / "dpo"
-    train(CONFIGS / "dpo.yaml", [f"model={sft_dir}", f"train_file={bench / 'rl.jsonl'}", f"output_dir={out}",
+    train(CONFIGS / "dpo.yaml", [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}",
                                  "max_train_records=8", "dpo_samples=4", "dpo_max_new_tokens=96", "max_steps=2",
                                  "per_device_train_batch_size=2", *SMALL])
-    assert changed(sft_dir, out)
+    assert changed(sft_model_dir, out)
     summary = json.loads((out / "pairs_summary.json").read_text())
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert summary["self_correction"] + summary["oracle"] == len(pairs) > 0
@@ -79,11 +62,11 @@ RL_TERMS = {
 
 
 @pytest.mark.parametrize("name", list(RL_TERMS))
-def test_rl_stages(name, sft_dir, bench, tmp_path):
+def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
     if name in ("agr_only", "agrl"):
         pytest.importorskip("agrl.train.agr")
     out = tmp_path / name
-    train(CONFIGS / f"{name}.yaml", [f"model={sft_dir}", f"train_file={bench / 'rl.jsonl'}", f"output_dir={out}",
+    train(CONFIGS / f"{name}.yaml", [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}",
                                      "max_steps=2", "per_device_train_batch_size=8", "num_generations=4",
                                      "max_completion_length=96", "temperature=0.7", *SMALL])
     rows = [row for row in read_metrics(out) if "reward" in row]
@@ -97,7 +80,7 @@ def test_rl_stages(name, sft_dir, bench, tmp_path):
         assert all(any(key.startswith("agr/") for key in row) for row in rows)
     # the SFT'd model samples some well-formed answers: some group has an advantage to learn from
     assert any(row["frac_reward_zero_std"] < 1.0 for row in rows)
-    assert changed(sft_dir, out)
+    assert changed(sft_model_dir, out)
     assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
 
 
@@ -105,9 +88,9 @@ def _command(config: str, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "agrl", "train", config] + [item for o in overrides for item in ("--set", o)]
 
 
-def test_kill_and_resume(sft_dir, bench, tmp_path):
+def test_kill_and_resume(sft_model_dir, small_bench, tmp_path):
     """SIGKILL after the first checkpoint; the same command resumes from it and ends where an unbroken run ends."""
-    common = [f"model={sft_dir}", f"train_file={bench / 'rl.jsonl'}", "max_steps=4", "per_device_train_batch_size=8",
+    common = [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", "max_steps=4", "per_device_train_batch_size=8",
               "num_generations=4", "max_completion_length=96", "temperature=0.7", *SMALL, "save_steps=1"]
     out = tmp_path / "killed"
     cmd = _command(str(CONFIGS / "grpo_pr.yaml"), common + [f"output_dir={out}"])
@@ -122,7 +105,7 @@ def test_kill_and_resume(sft_dir, bench, tmp_path):
     assert not (out / "checkpoint-4").exists(), "killed too late to test a resume"
     last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
 
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming from {out / f'checkpoint-{last}'}" in result.stderr
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())

@@ -101,5 +101,6 @@ def fit(trainer: Any, run: RunArgs, args: Any) -> Path:
         log.warning("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)  # weights + tokenizer, HF format
-    trainer.end()  # close trackers and the process group
+    # No trainer.end(): destroying the gloo group while the DDP-wrapped model is still alive hangs one rank
+    # when the trainer is freed (torch 2.13, CPU torchrun); process exit tears the group down instead.
     return Path(args.output_dir)

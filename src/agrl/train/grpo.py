@@ -73,7 +73,7 @@ def build_trainer(run: RunArgs, args: GRPOConfig, method: str) -> GRPOTrainer:
     funcs, weights = reward_funcs(METHOD_REWARDS[method], scheme, run.reward_weights(), engine.table)
     args.reward_weights = weights
     dataset = Dataset.from_list(grpo_rows(records, engine))
-    common = dict(model=run.model, reward_funcs=funcs, args=args, train_dataset=dataset)
+    common = {"model": run.model, "reward_funcs": funcs, "args": args, "train_dataset": dataset}
     if method in ("agr_only", "agrl"):
         if run.dynamic_sampling:
             raise ValueError(f"{method}: dynamic_sampling is a GRPO-baseline option (AGR handles all-wrong groups)")

@@ -58,6 +58,18 @@ def test_bad_keys_and_values_raise(grpo_yaml, overrides, message):
     assert message in str(err.value)
 
 
+def test_yaml_booleans_for_words(grpo_yaml, tmp_path):
+    # YAML 1.1 reads a bare `no` as false: on the command line the word is kept, in a file it must be quoted
+    _, _, args = load_config(grpo_yaml, ["save_strategy=no"])
+    assert args.save_strategy == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text(grpo_yaml.read_text() + "save_strategy: no\n")
+    with pytest.raises(ConfigError, match="quote the word"):
+        load_config(path)
+    path.write_text(grpo_yaml.read_text() + 'save_strategy: "no"\n')
+    assert load_config(path)[2].save_strategy == "no"
+
+
 def test_missing_required_keys(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("method: sft\noutput_dir: out\n")

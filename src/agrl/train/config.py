@@ -94,8 +94,10 @@ def _yaml_value(key: str, text: str) -> Any:
         raise ConfigError(f"--set {key}={text}: not a YAML value ({err})") from None
 
 
-def _merge(config_path: str | Path | None, overrides: list[str]) -> dict[str, Any]:
+def _merge(config_path: str | Path | None, overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(values, raw --set texts): file values, then overrides read as YAML."""
     values: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     if config_path is not None:
         if not Path(config_path).is_file():
             raise ConfigError(f"{config_path}: no such config file")
@@ -108,7 +110,8 @@ def _merge(config_path: str | Path | None, overrides: list[str]) -> dict[str, An
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value")
         values[key.strip()] = _yaml_value(key, text)
-    return values
+        raw[key.strip()] = text
+    return values, raw
 
 
 def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], dict[str, Any]]:
@@ -129,7 +132,7 @@ def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], di
 def load_config(config_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, RunArgs, Any]:
     """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ValueError on any bad key."""
     where = str(config_path or "<overrides>")
-    values = _merge(config_path, list(overrides))
+    values, raw = _merge(config_path, list(overrides))
     method = values.get("method")
     if method not in METHODS:
         raise ConfigError(f"{where}: method must be one of {list(METHODS)}, got {method!r}")
@@ -141,6 +144,11 @@ def load_config(config_path: str | Path | None, overrides: list[str] | tuple[str
         text = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
         raise ConfigError(f"{where}: unknown key(s) {text}")
     hints = typing.get_type_hints(RunArgs) | typing.get_type_hints(trl_config_class(method))
+    for key, value in values.items():  # YAML 1.1 reads no/yes/off/on as booleans
+        if isinstance(value, bool) and "bool" not in str(hints[key]):
+            if key not in raw:
+                raise ConfigError(f"{where}: {key}: {value} is a YAML boolean; quote the word, e.g. {key}: \"no\"")
+            values[key] = raw[key]
     single = [k for k, v in values.items() if isinstance(v, list) and "list" not in str(hints[k])]
     if single:
         raise ConfigError(f"{where}: key(s) {single} take one value, not a list")

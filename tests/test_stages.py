@@ -68,12 +68,15 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
     out = tmp_path / name
     train(CONFIGS / f"{name}.yaml", [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}",
                                      "max_steps=2", "per_device_train_batch_size=8", "num_generations=4",
-                                     "max_completion_length=96", "temperature=0.7", *SMALL])
+                                     "max_completion_length=96", "temperature=0.7", *SMALL,
+                                     *(["report_to=[tensorboard]"] if name == "grpo" else [])])
     rows = [row for row in read_metrics(out) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]
     for term in RL_TERMS[name]:
         assert all(f"rewards/{term}/mean" in row for row in rows), term
     assert all(-1.0 <= row["rewards/format_gate/mean"] <= 0.0 for row in rows)
+    # some completion passed the parser: TRL's decoding (skip_special_tokens) kept our <label>/<think> tags
+    assert any(row["rewards/format_gate/mean"] > -1.0 for row in rows)
     if name == "grpo_dynamic":  # the dropped share is exactly the share of zero-variance groups
         assert all(row["dynamic_sampling/dropped_groups"] == pytest.approx(row["frac_reward_zero_std"]) for row in rows)
     if name in ("agr_only", "agrl"):
@@ -82,6 +85,8 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
     assert any(row["frac_reward_zero_std"] < 1.0 for row in rows)
     assert changed(sft_model_dir, out)
     assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    if name == "grpo":
+        assert list(out.glob("runs/*/events.out.tfevents.*"))  # report_to=tensorboard
 
 
 def _command(config: str, overrides: list[str]) -> list[str]:

@@ -37,7 +37,6 @@ class RunArgs:
     )
     model: str = field(metadata={"help": "HF-format model directory (or hub id) to start from"})
     train_file: str = field(metadata={"help": "training records: JSONL/CSV/Parquet or hf:NAME"})
-    eval_file: str | None = field(default=None, metadata={"help": "records evaluated during training"})
     scheme: str = field(default="default", metadata={"help": "label scheme: built-in name or YAML file"})
     rules_config: str | None = field(default=None, metadata={"help": "rules/decision-table YAML (None: default)"})
     max_train_records: int | None = field(default=None, metadata={"help": "use only the first N records"})

@@ -27,8 +27,9 @@ def torchrun(config: str, overrides: list[str]) -> subprocess.CompletedProcess:
     cmd = [torchrun_bin, "--standalone", "--nproc_per_node", "2", "-m", "agrl", "train", config, *sets]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     # a session of its own, so a hung run's workers are killed with it
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
@@ -42,11 +43,23 @@ def test_two_processes_with_straddling_groups(name, sft_model_dir, small_bench, 
     if name == "agrl":
         pytest.importorskip("agrl.train.agr")
     out = tmp_path / name
-    result = torchrun(str(CONFIGS / f"{name}.yaml"), [
-        f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}", "max_steps=2",
-        "per_device_train_batch_size=3", "num_generations=2", "agr_k=1" if name == "agrl" else "seed=0",
-        "max_completion_length=96", "temperature=0.7", "logging_steps=1", "save_steps=2", "disable_tqdm=true",
-    ])
+    result = torchrun(
+        str(CONFIGS / f"{name}.yaml"),
+        [
+            f"model={sft_model_dir}",
+            f"train_file={small_bench / 'rl.jsonl'}",
+            f"output_dir={out}",
+            "max_steps=2",
+            "per_device_train_batch_size=3",
+            "num_generations=2",
+            "agr_k=1" if name == "agrl" else "seed=0",
+            "max_completion_length=96",
+            "temperature=0.7",
+            "logging_steps=1",
+            "save_steps=2",
+            "disable_tqdm=true",
+        ],
+    )
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
     rows = [row for row in read_metrics(out) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]  # rank 0 alone writes metrics.jsonl
@@ -54,7 +67,9 @@ def test_two_processes_with_straddling_groups(name, sft_model_dir, small_bench, 
         # 6 completions over 2 ranks = 3 groups per step: shares come in thirds
         assert round(row["frac_reward_zero_std"] * 3, 4) == round(row["frac_reward_zero_std"] * 3)
         if name == "grpo_dynamic":
-            assert row["dynamic_sampling/dropped_groups"] == pytest.approx(row["frac_reward_zero_std"], abs=1e-6)
+            assert row["dynamic_sampling/dropped_groups"] == pytest.approx(
+                row["frac_reward_zero_std"], abs=1e-6
+            )
         else:
             assert any(key.startswith("agr/") for key in row)
     assert (out / "checkpoint-2" / "trainer_state.json").exists() and (out / "model.safetensors").exists()

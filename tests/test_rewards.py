@@ -22,11 +22,21 @@ SCHEME = load_scheme("default")
 GOLD_LABEL = 2
 GOLD_STEPS = {"category": "match", "brand": "mismatch", "attribute.color": "match"}
 
-VALID = render(2, [Step("category", "match"), Step("brand", "mismatch", "nike vs adidas"),
-                   Step("attribute.color", "match"), Step("price", "n/a")], "violated")
+VALID = render(
+    2,
+    [
+        Step("category", "match"),
+        Step("brand", "mismatch", "nike vs adidas"),
+        Step("attribute.color", "match"),
+        Step("price", "n/a"),
+    ],
+    "violated",
+)
 WRONG_LABEL = render(1, [Step("category", "mismatch")], "off category")
 WRONG_STEPS = render(2, [Step("category", "match"), Step("brand", "match"), Step("model", "mismatch")], "x")
-INCONSISTENT = render(4, [Step("category", "match"), Step("brand", "mismatch"), Step("attribute.color", "match")])
+INCONSISTENT = render(
+    4, [Step("category", "match"), Step("brand", "mismatch"), Step("attribute.color", "match")]
+)
 MISSING_STEP = render(2, [Step("category", "match"), Step("brand", "mismatch")], "violated")
 
 
@@ -77,7 +87,9 @@ def test_rejected_completions_get_only_the_gate(text):
 
 
 @pytest.mark.parametrize("text", [VALID, WRONG_LABEL, WRONG_STEPS, INCONSISTENT, MISSING_STEP])
-@pytest.mark.parametrize("weights", [RewardWeights(), RewardWeights(out=2.0, step=0.3, adh=0.7, step_credit_when_wrong=0.1)])
+@pytest.mark.parametrize(
+    "weights", [RewardWeights(), RewardWeights(out=2.0, step=0.3, adh=0.7, step_credit_when_wrong=0.1)]
+)
 def test_weighted_sum_is_spec_formula(text, weights):
     # R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh), computed here from the raw terms
     t = terms(text, weights=RewardWeights())  # default g=0.5 baked in; undo it to get raw r_step, r_adh
@@ -94,7 +106,9 @@ def test_weighted_sum_is_spec_formula(text, weights):
 
 def test_dense_terms_never_outweigh_the_outcome():
     # the best wrong-label completion scores below the worst right-label accepted one
-    best_wrong = render(3, [Step("category", "match"), Step("brand", "mismatch"), Step("attribute.color", "match")])
+    best_wrong = render(
+        3, [Step("category", "match"), Step("brand", "mismatch"), Step("attribute.color", "match")]
+    )
     worst_right = render(2, [Step("category", "mismatch"), Step("brand", "match")])
     assert total_reward(best_wrong, 2, GOLD_STEPS, SCHEME) < total_reward(worst_right, 2, GOLD_STEPS, SCHEME)
 

@@ -32,14 +32,27 @@ def test_sft(tiny_model_dir, sft_model_dir):
     rows = [row for row in read_metrics(sft_model_dir) if "loss" in row]
     assert [row["step"] for row in rows] == [20, 40, 60, 80, 100, 120]
     assert rows[-1]["loss"] < rows[0]["loss"]  # it learns the format
-    assert (sft_model_dir / "config.yaml").exists() and (sft_model_dir / "checkpoint-120" / "trainer_state.json").exists()
+    assert (sft_model_dir / "config.yaml").exists() and (
+        sft_model_dir / "checkpoint-120" / "trainer_state.json"
+    ).exists()
 
 
 def test_dpo(sft_model_dir, small_bench, tmp_path):
     out = tmp_path / "dpo"
-    train(CONFIGS / "dpo.yaml", [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}",
-                                 "max_train_records=8", "dpo_samples=4", "dpo_max_new_tokens=96", "max_steps=2",
-                                 "per_device_train_batch_size=2", *SMALL])
+    train(
+        CONFIGS / "dpo.yaml",
+        [
+            f"model={sft_model_dir}",
+            f"train_file={small_bench / 'rl.jsonl'}",
+            f"output_dir={out}",
+            "max_train_records=8",
+            "dpo_samples=4",
+            "dpo_max_new_tokens=96",
+            "max_steps=2",
+            "per_device_train_batch_size=2",
+            *SMALL,
+        ],
+    )
     assert changed(sft_model_dir, out)
     summary = json.loads((out / "pairs_summary.json").read_text())
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
@@ -66,10 +79,21 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
     if name in ("agr_only", "agrl"):
         pytest.importorskip("agrl.train.agr")
     out = tmp_path / name
-    train(CONFIGS / f"{name}.yaml", [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}",
-                                     "max_steps=2", "per_device_train_batch_size=8", "num_generations=4",
-                                     "max_completion_length=96", "temperature=0.7", *SMALL,
-                                     *(["report_to=[tensorboard]"] if name == "grpo" else [])])
+    train(
+        CONFIGS / f"{name}.yaml",
+        [
+            f"model={sft_model_dir}",
+            f"train_file={small_bench / 'rl.jsonl'}",
+            f"output_dir={out}",
+            "max_steps=2",
+            "per_device_train_batch_size=8",
+            "num_generations=4",
+            "max_completion_length=96",
+            "temperature=0.7",
+            *SMALL,
+            *(["report_to=[tensorboard]"] if name == "grpo" else []),
+        ],
+    )
     rows = [row for row in read_metrics(out) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]
     for term in RL_TERMS[name]:
@@ -78,7 +102,10 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
     # some completion passed the parser: TRL's decoding (skip_special_tokens) kept our <label>/<think> tags
     assert any(row["rewards/format_gate/mean"] > -1.0 for row in rows)
     if name == "grpo_dynamic":  # the dropped share is exactly the share of zero-variance groups
-        assert all(row["dynamic_sampling/dropped_groups"] == pytest.approx(row["frac_reward_zero_std"]) for row in rows)
+        assert all(
+            row["dynamic_sampling/dropped_groups"] == pytest.approx(row["frac_reward_zero_std"])
+            for row in rows
+        )
     if name in ("agr_only", "agrl"):
         assert all(any(key.startswith("agr/") for key in row) for row in rows)
     # the SFT'd model samples some well-formed answers: some group has an advantage to learn from
@@ -90,13 +117,24 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
 
 
 def _command(config: str, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "agrl", "train", config] + [item for o in overrides for item in ("--set", o)]
+    return [sys.executable, "-m", "agrl", "train", config] + [
+        item for o in overrides for item in ("--set", o)
+    ]
 
 
 def test_kill_and_resume(sft_model_dir, small_bench, tmp_path):
     """SIGKILL after the first checkpoint; the same command resumes from it and ends where an unbroken run ends."""
-    common = [f"model={sft_model_dir}", f"train_file={small_bench / 'rl.jsonl'}", "max_steps=4", "per_device_train_batch_size=8",
-              "num_generations=4", "max_completion_length=96", "temperature=0.7", *SMALL, "save_steps=1"]
+    common = [
+        f"model={sft_model_dir}",
+        f"train_file={small_bench / 'rl.jsonl'}",
+        "max_steps=4",
+        "per_device_train_batch_size=8",
+        "num_generations=4",
+        "max_completion_length=96",
+        "temperature=0.7",
+        *SMALL,
+        "save_steps=1",
+    ]
     out = tmp_path / "killed"
     cmd = _command(str(CONFIGS / "grpo_pr.yaml"), common + [f"output_dir={out}"])
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -108,7 +146,9 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "checkpoint-4").exists(), "killed too late to test a resume"
-    last = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+    last = max(
+        int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()
+    )
 
     result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -15,18 +15,37 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.fixture
 def grpo_yaml(tmp_path):
     path = tmp_path / "grpo.yaml"
-    path.write_text(yaml.safe_dump({
-        "method": "grpo", "model": "m", "train_file": "rl.jsonl", "output_dir": str(tmp_path / "out"),
-        "max_steps": 3, "num_generations": 2, "per_device_train_batch_size": 2, "bf16": False, "report_to": "none",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grpo",
+                "model": "m",
+                "train_file": "rl.jsonl",
+                "output_dir": str(tmp_path / "out"),
+                "max_steps": 3,
+                "num_generations": 2,
+                "per_device_train_batch_size": 2,
+                "bf16": False,
+                "report_to": "none",
+            }
+        )
+    )
     return path
 
 
 def test_yaml_and_typed_overrides(grpo_yaml):
-    method, run, args = load_config(grpo_yaml, [
-        "max_steps=7", "learning_rate=3e-4", "w_step=0.1", "ordinal_outcome=true",
-        "report_to=[tensorboard]", 'lr_scheduler_kwargs={"min_lr": 0.0}', "r_invalid=-2",
-    ])
+    method, run, args = load_config(
+        grpo_yaml,
+        [
+            "max_steps=7",
+            "learning_rate=3e-4",
+            "w_step=0.1",
+            "ordinal_outcome=true",
+            "report_to=[tensorboard]",
+            'lr_scheduler_kwargs={"min_lr": 0.0}',
+            "r_invalid=-2",
+        ],
+    )
     assert method == "grpo"
     assert args.max_steps == 7 and isinstance(args.max_steps, int)  # --set beats the file, typed by the field
     assert args.learning_rate == pytest.approx(3e-4)  # "3e-4" is a string to YAML: argparse makes it a float

@@ -40,7 +40,9 @@ def completion_text(completion: str | list[dict[str, Any]]) -> str:
     """The text of a completion, plain or conversational (TRL gives `[{"role": "assistant", ...}]`)."""
     if isinstance(completion, str):
         return completion
-    return "".join(str(message.get("content", "")) for message in completion if message.get("role") == "assistant")
+    return "".join(
+        str(message.get("content", "")) for message in completion if message.get("role") == "assistant"
+    )
 
 
 def gold_steps(steps: str | dict[str, str] | None) -> dict[str, str]:
@@ -95,12 +97,16 @@ class _Reward:
 
     __name__ = "reward"
 
-    def __init__(self, scheme: Scheme, weights: RewardWeights = RewardWeights(), table: DecisionTable | None = None):
+    def __init__(
+        self, scheme: Scheme, weights: RewardWeights = RewardWeights(), table: DecisionTable | None = None
+    ):
         self.scheme = scheme
         self.weights = weights
         self.table = table or DecisionTable.default()
 
-    def __call__(self, completions: list, label: list, steps: list | None = None, **kwargs: Any) -> list[float]:
+    def __call__(
+        self, completions: list, label: list, steps: list | None = None, **kwargs: Any
+    ) -> list[float]:
         steps = steps if steps is not None else [None] * len(completions)
         out = []
         for completion, gold_label, gold in zip(completions, label, steps, strict=True):
@@ -218,8 +224,14 @@ def reward_funcs(
     return [REWARDS[name](scheme, weights, table) for name in names], [scale[name] for name in names]
 
 
-def total_reward(text: str, label: int, steps: dict[str, str] | str | None, scheme: Scheme,
-                 weights: RewardWeights = RewardWeights(), table: DecisionTable | None = None) -> float:
+def total_reward(
+    text: str,
+    label: int,
+    steps: dict[str, str] | str | None,
+    scheme: Scheme,
+    weights: RewardWeights = RewardWeights(),
+    table: DecisionTable | None = None,
+) -> float:
     """R for one completion, all four terms weighted and summed (DPO pair selection, tests)."""
     funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights, table)
     return sum(scale * func([text], [label], [steps])[0] for func, scale in zip(funcs, scales))

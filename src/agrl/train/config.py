@@ -38,29 +38,47 @@ class RunArgs:
     model: str = field(metadata={"help": "HF-format model directory (or hub id) to start from"})
     train_file: str = field(metadata={"help": "training records: JSONL/CSV/Parquet or hf:NAME"})
     scheme: str = field(default="default", metadata={"help": "label scheme: built-in name or YAML file"})
-    rules_config: str | None = field(default=None, metadata={"help": "rules/decision-table YAML (None: default)"})
+    rules_config: str | None = field(
+        default=None, metadata={"help": "rules/decision-table YAML (None: default)"}
+    )
     max_train_records: int | None = field(default=None, metadata={"help": "use only the first N records"})
-    on_bad_row: Literal["error", "skip"] = field(default="error", metadata={"help": "bad data rows: error | skip"})
+    on_bad_row: Literal["error", "skip"] = field(
+        default="error", metadata={"help": "bad data rows: error | skip"}
+    )
     # Rule-aware Reward Shaping (spec section 5)
     w_out: float = field(default=1.0, metadata={"help": "weight of the outcome reward"})
     w_step: float = field(default=0.5, metadata={"help": "weight of the step reward (grpo_pr, agrl)"})
-    w_adh: float = field(default=0.25, metadata={"help": "weight of the rule-adherence reward (grpo_pr, agrl)"})
+    w_adh: float = field(
+        default=0.25, metadata={"help": "weight of the rule-adherence reward (grpo_pr, agrl)"}
+    )
     r_invalid: float = field(default=-1.0, metadata={"help": "reward of a completion the parser rejects"})
-    step_credit_when_wrong: float = field(default=0.5, metadata={"help": "g: dense-term scale when the label is wrong"})
+    step_credit_when_wrong: float = field(
+        default=0.5, metadata={"help": "g: dense-term scale when the label is wrong"}
+    )
     ordinal_outcome: bool = field(default=False, metadata={"help": "outcome credit 1-|yhat-y|/(K-1)"})
     # GRPO baseline option (TaoSR1/DAPO)
-    dynamic_sampling: bool = field(default=False, metadata={"help": "drop groups whose rollouts all score the same"})
+    dynamic_sampling: bool = field(
+        default=False, metadata={"help": "drop groups whose rollouts all score the same"}
+    )
     # DPO pair mining (TaoSR1 recipe)
     dpo_samples: int = field(default=4, metadata={"help": "N completions sampled per prompt (pass@N)"})
     dpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for pair mining"})
     dpo_max_new_tokens: int = field(default=160, metadata={"help": "max new tokens per sampled completion"})
-    auto_resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint in output_dir"})
+    auto_resume: bool = field(
+        default=True, metadata={"help": "continue from the last checkpoint in output_dir"}
+    )
     # the TRL keys the config file and overrides set (filled by load_config; what `resolved_dict` writes)
     trl_keys: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def reward_weights(self) -> RewardWeights:
-        return RewardWeights(self.w_out, self.w_step, self.w_adh, self.r_invalid,
-                             self.step_credit_when_wrong, self.ordinal_outcome)
+        return RewardWeights(
+            self.w_out,
+            self.w_step,
+            self.w_adh,
+            self.r_invalid,
+            self.step_credit_when_wrong,
+            self.ordinal_outcome,
+        )
 
 
 def trl_config_class(method: str) -> type:
@@ -128,14 +146,8 @@ def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], di
     return argv, defaults
 
 
-def load_config(config_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, RunArgs, Any]:
-    """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ValueError on any bad key."""
-    where = str(config_path or "<overrides>")
-    values, raw = _merge(config_path, list(overrides))
-    method = values.get("method")
-    if method not in METHODS:
-        raise ConfigError(f"{where}: method must be one of {list(METHODS)}, got {method!r}")
-    parser = _Parser((RunArgs, trl_config_class(method)))
+def _check(values: dict[str, Any], raw: dict[str, str], parser: _Parser, method: str, where: str) -> None:
+    """Unknown keys (with the nearest known one), YAML booleans for words, lists for one-value keys."""
     known = {action.dest for action in parser._actions}
     unknown = [key for key in values if key not in known]
     if unknown:
@@ -146,13 +158,30 @@ def load_config(config_path: str | Path | None, overrides: list[str] | tuple[str
     for key, value in values.items():  # YAML 1.1 reads no/yes/off/on as booleans
         if isinstance(value, bool) and "bool" not in str(hints[key]):
             if key not in raw:
-                raise ConfigError(f"{where}: {key}: {value} is a YAML boolean; quote the word, e.g. {key}: \"no\"")
+                raise ConfigError(
+                    f'{where}: {key}: {value} is a YAML boolean; quote the word, e.g. {key}: "no"'
+                )
             values[key] = raw[key]
     single = [k for k, v in values.items() if isinstance(v, list) and "list" not in str(hints[k])]
     if single:
         raise ConfigError(f"{where}: key(s) {single} take one value, not a list")
     if "reward_weights" in values:
-        raise ConfigError(f"{where}: set w_out/w_step/w_adh/r_invalid, not reward_weights (derived from them)")
+        raise ConfigError(
+            f"{where}: set w_out/w_step/w_adh/r_invalid, not reward_weights (derived from them)"
+        )
+
+
+def load_config(
+    config_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[str, RunArgs, Any]:
+    """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ValueError on any bad key."""
+    where = str(config_path or "<overrides>")
+    values, raw = _merge(config_path, list(overrides))
+    method = values.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"{where}: method must be one of {list(METHODS)}, got {method!r}")
+    parser = _Parser((RunArgs, trl_config_class(method)))
+    _check(values, raw, parser, method, where)
     argv, defaults = _as_argv(values, {a.dest for a in parser._actions if a.nargs in ("+", "*")})
     if not torch.cuda.is_available():
         # Without use_cpu, TrainingArguments starts no gloo process group under torchrun on a CPU-only host

@@ -33,7 +33,9 @@ from agrl.train.config import RunArgs
 log = logging.getLogger("agrl.train")
 
 
-def pick_pair(record: Record, samples: list[str], engine: RulesEngine, scheme: Scheme) -> tuple[str, str, str] | None:
+def pick_pair(
+    record: Record, samples: list[str], engine: RulesEngine, scheme: Scheme
+) -> tuple[str, str, str] | None:
     """(kind, chosen, rejected) for one prompt's samples; None when no sample is wrong."""
     good, wrong = [], []
     for text in samples:
@@ -50,14 +52,22 @@ def pick_pair(record: Record, samples: list[str], engine: RulesEngine, scheme: S
     return "oracle", engine.teacher_reasoning(record), wrong[0]
 
 
-def mine_pairs(run: RunArgs, args: DPOConfig, records: list[Record], engine: RulesEngine,
-               scheme: Scheme) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def mine_pairs(
+    run: RunArgs, args: DPOConfig, records: list[Record], engine: RulesEngine, scheme: Scheme
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """pass@N samples from the starting model -> DPO rows (conversational) and pair counts."""
     model, tokenizer = models.load(run.model)
     prompts = [prompt_text(record, tokenizer) for record in records]
-    samples = models.generate(model, tokenizer, prompts, max_new_tokens=run.dpo_max_new_tokens,
-                              num_return_sequences=run.dpo_samples, do_sample=True,
-                              temperature=run.dpo_temperature, seed=args.seed)
+    samples = models.generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=run.dpo_max_new_tokens,
+        num_return_sequences=run.dpo_samples,
+        do_sample=True,
+        temperature=run.dpo_temperature,
+        seed=args.seed,
+    )
     del model
     rows, counts = [], Counter({"self_correction": 0, "oracle": 0, "no_wrong_sample": 0})
     for record, texts in zip(records, samples, strict=True):
@@ -67,11 +77,15 @@ def mine_pairs(run: RunArgs, args: DPOConfig, records: list[Record], engine: Rul
             continue
         kind, chosen, rejected = pair
         counts[kind] += 1
-        rows.append({
-            "id": record.id, "kind": kind, "prompt": prompt_messages(record),
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-        })
+        rows.append(
+            {
+                "id": record.id,
+                "kind": kind,
+                "prompt": prompt_messages(record),
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
     return rows, dict(counts | {"prompts": len(records), "samples_per_prompt": run.dpo_samples})
 
 
@@ -96,6 +110,8 @@ def load_or_mine(run: RunArgs, args: DPOConfig) -> list[dict[str, Any]]:
 def main(run: RunArgs, args: DPOConfig) -> None:
     rows = load_or_mine(run, args)
     if not rows:
-        raise ValueError("dpo: no preference pairs (every sample was right); sample more (dpo_samples) or hotter")
+        raise ValueError(
+            "dpo: no preference pairs (every sample was right); sample more (dpo_samples) or hotter"
+        )
     dataset = Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows])
     fit(DPOTrainer(model=run.model, args=args, train_dataset=dataset), run, args)

@@ -61,7 +61,9 @@ class DynamicSamplingGRPOTrainer(GRPOTrainer):
         keep = flat.repeat_interleave(self.num_generations)
         start = self.accelerator.process_index * local.shape[0]
         keep = keep[start : start + local.shape[0]]
-        output["completion_mask"] = output["completion_mask"] * keep.unsqueeze(1).to(output["completion_mask"].dtype)
+        output["completion_mask"] = output["completion_mask"] * keep.unsqueeze(1).to(
+            output["completion_mask"].dtype
+        )
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
         self._metrics[mode]["dynamic_sampling/dropped_groups"].append(1.0 - flat.float().mean().item())
         return output
@@ -76,7 +78,9 @@ def build_trainer(run: RunArgs, args: GRPOConfig, method: str) -> GRPOTrainer:
     common = {"model": run.model, "reward_funcs": funcs, "args": args, "train_dataset": dataset}
     if method in ("agr_only", "agrl"):
         if run.dynamic_sampling:
-            raise ValueError(f"{method}: dynamic_sampling is a GRPO-baseline option (AGR handles all-wrong groups)")
+            raise ValueError(
+                f"{method}: dynamic_sampling is a GRPO-baseline option (AGR handles all-wrong groups)"
+            )
         from agrl.train.agr import AGRLTrainer
 
         return AGRLTrainer(**common, rules_engine=engine, scheme=scheme)

@@ -27,10 +27,12 @@ def sft_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]]
     rows = []
     for record in records:
         target = record.extra.get("reasoning") or engine.teacher_reasoning(record)
-        rows.append({
-            "prompt": prompt_messages(record),
-            "completion": [{"role": "assistant", "content": target}],
-        })
+        rows.append(
+            {
+                "prompt": prompt_messages(record),
+                "completion": [{"role": "assistant", "content": target}],
+            }
+        )
     return rows
 
 
@@ -38,5 +40,7 @@ def main(run: RunArgs, args: SFTConfig) -> None:
     _, records, engine = setup(run)
     if args.completion_only_loss is False:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
-    trainer = SFTTrainer(model=run.model, args=args, train_dataset=Dataset.from_list(sft_rows(records, engine)))
+    trainer = SFTTrainer(
+        model=run.model, args=args, train_dataset=Dataset.from_list(sft_rows(records, engine))
+    )
     fit(trainer, run, args)

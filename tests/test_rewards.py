@@ -144,3 +144,12 @@ def test_callables_pickle_and_unknown_names():
     assert isinstance(funcs[0], FormatGate) and isinstance(funcs[3], Adherence)
     with pytest.raises(ValueError, match="unknown reward"):
         reward_funcs(["outcome", "brevity"], SCHEME)
+
+
+def test_docstring_examples():
+    # the TRL-style doctests in rewards.py run with the suite
+    import doctest
+
+    import agrl.rewards
+
+    assert doctest.testmod(agrl.rewards).failed == 0

@@ -47,7 +47,10 @@ class Settings:
 
     data_size: str = "default"  # agrl data synth --size
     model_size: str = "tiny"
-    sft: dict = field(default_factory=lambda: {"num_train_epochs": 10, "learning_rate": 2e-3})
+    # 30 epochs: the tiny model needs ~500 steps on the 600 SFT rows to write valid, non-trivial judgements
+    sft: dict = field(default_factory=lambda: {"num_train_epochs": 30, "learning_rate": 2e-3,
+                                               "per_device_train_batch_size": 32})
+    rl: dict = field(default_factory=lambda: {"learning_rate": 5e-5, "temperature": 0.7})  # every RL method
     steps: int = 120  # optimizer steps of every RL method
     prompts: int = 8  # prompts per step (x num_generations completions)
     generations: int = 4
@@ -98,7 +101,7 @@ def method_sets(method: str, seed: int, s: Settings, out: Path) -> dict:
                        "dpo_max_new_tokens": s.completion_tokens, "save_strategy": "'no'"}
     return sets | {"max_steps": s.steps, "per_device_train_batch_size": s.prompts * s.generations,
                    "num_generations": s.generations, "max_completion_length": s.completion_tokens,
-                   "save_steps": s.eval_every, "save_total_limit": None, "logging_steps": 1}
+                   "save_steps": s.eval_every, "save_total_limit": None, "logging_steps": 1} | s.rl
 
 
 def build_tasks(out: Path, seeds: list[int], methods: list[str], s: Settings) -> dict[str, Task]:
@@ -349,12 +352,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="RL steps per method (default 120; quick 4)")
     parser.add_argument("--eval-every", type=int, help="checkpoint evals for the steps-to-target curve")
     parser.add_argument("--eval-limit", type=int, help="records per eval split (default: all)")
+    parser.add_argument("--curve-records", type=int, help="eval_balanced records per curve point (default 200)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="smoke sizes: small data, 4 steps, 1 seed")
     args = parser.parse_args(argv)
     s = QUICK if args.quick else Settings()
     s = replace(s, steps=args.steps or s.steps, eval_every=args.eval_every or s.eval_every,
-                eval_limit=args.eval_limit or s.eval_limit)
+                eval_limit=args.eval_limit or s.eval_limit, curve_records=args.curve_records or s.curve_records)
     if s.steps % s.eval_every:
         parser.error(f"--steps ({s.steps}) must be a multiple of --eval-every ({s.eval_every})")
     seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]

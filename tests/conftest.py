@@ -41,6 +41,6 @@ def sft_model_dir(tiny_model_dir, small_bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "run"
     config = Path(__file__).resolve().parents[1] / "configs" / "sft.yaml"
     train(config, [f"model={tiny_model_dir}", f"train_file={small_bench / 'sft.jsonl'}", f"output_dir={out}",
-                   "max_steps=120", "learning_rate=3e-3", "warmup_steps=5", "save_steps=60", "logging_steps=20",
-                   "disable_tqdm=true", "report_to=none"])
+                   "max_steps=120", "per_device_train_batch_size=16", "learning_rate=3e-3", "warmup_steps=5",
+                   "save_steps=60", "logging_steps=20", "disable_tqdm=true", "report_to=none"])
     return out

@@ -336,6 +336,8 @@ def markdown(results: dict, meta: dict) -> str:
              f"{s['curve_records']} records of eval_balanced); checkpoints every {s['eval_every']} steps."), "",
             "| method | first step | share of GRPO's steps | curve (step: macro-F1) |", "|---|---|---|---|",
         ]
+        if results["curves"]["grpo"].get(0, -1.0) >= first["target"]:
+            lines[-4] += " GRPO ended no better than the SFT model (step 0), so every method meets the target at 0."
         for method, hit in results["steps_to_grpo_final"].items():
             points = ", ".join(f"{k}: {100 * v:.1f}" for k, v in results["curves"][method].items())
             share = "–" if hit["share"] is None else f"{100 * hit['share']:.0f}%"

@@ -12,9 +12,12 @@ killed demo continues where it stopped. One rich display spans all stages (TRL's
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self
@@ -69,6 +72,14 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    logging.basicConfig(level=logging.WARNING, handlers=[_ToStderrNow()])
+
+
+class _ToStderrNow(logging.Handler):
+    """Writes to sys.stderr as it is when a record is logged: a stage's log file while it runs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- steps
@@ -160,7 +171,9 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
     """
     out = Path(out)
     settings = load_recipe(recipe)
-    console = console or Console(stderr=True)
+    # Bound to the real stderr now: each step's own output (TRL's log lines, warnings, eval tables)
+    # is redirected to OUT/logs/STEP.log while the display keeps drawing here.
+    console = Console(file=console.file if console else sys.stderr)
     quiet_libraries()
     steps = plan(settings, out)
     timings: dict[str, float | None] = {}
@@ -188,14 +201,18 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
 def _timed(progress: Progress, recipe: dict, out: Path, name: str, call: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     stage = name.removeprefix("train ")
-    if stage in recipe["stages"]:
+    log = out / "logs" / f"{name.replace(' ', '_')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle, redirect_stdout(handle), redirect_stderr(handle):
+        if stage not in recipe["stages"]:
+            call()
+            return time.perf_counter() - t0
         total = {**recipe["common"], **recipe["stages"][stage]}.get("max_steps")
-        task = progress.add_task(f"  {stage} steps", total=total if total and total > 0 else None)
-        with _StepWatcher(progress, task, out / stage / "metrics.jsonl", total if total and total > 0 else None):
+        total = total if total and total > 0 else None
+        task = progress.add_task(f"  {stage} steps", total=total)
+        with _StepWatcher(progress, task, out / stage / "metrics.jsonl", total):
             call()
         progress.remove_task(task)
-    else:
-        call()
     return time.perf_counter() - t0
 
 

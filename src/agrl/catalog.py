@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import yaml
@@ -20,17 +20,17 @@ from agrl.data import Product, Record
 from agrl.rules import load_config
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog() -> dict:
     return yaml.safe_load((resources.files("agrl") / "recipes" / "synth" / "catalog.yaml").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def rules_config() -> dict:
     return load_config()
 
 
-@lru_cache(maxsize=None)
+@cache
 def relations() -> tuple[frozenset, dict[str, str]]:
     config = rules_config()
     return frozenset(frozenset(pair) for pair in config["substitutes"]), dict(config["accessories"])

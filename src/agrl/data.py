@@ -15,9 +15,10 @@ import math
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from agrl.schemes import Scheme, load_scheme
 

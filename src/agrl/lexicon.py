@@ -11,8 +11,8 @@ rules config (negation, price, alternative cues). It reads free-text queries int
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from agrl.data import Product
 

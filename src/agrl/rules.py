@@ -10,10 +10,10 @@ reasoning for SFT, guidance for Adaptive Guided Replay, and rule adherence of a 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable
 
 import yaml
 
@@ -236,15 +236,8 @@ def alternative_rule(query: Query, view: ProductView) -> list[Step]:
 # ---------------------------------------------------------------------------- the engine
 
 
-@dataclass(frozen=True)
-class Verdict:
-    label: int
-    steps: tuple[Step, ...]
-    reason: str = ""
-
-    @property
-    def verdicts(self) -> dict[str, str]:
-        return {step.name: step.verdict for step in self.steps}
+# A judged or gold verdict has exactly the shape of a parsed completion: label, steps, reason.
+Verdict = Judgement
 
 
 def load_config(path: str | Path | None = None) -> dict:

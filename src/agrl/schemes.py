@@ -9,7 +9,7 @@ A scheme is loaded from YAML: a built-in name (`default`, `esci`, `three_level`)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def scheme_from_dict(data: dict, source: str = "<dict>") -> Scheme:
     return Scheme(name=name, levels=levels, good=good, outcomes=outcomes)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_scheme(name_or_path: str = "default") -> Scheme:
     """A built-in scheme by name, or a YAML file."""
     path = Path(name_or_path)

@@ -126,3 +126,23 @@ def test_shipped_configs_load(name):
     assert method == run.method and args.output_dir.startswith("runs/demo/")
     if method in ("grpo", "grpo_pr", "agrl", "agr_only"):
         assert not args.use_vllm and not args.use_transformers_continuous_batching  # plain HF generate
+
+
+def test_sft_guided_share_adds_guided_copies_with_the_same_targets():
+    # AGRL's guidance only helps a model that has seen guided prompts: the extra rows must carry
+    # guidance in the prompt and keep the record's own target.
+    from agrl.rules import RulesEngine
+    from agrl.synth import generate
+    from agrl.train.sft import sft_rows
+
+    records = generate(seed=0, sizes={"sft": 40, "rl": 8, "eval_balanced": 4, "eval_wild": 8})["sft"]
+    engine = RulesEngine.from_records(records)
+    plain = sft_rows(records, engine)
+    mixed = sft_rows(records, engine, guided_share=0.5, seed=1)
+    assert len(plain) == 40 and len(mixed) == 60
+    assert mixed[:40] == plain
+    targets = {row["prompt"][0]["content"]: row["completion"] for row in plain}
+    for row in mixed[40:]:
+        text = row["prompt"][0]["content"]
+        assert "\nguidance: " in text
+        assert targets[text.split("\nguidance: ")[0]] == row["completion"]

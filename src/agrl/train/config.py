@@ -56,6 +56,11 @@ class RunArgs:
         default=0.5, metadata={"help": "g: dense-term scale when the label is wrong"}
     )
     ordinal_outcome: bool = field(default=False, metadata={"help": "outcome credit 1-|yhat-y|/(K-1)"})
+    # SFT: teach the model to read AGR's guidance (our reading; bench/README.md, Quality)
+    sft_guided_share: float = field(
+        default=0.0,
+        metadata={"help": "extra SFT rows, as a share of the data, whose prompt carries guidance level 1-3"},
+    )
     # GRPO baseline option (TaoSR1/DAPO)
     dynamic_sampling: bool = field(
         default=False, metadata={"help": "drop groups whose rollouts all score the same"}

@@ -3,6 +3,9 @@
 Each row is conversational prompt-completion: the prompt is `prompt.prompt_messages(record)`, the
 completion the record's `reasoning` (teacher text, possibly noisy, as sft.jsonl carries it) or else
 the rules engine's rendering of the gold verdicts. The loss covers the completion only.
+With `sft_guided_share` > 0, that share of records is added again with AGR guidance (a random level
+1-3) in the prompt and the same target: a model that never saw guidance cannot use it in AGRL
+(measured in bench/README.md, Quality).
 Departures from `trl sft`: none; the dataset is built here from records.
 
     agrl train configs/sft.yaml
@@ -10,6 +13,7 @@ Departures from `trl sft`: none; the dataset is built here from records.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from datasets import Dataset
@@ -22,18 +26,23 @@ from agrl.train.common import fit, setup
 from agrl.train.config import RunArgs
 
 
-def sft_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]]:
-    """Prompt-completion rows: the record's own `reasoning` when it has one, else the gold rendering."""
-    rows = []
-    for record in records:
-        target = record.extra.get("reasoning") or engine.teacher_reasoning(record)
-        rows.append(
-            {
-                "prompt": prompt_messages(record),
-                "completion": [{"role": "assistant", "content": target}],
-            }
-        )
+def sft_rows(
+    records: list[Record], engine: RulesEngine, guided_share: float = 0.0, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Prompt-completion rows: the record's own `reasoning` when it has one, else the gold rendering;
+    plus `guided_share` of the records again with guidance in the prompt (same target)."""
+    assert 0.0 <= guided_share <= 1.0, f"sft_guided_share must be in [0, 1], got {guided_share}"
+    targets = [record.extra.get("reasoning") or engine.teacher_reasoning(record) for record in records]
+    rows = [_row(prompt_messages(r), t) for r, t in zip(records, targets)]
+    rng = random.Random(seed)
+    for index in rng.sample(range(len(records)), round(guided_share * len(records))):
+        guidance = engine.guidance(records[index], rng.randint(1, 3))
+        rows.append(_row(prompt_messages(records[index], guidance=guidance), targets[index]))
     return rows
+
+
+def _row(prompt: list[dict[str, str]], target: str) -> dict[str, Any]:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
 
 
 def main(run: RunArgs, args: SFTConfig) -> None:
@@ -41,6 +50,8 @@ def main(run: RunArgs, args: SFTConfig) -> None:
     if args.completion_only_loss is False:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
     trainer = SFTTrainer(
-        model=run.model, args=args, train_dataset=Dataset.from_list(sft_rows(records, engine))
+        model=run.model,
+        args=args,
+        train_dataset=Dataset.from_list(sft_rows(records, engine, run.sft_guided_share, args.seed)),
     )
     fit(trainer, run, args)

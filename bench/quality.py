@@ -357,13 +357,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--curve-records", type=int, help="eval_balanced records per curve point (default 200)")
     parser.add_argument("--rl-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra `agrl train --set` for every RL method, e.g. learning_rate=1e-4 (repeatable)")
+    parser.add_argument("--sft-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra `agrl train` key for SFT, e.g. sft_guided_share=0.3 (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="smoke sizes: small data, 4 steps, 1 seed")
     args = parser.parse_args(argv)
     s = QUICK if args.quick else Settings()
     s = replace(s, steps=args.steps or s.steps, eval_every=args.eval_every or s.eval_every,
                 eval_limit=args.eval_limit or s.eval_limit, curve_records=args.curve_records or s.curve_records,
-                rl=s.rl | dict(item.split("=", 1) for item in args.rl_set))
+                rl=s.rl | dict(item.split("=", 1) for item in args.rl_set),
+                sft=s.sft | dict(item.split("=", 1) for item in args.sft_set))
     if s.steps % s.eval_every:
         parser.error(f"--steps ({s.steps}) must be a multiple of --eval-every ({s.eval_every})")
     seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]

@@ -95,6 +95,18 @@ class ScriptedGenerator:
         return out, None
 
 
+def build_trainer(model, tokenizer, funcs, args, dataset) -> AGRLTrainer:
+    return AGRLTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rules_engine=ENGINE,
+        scheme=SCHEME,
+    )
+
+
 def make_trainer(model_dir, tmp_path, mode: str, solve_level: int = 1, **overrides):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -118,15 +130,7 @@ def make_trainer(model_dir, tmp_path, mode: str, solve_level: int = 1, **overrid
     }
     args = AGRLConfig(**(settings | overrides))
     dataset = Dataset.from_list([row(r) for r in [HARD, *EASY]])
-    trainer = AGRLTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        rules_engine=ENGINE,
-        scheme=SCHEME,
-    )
+    trainer = build_trainer(model, tokenizer, funcs, args, dataset)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the train loop, which these tests bypass
     generator = ScriptedGenerator(tokenizer, solve_level)
@@ -271,15 +275,7 @@ def test_real_steps_end_to_end_and_resume(tiny_model_dir, tmp_path, mode):
         agr_threshold_cap=0.0,
     )
     dataset = Dataset.from_list([row(r) for r in [HARD, *EASY]])
-    trainer = AGRLTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        rules_engine=ENGINE,
-        scheme=SCHEME,
-    )
+    trainer = build_trainer(model, tokenizer, funcs, args, dataset)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "agr/threshold" in entry]
@@ -293,15 +289,7 @@ def test_real_steps_end_to_end_and_resume(tiny_model_dir, tmp_path, mode):
     saved = json.loads((checkpoint / STATE_FILE).read_text())
     assert saved["round"] == 2 and saved["buffer"]
     args.max_steps = 3
-    resumed = AGRLTrainer(
-        model=AutoModelForCausalLM.from_pretrained(checkpoint),
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        rules_engine=ENGINE,
-        scheme=SCHEME,
-    )
+    resumed = build_trainer(AutoModelForCausalLM.from_pretrained(checkpoint), tokenizer, funcs, args, dataset)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.replay.round == 3  # restored 2 rounds + 1 new one (a fresh state would say 1)
     assert set(saved["failures"]) <= set(resumed.replay.failures)

@@ -67,3 +67,23 @@ def test_quick_demo_end_to_end(tmp_path):
     again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert all(v is None for v in json.loads((out / "timings.json").read_text())["steps"].values())
+
+
+def test_results_tables_fit_80_columns():
+    """Every method name, header and number shows uncut in an 80-column terminal."""
+    from rich.console import Console
+
+    from agrl.demo import RESULT_COLUMNS, results_tables
+
+    stat = {"mean": 0.8771, "interval": [0.8512, 0.9011]}
+    methods = ("sft", "dpo", "grpo", "grpo_dynamic", "grpo_pr", "agr_only", "agrl")
+    summary = {"comparison": {split: {m: {metric: stat for metric, _ in RESULT_COLUMNS} for m in methods}
+                              for split in ("eval_balanced", "eval_wild")}}
+    console = Console(width=80, record=True, color_system=None)
+    for table in results_tables(summary):
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for word in (*methods, "eval_balanced", "eval_wild", "0.877 [0.85, 0.90]", *(h for _, h in RESULT_COLUMNS)):
+        assert word in text, word

@@ -127,3 +127,18 @@ def test_synth_cli_writes_valid_splits(tmp_path):
         assert all(r.label is not None and r.steps and r.family in FAMILIES for r in records)
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--size", "huge"])
     assert bad.exit_code != 0
+
+
+def test_mix_and_excluded_queries():
+    """A family mix per split (the base judge's common-only pairs) and another benchmark's eval queries kept out."""
+    excluded = synth.eval_queries(synth.generate(seed=0, sizes=synth.SIZES["small"]))
+    splits = synth.generate(seed=1, sizes={"sft": 400, "rl": 0, "eval_balanced": 0, "eval_wild": 0}, noise=0.0,
+                            mix={"sft": synth.COMMON_MIX}, exclude_queries=excluded)
+    assert len(splits["sft"]) == 400 and not splits["rl"] and not splits["eval_balanced"]
+    families = Counter(r.family for r in splits["sft"])
+    assert set(families) == set(synth.COMMON_MIX)
+    assert all(abs(families[f] / 400 - share) < 0.02 for f, share in synth.COMMON_MIX.items())
+    assert excluded and not {normalize_query(r.query) for r in splits["sft"]} & excluded
+    # Without a mix or exclusions the benchmark is what it always was.
+    assert [r.query for r in synth.generate(seed=0, sizes=synth.SIZES["small"], exclude_queries=set())["rl"]] == [
+        r.query for r in synth.generate(seed=0, sizes=synth.SIZES["small"])["rl"]]

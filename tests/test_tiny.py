@@ -118,3 +118,46 @@ def test_default_corpus_tokenizer_is_compact_on_the_synthetic_benchmark(tiny_mod
     tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
     # Word-level merges learnt from our own prompts: far fewer tokens than characters.
     assert len(tok) <= SIZES["tiny"]["vocab"] + 8 and tokens < 0.35 * sum(map(len, texts))
+
+
+def test_tokenizer_round_trips_every_prompt_and_reasoning_of_a_benchmark(tiny_model_dir):
+    """decode(encode(x)) == x, exactly, for every prompt (plain and guided) and every reasoning the project
+    writes for a benchmark the tokenizer was not trained on; TRL's decode (skip_special_tokens) keeps the tags."""
+    from agrl.prompt import prompt_text
+    from agrl.rules import RulesEngine
+    from agrl.synth import generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = [r for split in generate(seed=7).values() for r in split]
+    engine = RulesEngine.from_records(records)
+    prompts = [prompt_text(r, tok) for r in records]
+    prompts += [prompt_text(r, tok, guidance=engine.guidance(r, 1 + i % 3)) for i, r in enumerate(records[:500])]
+    targets = [engine.teacher_reasoning(r) for r in records] + [r.extra["reasoning"] for r in records
+                                                                  if "reasoning" in r.extra]
+    for text, ids in zip(prompts, tok(prompts, add_special_tokens=False)["input_ids"]):
+        assert tok.decode(ids) == text
+    for text, ids in zip(targets, tok(targets, add_special_tokens=False)["input_ids"]):
+        assert tok.decode(ids, skip_special_tokens=True) == text
+        assert tok.convert_ids_to_tokens(ids[:3]) == ["<label>", text[7], "</label>"]
+
+
+def test_catalog_words_are_one_token_wherever_they_stand(tiny_model_dir):
+    """Each word of the catalog (brands, models, attribute values, category nouns) is one token after a
+    space, and a product's attribute values appear in its prompt as those same tokens (as in queries)."""
+    from agrl.catalog import catalog
+    from agrl.prompt import prompt_text
+    from agrl.synth import generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    words = set()
+    for info in catalog()["categories"].values():
+        phrases = [info["noun"], *info["brands"], *(m for ms in info["brands"].values() for m in ms)]
+        phrases += [v for values in info["attributes"].values() for v in values]
+        words |= {w for phrase in phrases for w in phrase.split() if w.isalpha()}
+    pieces = {w: tok.tokenize(" " + w) for w in sorted(words)}
+    assert {w: p for w, p in pieces.items() if len(p) != 1} == {}
+    for record in generate(seed=7)["eval_wild"][:200]:
+        ids = set(tok(prompt_text(record, tok), add_special_tokens=False)["input_ids"])
+        for value in record.product.attributes.values():
+            if value.isalpha():
+                assert tok.convert_tokens_to_ids(pieces.get(value, tok.tokenize(" " + value)))[0] in ids, value

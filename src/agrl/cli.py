@@ -229,8 +229,9 @@ def demo(
     recipe: str = typer.Option(None, help="a demo recipe YAML instead of the built-in default/quick"),
 ) -> None:
     """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
-    from agrl.demo import results_table, run_demo
+    from agrl.demo import results_tables, run_demo
 
     result = run_demo(out, recipe or ("quick" if quick else "default"), console=console)
-    console.print(results_table(result["summary"]))
+    for table in results_tables(result["summary"]):
+        console.print(table)
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")

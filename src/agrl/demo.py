@@ -89,14 +89,22 @@ def _make_data(recipe: dict, out: Path) -> None:
     from agrl import synth
 
     data = recipe["data"]
-    splits = synth.generate(seed=data["seed"], sizes=data.get("sizes"), noise=data["noise"])
+    exclude: set[str] = set()
+    if data.get("exclude_queries_of"):  # keep this benchmark's pairs off another recipe's eval queries
+        other = load_recipe(data["exclude_queries_of"])["data"]
+        exclude = synth.eval_queries(synth.generate(seed=other["seed"], sizes=other.get("sizes"), noise=0.0))
+    splits = synth.generate(seed=data["seed"], sizes=data.get("sizes"), noise=data["noise"], mix=data.get("mix"),
+                            exclude_queries=exclude)
     synth.write(out / "data", splits)
 
 
 def _make_model(recipe: dict, out: Path) -> None:
-    from agrl.tiny import init_model
+    from agrl.tiny import copy_base_judge, init_model
 
-    init_model(out / "model", size=recipe["model"]["size"], seed=recipe["model"]["seed"])
+    if recipe["model"].get("base"):
+        copy_base_judge(recipe["model"]["base"], out / "model")
+    else:
+        init_model(out / "model", size=recipe["model"]["size"], seed=recipe["model"]["seed"])
 
 
 def _train(recipe: dict, out: Path, name: str) -> None:
@@ -222,16 +230,24 @@ def _report(recipe: dict, out: Path) -> dict[str, Path]:
     return write_report([out / name for name in recipe["stages"]], out / "report")
 
 
-def results_table(summary: dict) -> Table:
-    """Method x headline metric for each split, from the report's summary.json (macro-F1 with its 95% interval)."""
-    metrics = ("macro_f1", "accuracy", "good_f1", "format_valid", "adherence")
-    table = Table(title="agrl demo: results")
-    for column in ("split", "method", "macro_f1 [95%]", *metrics[1:]):
-        table.add_column(column)
+# (metric, column header): headers short enough that a split's table fits 80 columns uncut.
+RESULT_COLUMNS = (("macro_f1", "macro-F1 [95% CI]"), ("accuracy", "acc"), ("good_f1", "good-F1"),
+                  ("format_valid", "valid"), ("adherence", "adher."))
+
+
+def results_tables(summary: dict) -> list[Table]:
+    """One table per eval split: method x headline metric (macro-F1 with its 95% interval), from the
+    report's summary.json. Each fits an 80-column terminal without cutting a name."""
+    tables = []
     for split, methods in summary["comparison"].items():
+        table = Table(title=f"agrl demo: {split}", title_justify="left")
+        table.add_column("method", no_wrap=True)
+        for metric, header in RESULT_COLUMNS:
+            table.add_column(header, justify="right", no_wrap=True)
         for method, stats in methods.items():
-            table.add_row(split, method, *(_cell(stats.get(metric), metric == "macro_f1") for metric in metrics))
-    return table
+            table.add_row(method, *(_cell(stats.get(metric), metric == "macro_f1") for metric, _ in RESULT_COLUMNS))
+        tables.append(table)
+    return tables
 
 
 def _cell(stat: dict | None, interval: bool) -> str:

@@ -20,7 +20,8 @@ def describe_product(product: Product) -> str:
     if product.brand:
         lines.append(f"brand: {product.brand}")
     if product.attributes:
-        lines.append("attributes: " + "; ".join(f"{k}={v}" for k, v in sorted(product.attributes.items())))
+        # "name: value", so a value is the same token (" steel") here as in the query and the title.
+        lines.append("attributes: " + "; ".join(f"{k}: {v}" for k, v in sorted(product.attributes.items())))
     if product.price is not None:
         lines.append(f"price: {product.price:g}")
     if product.description:

@@ -47,6 +47,9 @@ MIX = {
     "eval": {"plain": .15, "brand": .13, "attribute": .13, "price": .11, "model": .12, "negation": .12,
              "alternative": .12, "accessory": .12},
 }
+# The base judge's pretraining pairs (recipes/demo/base.yaml): common families only, the stand-in for
+# what a pretrained LLM already knows (categories, brands, attributes, prices), not the long tail.
+COMMON_MIX = {"plain": .3, "brand": .25, "attribute": .25, "price": .2}
 DEFAULT_NOISE = 0.15
 
 
@@ -240,9 +243,13 @@ def _pair(rng: random.Random, family: str, query: str, cat: str, asks: list[Ask]
 def _pool(rng: random.Random, family: str, pairs: int, table: DecisionTable, owner: dict[str, str]) -> list[Record]:
     """Pairs of one family, 1-5 per query. A query text another family already wrote is skipped
     ("apple laptops under 900" is both a brand and a price query), so splitting each family's pool
-    by query keeps every query in one split."""
+    by query keeps every query in one split. `owner` may hold excluded queries (owned by no family)."""
     out: list[Record] = []
+    tries = 0
     while len(out) < pairs:
+        tries += 1
+        if tries > 200 * (pairs + 10):
+            raise ValueError(f"synth: cannot find {pairs} pairs of family {family!r} with queries not excluded")
         query, cat, asks = _query(rng, family)
         if owner.setdefault(normalize_query(query), family) != family:
             continue
@@ -265,26 +272,33 @@ def _add_noise(rng: random.Random, record: Record, table: DecisionTable, label_s
 
 
 def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NOISE,
-             label_noise_share: float = 0.5) -> dict[str, list[Record]]:
+             label_noise_share: float = 0.5, mix: dict[str, dict[str, float]] | None = None,
+             exclude_queries: set[str] = frozenset()) -> dict[str, list[Record]]:
     """The four splits (sft, rl, eval_balanced, eval_wild); deterministic under the seed.
 
     `noise`: share of SFT rows made noisy; `label_noise_share` of those get a wrong label over right
     steps, the rest a reasoning error (one flipped step verdict, the label following it).
+    `mix`: family shares per split ("sft", "rl", "eval") replacing `MIX`'s; a family left out gets none.
+    `exclude_queries`: normalised queries no split may use (another benchmark's eval queries).
     """
     sizes = {**SIZES["default"], **(sizes or {})}
+    mixes = {**MIX, **(mix or {})}
     rng = random.Random(seed)
     table = DecisionTable.from_list(rules_config()["decision_table"])
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
-    owner: dict[str, str] = {}  # query -> the family that wrote it
+    owner: dict[str, str] = dict.fromkeys(exclude_queries, "")  # query -> the family that wrote it
     for family in MIX["eval"]:
-        want = {s: round(sizes[s] * MIX["eval" if s.startswith("eval") else s][family]) for s in SPLITS}
+        want = {s: round(sizes[s] * mixes["eval" if s.startswith("eval") else s].get(family, 0)) for s in SPLITS}
+        if not any(want.values()):
+            continue
         pool_sizes = {s: n * (3 if s == "eval_balanced" else 1) for s, n in want.items()}
         pool = _pool(rng, family, round(1.5 * sum(pool_sizes.values())), table, owner)
         parts = split_by_query(pool, {s: n for s, n in pool_sizes.items() if n}, seed=seed)
         for name, records in parts.items():
             rng.shuffle(records)
             splits[name].extend(records if name == "eval_balanced" else records[: want[name]])
-    splits["eval_balanced"] = balance(splits["eval_balanced"], seed=seed, per_class=sizes["eval_balanced"] // 4)
+    if splits["eval_balanced"]:
+        splits["eval_balanced"] = balance(splits["eval_balanced"], seed=seed, per_class=sizes["eval_balanced"] // 4)
     for name in SPLITS:
         rng.shuffle(splits[name])
         for i, record in enumerate(splits[name]):
@@ -295,6 +309,11 @@ def generate(seed: int = 0, sizes: dict | None = None, noise: float = DEFAULT_NO
             _add_noise(rng, record, table, label_noise_share)
         record.extra["reasoning"] = engine.teacher_reasoning(record)
     return splits
+
+
+def eval_queries(splits: dict[str, list[Record]]) -> set[str]:
+    """The normalised queries of the eval splits (to keep another benchmark's training data off them)."""
+    return {normalize_query(r.query) for name in SPLITS if name.startswith("eval") for r in splits[name]}
 
 
 def write(out_dir: str | Path, splits: dict[str, list[Record]]) -> dict[str, Path]:

@@ -10,7 +10,9 @@ LlamaForCausalLM sized `tiny` (~1M params), `small` (~12M) or `base` (~90M), sav
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
 from agrl.output import SPECIAL_TAGS
@@ -34,7 +36,7 @@ SIZES: dict[str, dict[str, int]] = {
         zip(("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab"), dims)
     )
     for name, dims in {
-        "tiny": (128, 4, 4, 256, 1024),
+        "tiny": (128, 4, 4, 256, 2048),
         "small": (384, 6, 6, 1024, 2048),
         "base": (768, 12, 12, 2048, 3072),
     }.items()
@@ -134,6 +136,22 @@ def init_model(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def base_judge_dir(name: str) -> Path:
+    """A base judge shipped with agrl (src/agrl/judges/NAME): built by `agrl demo --recipe base`."""
+    path = Path(str(resources.files("agrl") / "judges" / name))
+    if not (path / "model.safetensors").is_file():
+        shipped = sorted(p.name for p in path.parent.iterdir() if p.is_dir()) if path.parent.is_dir() else []
+        raise ValueError(f"{name}: no such base judge (shipped: {shipped})")
+    return path
+
+
+def copy_base_judge(name: str, out_dir: str | Path) -> Path:
+    """Copy a shipped base judge (weights + tokenizer, HF format) to `out_dir`, as `init_model` would write one."""
+    out = Path(out_dir)
+    shutil.copytree(base_judge_dir(name), out, dirs_exist_ok=True)
     return out
 
 

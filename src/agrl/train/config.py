@@ -61,6 +61,10 @@ class RunArgs:
         default=0.0,
         metadata={"help": "extra SFT rows, as a share of the data, whose prompt carries guidance level 1-3"},
     )
+    sft_label_weight: float = field(
+        default=1.0,
+        metadata={"help": "SFT loss weight of the label token (the one after <label>); 1: plain token mean"},
+    )
     # GRPO baseline option (TaoSR1/DAPO)
     dynamic_sampling: bool = field(
         default=False, metadata={"help": "drop groups whose rollouts all score the same"}

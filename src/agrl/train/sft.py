@@ -3,6 +3,9 @@
 Each row is conversational prompt-completion: the prompt is `prompt.prompt_messages(record)`, the
 completion the record's `reasoning` (teacher text, possibly noisy, as sft.jsonl carries it) or else
 the rules engine's rendering of the gold verdicts. The loss covers the completion only.
+With `sft_label_weight` > 1 the label token (the one right after `<label>`) weighs that many tokens in
+the loss: the judge states its label before its reasoning, so the label is decided in one position
+while ~40 reasoning tokens share the plain token mean (our choice; measured in bench/README.md, SFT).
 With `sft_guided_share` > 0, that share of records is added again with AGR guidance (a random level
 1-3) in the prompt and the same target: a model that never saw guidance cannot use it in AGRL
 (measured in bench/README.md, Quality).
@@ -16,10 +19,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from agrl.data import Record
+from agrl.output import LABEL_OPEN
 from agrl.prompt import prompt_messages
 from agrl.rules import RulesEngine
 from agrl.train.common import fit, setup
@@ -45,13 +51,32 @@ def _row(prompt: list[dict[str, str]], target: str) -> dict[str, Any]:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
 
 
+def label_weighted_loss(label_open_id: int, weight: float):
+    """A `compute_loss_func` for the Trainer: token-mean cross-entropy where the token that follows
+    `<label>` counts `weight` times (the denominator stays the token count, so weight 1 is TRL's loss)."""
+
+    def loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None):
+        logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
+        per_token = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+        weights = torch.where(labels[:, :-1] == label_open_id, weight, 1.0)
+        count = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
+        return (per_token * weights).sum() / torch.as_tensor(count).clamp(min=1)
+
+    return loss
+
+
 def main(run: RunArgs, args: SFTConfig) -> None:
     _, records, engine = setup(run)
     if args.completion_only_loss is False:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
+    if run.sft_label_weight < 1.0:
+        raise ValueError(f"sft: sft_label_weight must be >= 1, got {run.sft_label_weight}")
     trainer = SFTTrainer(
         model=run.model,
         args=args,
         train_dataset=Dataset.from_list(sft_rows(records, engine, run.sft_guided_share, args.seed)),
     )
+    if run.sft_label_weight != 1.0:  # set after init: the tokenizer is the trainer's own
+        label_open_id = trainer.processing_class.convert_tokens_to_ids(LABEL_OPEN)
+        trainer.compute_loss_func = label_weighted_loss(label_open_id, run.sft_label_weight)
     fit(trainer, run, args)

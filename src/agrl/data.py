@@ -220,7 +220,7 @@ def _price(price: Any) -> float | None:
     except OverflowError:
         value = math.inf
     if not math.isfinite(value):
-        raise RowError("product.price", f"must be a finite number, got {price if value != value else value}")
+        raise RowError("product.price", f"must be a finite number, got {value}")
     if value < 0:
         raise RowError("product.price", f"must not be negative, got {price}")
     return value

@@ -123,7 +123,7 @@ def empty_dir(path: str | Path, what: str, force: bool = False) -> Path:
     return path
 
 
-def positive(value: float | int | None, name: str, zero_ok: bool = False) -> None:
+def positive(value: float | None, name: str, zero_ok: bool = False) -> None:
     """Refuse a negative (or zero) count/limit/size option."""
     if value is not None and not (value > 0 or (zero_ok and value == 0)):  # NaN fails both
         bound = ">= 0" if zero_ok else ">= 1"

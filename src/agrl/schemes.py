@@ -49,7 +49,7 @@ class Scheme:
     def code(self, value: int | str) -> int:
         """A label given as a code, a digit string or a level name -> its code; ValueError otherwise."""
         if isinstance(value, bool):
-            raise ValueError(f"label {value!r} is not a level of scheme {self.name!r}")
+            raise ValueError(f"label {value!r} is not a level of scheme {self.name!r}")  # noqa: TRY004 (a RowError upstream)
         if isinstance(value, int) and value in self.codes:
             return value
         if isinstance(value, str):

@@ -121,7 +121,7 @@ def score(
     part = parse_shard(shard)
     positive(batch_size, "--batch-size")
     check_threshold(tier_threshold)
-    check_source(input)
+    check_source(input, probe=True)
     distinct({"--output": output, "--rejects": rejects_path(output, rejects)}, {"--input": input, "--model": model})
     load_scheme(scheme)
     model_dir(model)
@@ -202,7 +202,7 @@ def eval_command(
     for value, name in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"), (limit, "--limit")):
         positive(value, name)
     positive(resamples, "--resamples", zero_ok=True)
-    check_source(data)
+    check_source(data, probe=True)
     distinct({"--out": out, "--predictions": predictions_path(out, predictions)}, {"--data": data, "--model": model})
     load_scheme(scheme)
     model_dir(model)

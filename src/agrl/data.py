@@ -404,13 +404,18 @@ def iter_rows(source: str | Path) -> Iterator[tuple[int, Any]]:
         yield from _table_rows(path)
 
 
-def check_source(source: str | Path) -> Path:
-    """A records file that exists, is readable and has a known format (an `hf:` spec passes as is)."""
+def check_source(source: str | Path, probe: bool = False) -> Path:
+    """A records file that exists, is readable and has a known format (an `hf:` spec passes as is).
+
+    `probe` also reads a CSV/Parquet table once, so a corrupt one fails before a model loads or an
+    output is opened (JSONL names each bad line as it streams instead)."""
     if str(source).startswith("hf:"):
         return Path(str(source))
     path = input_file(source, "records")
     if path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
         raise UserError(f"{path}: unknown format {path.suffix!r} (use .jsonl, .csv, .parquet or hf:NAME)")
+    if probe and path.suffix in (".csv", ".parquet"):
+        _read_table(path)
     return path
 
 

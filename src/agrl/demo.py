@@ -59,6 +59,13 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     for key in ("data", "model", "eval", "common", "stages"):
         if not isinstance(recipe[key], dict):
             raise UserError(f"{path}: {key}: must be a mapping")
+    earlier = ["model"]
+    for name, stage in recipe["stages"].items():
+        if not isinstance(stage, dict) or stage.get("from") not in earlier:
+            raise UserError(f"{path}: stages.{name}.from: must be 'model' or an earlier stage")
+        if stage.get("data") not in ("sft", "rl", *SPLITS):
+            raise UserError(f"{path}: stages.{name}.data: must be one of sft, rl, {', '.join(SPLITS)}")
+        earlier.append(name)
     for key in ("seed", "noise"):
         if key not in recipe["data"]:
             raise UserError(f"{path}: data.{key}: is required")
@@ -68,13 +75,6 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     for key in ("batch_size", "max_new_tokens", "resamples"):
         if key not in recipe["eval"]:
             raise UserError(f"{path}: eval.{key}: is required")
-    earlier = ["model"]
-    for name, stage in recipe["stages"].items():
-        if not isinstance(stage, dict) or stage.get("from") not in earlier:
-            raise UserError(f"{path}: stages.{name}.from: must be 'model' or an earlier stage")
-        if stage.get("data") not in ("sft", "rl", *SPLITS):
-            raise UserError(f"{path}: stages.{name}.data: must be one of sft, rl, {', '.join(SPLITS)}")
-        earlier.append(name)
     return recipe
 
 

@@ -52,6 +52,11 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
 
     A bad line anywhere else is a UserError naming FILE:LINE (the file was edited or is not ours).
     """
+    return [row for _, row in numbered_jsonl_tolerant(path)]
+
+
+def numbered_jsonl_tolerant(path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, row) for `read_jsonl_tolerant`."""
     path = Path(path)
     lines = path.read_bytes().split(b"\n")
     rows = []
@@ -59,11 +64,11 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((number, json.loads(line)))
         except (ValueError, UnicodeDecodeError):
             if number == len(lines):  # no newline after it: the write was cut short
                 break
-            raise UserError(f"{path}:{number}: not a JSON line; repair or delete the line") from None
+            raise UserError(f"{path}:{number}: bad JSON line; repair or delete the line") from None
     return rows
 
 
@@ -90,9 +95,11 @@ def yaml_file(path: str | Path, what: str) -> Any:
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the {what} as UTF-8") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if context is not None and getattr(err, "context", None):  # where the unclosed thing began
+            problem += f" ({err.context} at line {context.line + 1})"
         raise UserError(f"{where}: malformed YAML in the {what}: {problem}") from None
 
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # the OO API: no pyplot state, renders wit
 from matplotlib.ticker import MaxNLocator
 
 from agrl.errors import UserError
-from agrl.files import atomic_open, atomic_write, read_jsonl_tolerant, yaml_file
+from agrl.files import atomic_open, atomic_write, numbered_jsonl_tolerant, yaml_file
 
 TABLE_METRICS = (
     "accuracy",
@@ -61,12 +61,12 @@ class Run:
 
 def _read_log(path: Path) -> list[dict]:
     """metrics.jsonl rows; a last line cut by a kill is dropped (training appends it)."""
-    rows = read_jsonl_tolerant(path)
-    for line_no, row in enumerate(rows, start=1):
+    rows = numbered_jsonl_tolerant(path)
+    for line_no, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
             # bad input at a boundary is a UserError naming file:line:field (house rule)
-            raise UserError(f"{path}: row {line_no}: step: each row needs a numeric 'step'")
-    return rows
+            raise UserError(f"{path}:{line_no}: step: each row needs a numeric 'step'")
+    return [row for _, row in rows]
 
 
 def load_run(path: str | Path) -> Run:

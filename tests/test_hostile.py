@@ -98,13 +98,9 @@ def ws(tmp_path_factory, tiny_model_dir):
     return root
 
 
-def _m(ws: Path, *rel: str) -> list[str]:
-    return [str(ws / r) for r in rel]
-
-
 def cases(ws: Path) -> list[tuple[str, list[str], str]]:
     """(case id, argv, text the one-line message must contain)."""
-    w = lambda name: str(ws / name)  # noqa: E731
+    w = lambda name: str(ws / name)
     model = w("model")
     score = ["score", "--model", model, "--input", w("good.jsonl")]
     evals = ["eval", "--model", model, "--data", w("good.jsonl")]

@@ -29,8 +29,8 @@ BAD = [  # (JSONL line, field named in the report)
     ('{"query": "q", "product": {"title": "t"}, "label": 1' + "0" * 5000 + "}", "label"),
     ('{"query": "q", "product": {"title": "t"}, "reasoning": 42}', "reasoning"),
     ('{"query": "q", "product": {"title": "t"}, "label": 4, "reasoning": "<label>4</label> no think"}', "reasoning"),
-    ('{"query": "q", "product": {"title": "t"}, "label": 2, "reasoning": "<label>4</label>\\n<think>\\n'
-     'category: match\\ndecision: 4\\n</think>"}', "reasoning"),
+    (('{"query": "q", "product": {"title": "t"}, "label": 2, "reasoning": "<label>4</label>\\n<think>\\n'
+      'category: match\\ndecision: 4\\n</think>"}'), "reasoning"),
     ('{"query": "q \\udc80", "product": {"title": "t"}}', "query"),
     ('{"query": "q", "product": {"title": "t"}, "notes": {"a": "\\ud83d"}}', "notes.a"),
     ('{"query": "q", "product": {"title": "t"}, "steps": {"attribute.Screen Size": "maybe"}}', "steps.attribute.screen_size"),

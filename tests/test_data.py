@@ -191,15 +191,24 @@ def test_user_scheme_loads(tmp_path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("name: x\ngood: [1]\noutcomes: {}\n", "bad label scheme"),  # no levels at all
+        ("name: x\ngood: [1]\noutcomes: {}\n", "missing key"),  # no levels at all
         (("name: x\nlevels: [{code: 1, name: a}, {code: 1, name: b}]\ngood: [1]\n"
           "outcomes: {all_match: 1, uncertain: 1, violation: 1, off_category: 1}\n"), "distinct codes"),  # two levels, one code
         (("name: x\nlevels: [{code: 1, name: a}, {code: 0, name: b}]\ngood: [5]\n"
-          "outcomes: {all_match: 1, uncertain: 1, violation: 0, off_category: 0}\n"), "good levels"),  # good 5 is no level
+          "outcomes: {all_match: 1, uncertain: 1, violation: 0, off_category: 0}\n"), "are not levels"),  # good 5 is no level
         (("name: x\nlevels: [{code: 1, name: a}, {code: 0, name: b}]\ngood: [1]\n"
-          "outcomes: {all_match: 1}\n"), "outcomes must map"),  # the table's outcomes need every level mapped
+          "outcomes: {all_match: 1}\n"), "outcomes: must map"),  # the table's outcomes need every level mapped
         (("name: x\nlevels: [{code: 12, name: a}, {code: 0, name: b}]\ngood: [12]\n"
-          "outcomes: {all_match: 12, uncertain: 12, violation: 0, off_category: 0}\n"), "single digits"),  # labels are one token
+          "outcomes: {all_match: 12, uncertain: 12, violation: 0, off_category: 0}\n"), "integer 0-9"),  # labels are one token
+        (("name: x\nlevels: [{code: 1, name: a}, {code: 0, name: A}]\ngood: [1]\n"
+          "outcomes: {all_match: 1, uncertain: 1, violation: 0, off_category: 0}\n"), "names must be distinct"),
+        (("name: x\nlevels: [{code: 1.5, name: a}, {code: 0, name: b}]\ngood: [1]\n"
+          "outcomes: {all_match: 1, uncertain: 1, violation: 0, off_category: 0}\n"), "integer 0-9"),  # int(1.5) was 1
+        (("name: x\nlevels: [{code: 1, name: a}, {code: 0, name: b}]\ngood: []\n"
+          "outcomes: {all_match: 1, uncertain: 1, violation: 0, off_category: 0}\n"), "at least one level"),
+        (("name: x\nlevels: [{code: 1, name: a}, {code: 0, name: b}]\ngood: [1, 0]\n"
+          "outcomes: {all_match: 1, uncertain: 1, violation: 0, off_category: 0}\n"), "every level is good"),
+        ("name: x\nlevels: [{code: 1, name: a}\n", "malformed YAML"),  # an unclosed flow list
     ],
 )
 def test_bad_schemes_error_clearly(tmp_path, body, message):

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from agrl.metrics import (
@@ -240,3 +241,19 @@ def test_summarize_degenerate_inputs(preds):
 def test_empty_slice_gives_no_entry_and_undefined_metrics():
     assert slices([], SCHEME) == {}
     assert all(value is None for value in label_metrics([], SCHEME).values())
+
+
+def test_ece_interval_contains_its_estimate_where_the_percentile_interval_does_not():
+    """Exactly calibrated predictions (confidence 0.75, 3000 of 4000 right): ECE is 0, every resample's
+    ECE is above it, so their percentile interval excludes it. The reported interval contains it (issue 11)."""
+    from agrl.metrics import centred_interval, expected_calibration_error, percentile_interval, resamples_of
+
+    conf = np.full(4000, 0.75)
+    hit = np.arange(4000) < 3000
+    estimate = expected_calibration_error(conf, hit)
+    assert estimate == pytest.approx(0.0)
+    values = [expected_calibration_error(conf[i], hit[i]) for i in resamples_of(4000, 300, seed=1)]
+    lo, hi = percentile_interval(values)
+    assert not lo <= estimate <= hi  # the contradiction the issue found
+    lo, hi = centred_interval(estimate, values)
+    assert 0.0 <= lo <= estimate <= hi

@@ -1,19 +1,47 @@
 """The `agrl` command line: data, model, train, eval, report, score, serve, demo.
 
-Each command parses its options and calls one library function; no logic lives here.
+Each command checks its options and paths, then calls one library function; no logic lives here.
+A user's mistake (agrl.errors.UserError, or an OS error on a path) is one line on stderr and exit
+code 2, never a traceback: `_Group.invoke` catches it for every command. AGRL_DEBUG=1 re-raises.
 
     agrl data validate pairs.jsonl
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM relevance judges trained with AGRL.")
+from agrl.errors import UserError
+from agrl.files import distinct, input_file, positive
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(text.split())  # one line, whatever the message held
+
+
+class _Group(typer.core.TyperGroup):
+    """The root command group: a user's mistake anywhere below becomes `error: ...` and exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (UserError, OSError) as err:  # OSError: unreadable path, full disk, permission denied
+            if os.environ.get("AGRL_DEBUG"):
+                raise
+            typer.echo(f"error: {_one_line(err)}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM relevance judges trained with AGRL.",
+                  cls=_Group, pretty_exceptions_enable=False)
 data_app = typer.Typer(no_args_is_help=True, help="Validate, label and synthesise relevance data.")
 model_app = typer.Typer(no_args_is_help=True, help="Build local models.")
 app.add_typer(data_app, name="data")
@@ -31,9 +59,10 @@ def data_validate(
 ) -> None:
     """Report every bad row as FILE:LINE: field: message; exit 1 if there is any."""
     from agrl.data import read_records
+    from agrl.output import check_reasoning
     from agrl.schemes import load_scheme
 
-    records, bad = read_records(file, load_scheme(scheme))
+    records, bad = read_records(file, load_scheme(scheme), checks=[check_reasoning])
     for row in bad:
         typer.echo(str(row))
     console.print(f"{file}: {len(records)} good row(s), {len(bad)} bad row(s)")
@@ -49,12 +78,22 @@ def model_init(
     size: str = typer.Option("tiny", help="tiny (~1M params), small (~12M) or base (~90M)"),
     corpus: Annotated[list[str] | None, typer.Option(help="tokenizer corpus: text files, one line each")] = None,
     seed: int = typer.Option(0, help="seed of the weights (and of the default synthetic corpus)"),
+    force: bool = typer.Option(False, "--force", help="replace a non-empty OUT (e.g. a trained model)"),
 ) -> None:
     """Build a small Llama model and its tokenizer from scratch and save them to OUT."""
-    from agrl.tiny import init_model, read_corpus
+    from agrl.files import atomic_dir, empty_dir
+    from agrl.tiny import SIZES, init_model, read_corpus
 
-    path = init_model(out, size=size, corpus=read_corpus(corpus) if corpus else None, seed=seed)
-    console.print(f"model ({size}) written to {path}")
+    if size not in SIZES:
+        raise UserError(f"--size {size}: unknown model size (choose from {', '.join(SIZES)})")
+    files = [input_file(path, "corpus") for path in corpus or []]
+    empty_dir(out, "model", force)
+    texts = read_corpus(files) if files else None
+    if files and not texts:
+        raise UserError(f"--corpus {', '.join(map(str, files))}: no text lines to build a tokenizer from")
+    with atomic_dir(out) as tmp:  # the old OUT stays whole until the new model is complete
+        init_model(tmp, size=size, corpus=texts, seed=seed)
+    console.print(f"model ({size}) written to {out}")
 
 
 # ---------------------------------------------------------------------------- score / serve
@@ -73,15 +112,23 @@ def score(
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
-    from agrl.score import Scorer, parse_shard, score_file
+    from agrl.data import check_source
+    from agrl.files import model_dir
+    from agrl.models import check_device
+    from agrl.schemes import load_scheme
+    from agrl.score import Scorer, check_threshold, done_ids, parse_shard, rejects_path, score_file
 
-    try:
-        part = parse_shard(shard)
-        scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
-        report = score_file(scorer, input, output, rejects, shard=part)
-    except (ValueError, FileNotFoundError) as err:  # bad options, model dir or input file
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+    part = parse_shard(shard)
+    positive(batch_size, "--batch-size")
+    check_threshold(tier_threshold)
+    check_source(input, probe=True)
+    distinct({"--output": output, "--rejects": rejects_path(output, rejects)}, {"--input": input, "--model": model})
+    load_scheme(scheme)
+    model_dir(model)
+    check_device(device)
+    done_ids(Path(output), repair=False)  # a damaged output is reported before the model loads
+    scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
+    report = score_file(scorer, input, output, rejects, shard=part)
     for line in report.first_rejects:
         console.print(line, markup=False)
     console.print(
@@ -101,16 +148,30 @@ def serve(
     max_batch: int = typer.Option(64, help="items per micro-batch (one forward pass)"),
     max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits to fill"),
     tier_threshold: float = typer.Option(0.6, help="CumPT threshold for tiers"),
+    max_body_bytes: int = typer.Option(1_000_000, help="request body limit, checked before parsing"),
+    body_timeout_s: float = typer.Option(10.0, help="a request body must arrive within this (else 408)"),
+    drain_timeout_s: float = typer.Option(30.0, help="on SIGTERM, answer requests in flight for up to this long"),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
     """HTTP scoring service: POST /v1/score, POST /v1/judge, GET /healthz, GET /metrics."""
+    from agrl.files import model_dir
+    from agrl.models import check_device
+    from agrl.schemes import load_scheme
+    from agrl.score import check_threshold
     from agrl.serve import Limits
     from agrl.serve import serve as run_service
 
-    limits = Limits(max_items=max_items, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    limits = Limits(max_items=max_items, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
+                    body_timeout_s=body_timeout_s, drain_timeout_s=drain_timeout_s)
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: must be 1-65535")
+    check_threshold(tier_threshold)
+    load_scheme(scheme)
+    model_dir(model)
+    check_device(device)
     console.print(f"serving {model} on http://{host}:{port}")
-    run_service(
-        model, host, port, scheme=scheme, limits=limits, batch_size=max_batch, tier_threshold=tier_threshold
-    )
+    run_service(model, host, port, scheme=scheme, limits=limits, batch_size=max_batch,
+                tier_threshold=tier_threshold, device=device)
 
 
 # ---------------------------------------------------------------------------- eval / report
@@ -132,8 +193,20 @@ def eval_command(
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
 ) -> None:
     """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
-    from agrl.evaluate import evaluate, summary_table
+    from agrl.data import check_source
+    from agrl.evaluate import evaluate, predictions_path, summary_table
+    from agrl.files import model_dir
+    from agrl.models import check_device
+    from agrl.schemes import load_scheme
 
+    for value, name in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"), (limit, "--limit")):
+        positive(value, name)
+    positive(resamples, "--resamples", zero_ok=True)
+    check_source(data, probe=True)
+    distinct({"--out": out, "--predictions": predictions_path(out, predictions)}, {"--data": data, "--model": model})
+    load_scheme(scheme)
+    model_dir(model)
+    check_device(device)
     result = evaluate(model, data, out, predictions, scheme, batch_size, max_new_tokens, limit, resamples, seed,
                       posterior, device)
     console.print(summary_table(result))
@@ -148,6 +221,8 @@ def report_command(
     """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""
     from agrl.report import write_report
 
+    distinct({"--out": out}, {f"RUN {p}": p for p in run_dirs})
+
     paths = write_report(run_dirs, out)
     console.print(f"report written to {paths['markdown']} and {paths['html']}")
 
@@ -158,17 +233,16 @@ def report_command(
 @app.command("train")
 def train(
     config: str = typer.Argument(..., help="YAML config: method + agrl keys + TRL config keys (configs/*.yaml)"),
-    overrides: list[str] = typer.Option(None, "--set", help="key=value override, value read as YAML (repeatable)"),
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value override, value read as YAML (repeatable)")
+    ] = None,
+    force: bool = typer.Option(False, "--force", help="replace an output_dir that holds another run"),
 ) -> None:
     """Run one training stage (sft, dpo, grpo, grpo_pr, agr_only, agrl) from a config file."""
     from agrl.train import train as run_stage
-    from agrl.train.config import ConfigError
 
-    try:
-        out = run_stage(config, overrides or [])
-    except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}")
-        raise typer.Exit(2) from None
+    input_file(config, "training config")
+    out = run_stage(config, overrides or [], force=force)
     console.print(f"trained: {out}")
 
 
@@ -183,11 +257,14 @@ def data_label(
     rules: str = typer.Option(None, help="rules config YAML (overrides recipes/rules/default.yaml)"),
 ) -> None:
     """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
-    from agrl.data import load_records, write_jsonl
+    from agrl.data import check_source, load_records, write_jsonl
+    from agrl.output import check_reasoning
     from agrl.rules import RulesEngine, label_records
     from agrl.schemes import load_scheme
 
-    records = load_records(file, load_scheme(scheme))
+    check_source(file)
+    distinct({"OUT": out}, {"FILE": file, "--rules": rules})
+    records = load_records(file, load_scheme(scheme), checks=[check_reasoning])
     engine = RulesEngine.from_records(records, load_scheme(scheme), rules)
     unlabelled = sum(r.label is None for r in records)
     records, disagreements = label_records(records, engine)
@@ -205,14 +282,19 @@ def data_synth(
     seed: int = typer.Option(0, help="random seed (the output is deterministic under it)"),
     size: str = typer.Option("default", help="small | default | large"),
     noise: float = typer.Option(0.15, help="share of SFT rows with a reasoning error or a wrong label"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty OUT (replacing its split files)"),
 ) -> None:
     """Generate the synthetic e-commerce relevance benchmark."""
     from collections import Counter
 
     from agrl import synth
+    from agrl.files import empty_dir
 
     if size not in synth.SIZES:
-        raise typer.BadParameter(f"size must be one of {list(synth.SIZES)}", param_hint="--size")
+        raise UserError(f"--size {size}: unknown size (choose from {', '.join(synth.SIZES)})")
+    if not 0.0 <= noise <= 1.0:  # NaN fails this too
+        raise UserError(f"--noise {noise}: must be a share in [0, 1]")
+    empty_dir(out, "data", force)
     splits = synth.generate(seed=seed, sizes=synth.SIZES[size], noise=noise)
     for name, path in synth.write(out, splits).items():
         labels = Counter(r.label for r in splits[name])
@@ -227,11 +309,12 @@ def demo(
     out: str = typer.Option("runs/demo", help="output directory (data, model, one folder per stage, report/)"),
     quick: bool = typer.Option(False, "--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)"),
     recipe: str = typer.Option(None, help="a demo recipe YAML instead of the built-in default/quick"),
+    force: bool = typer.Option(False, "--force", help="redo the steps OUT holds from another recipe"),
 ) -> None:
     """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
     from agrl.demo import results_tables, run_demo
 
-    result = run_demo(out, recipe or ("quick" if quick else "default"), console=console)
+    result = run_demo(out, recipe or ("quick" if quick else "default"), console=console, force=force)
     for table in results_tables(result["summary"]):
         console.print(table)
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agrl.errors import UserError
+from agrl.files import atomic_open, input_file
 from agrl.schemes import Scheme, load_scheme
 
 # The reasoning steps and the verdicts each may take (spec section 2). `attribute.<name>` is one
@@ -34,6 +36,8 @@ FAMILIES = ("plain", "brand", "model", "attribute", "negation", "alternative", "
 
 MAX_QUERY_CHARS = 512
 MAX_TEXT_CHARS = 8192
+MAX_DEPTH = 16  # nesting of one row's JSON: records are two levels deep; more is hostile or a mistake
+MAX_INT_DIGITS = 4000  # Python refuses to convert longer ints to text (sys.get_int_max_str_digits)
 
 
 def step_verdicts(step: str) -> tuple[str, ...] | None:
@@ -99,12 +103,65 @@ class BadRow:
         return f"{self.source}:{self.line}: {self.field}: {self.message}"
 
 
-class BadRowsError(ValueError):
+class BadRowsError(UserError):
+    """Bad rows where none may be: one line naming the first, and how to list them all."""
+
     def __init__(self, bad: list[BadRow]):
-        shown = "\n".join(str(b) for b in bad[:20])
-        more = f"\n... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        super().__init__(f"{len(bad)} bad row(s):\n{shown}{more}")
+        more = f" (and {len(bad) - 1} more bad row(s); list them with `agrl data validate {bad[0].source}`)"
+        super().__init__(f"{bad[0]}" + (more if len(bad) > 1 else ""))
         self.bad = bad
+
+
+# ---------------------------------------------------------------------------- plain JSON values
+
+
+def _int_or_inf(text: str) -> int | float:
+    """json's parse_int: an integer too long for Python to print becomes +-inf, rejected as not finite."""
+    if len(text) > MAX_INT_DIGITS:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads for untrusted text: huge integers do not raise; bad JSON raises ValueError."""
+    return json.loads(text, parse_int=_int_or_inf)
+
+
+def check_plain(value: Any, where: str, depth: int = 0) -> None:
+    """RowError naming the path of the first value later stages cannot handle: a lone surrogate in a
+    string (it cannot be written as UTF-8), a NaN or infinite number, nesting over MAX_DEPTH."""
+    if depth > MAX_DEPTH:
+        raise RowError(where, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise RowError(where, f"lone surrogate {value[err.start]!r} at character {err.start}; "
+                           "fix the text's encoding") from None
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise RowError(where, f"must be a finite number, got {value}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_plain(key, f"{where}.{key!r}", depth + 1)
+            check_plain(item, f"{where}.{key}" if where != "row" else str(key), depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_plain(item, f"{where}[{index}]", depth + 1)
+
+
+def to_plain(value: Any) -> Any:
+    """A table cell (numpy array/scalar, pandas/arrow timestamp, bytes) -> a JSON-writable value."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return to_plain(value.tolist())
+    if hasattr(value, "isoformat"):  # datetime, date, pandas Timestamp
+        return None if str(value) == "NaT" else value.isoformat()
+    if isinstance(value, bytes):
+        raise RowError("row", "binary column values are not supported; store text")
+    return value
 
 
 # ---------------------------------------------------------------------------- parsing one row
@@ -135,29 +192,55 @@ def _product(raw: Any) -> Product:
     brand = _text(raw.pop("brand", None), "product.brand", required=False)
     description = _text(raw.pop("description", None), "product.description", required=False)
     attributes = raw.pop("attributes", None) or {}
+    if isinstance(attributes, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in attributes):
+        attributes = dict(attributes)  # an Arrow map column reads as (key, value) pairs
     if not isinstance(attributes, dict):
         raise RowError("product.attributes", f"must be an object, got {type(attributes).__name__}")
     clean_attrs: dict[str, str] = {}
     for key, value in attributes.items():
+        if value is None:  # Arrow fills keys that other rows have with null: absent here
+            continue
+        where = f"product.attributes.{key}"
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise RowError(f"product.attributes.{key}", f"must be a string or number, got {value!r}")
-        clean_attrs[str(key).lower()] = str(value)
-    price = raw.pop("price", None)
-    if price is not None and not (isinstance(price, float) and math.isnan(price)):
-        if isinstance(price, bool) or not isinstance(price, (int, float)):
-            raise RowError("product.price", f"must be a number, got {price!r}")
-        if price < 0:
-            raise RowError("product.price", f"must not be negative, got {price}")
-        price = float(price)
-    else:
-        price = None
-    return Product(title, category, brand, clean_attrs, price, description, raw)
+            raise RowError(where, f"must be a string or number, got {value!r}")
+        name = attribute_name(key, where)
+        if name in clean_attrs:
+            raise RowError(where, f"is attribute {name!r} again (names are compared in lower_snake_case)")
+        clean_attrs[name] = str(value)
+    return Product(title, category, brand, clean_attrs, _price(raw.pop("price", None)), description, raw)
+
+
+def _price(price: Any) -> float | None:
+    if price is None:
+        return None
+    if isinstance(price, bool) or not isinstance(price, (int, float)):
+        raise RowError("product.price", f"must be a number, got {price!r}")
+    try:
+        value = float(price)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise RowError("product.price", f"must be a finite number, got {value}")
+    if value < 0:
+        raise RowError("product.price", f"must not be negative, got {price}")
+    return value
+
+
+def attribute_name(key: Any, where: str) -> str:
+    """An attribute name in the form every step name takes ("Screen Size" -> "screen_size"); RowError if none."""
+    text = str(key)
+    name = re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
+    if not text.isascii() or not ATTRIBUTE_STEP.fullmatch(f"attribute.{name}"):
+        raise RowError(where, f"attribute name {text!r} must be ASCII and start with a letter "
+                       "(it is read as lower_snake_case, e.g. 'Screen Size' -> screen_size)")
+    return name
 
 
 def parse_record(obj: Any, scheme: Scheme) -> Record:
     """A dict (one JSONL object) -> Record; raises RowError naming the bad field."""
     if not isinstance(obj, dict):
         raise RowError("row", f"must be a JSON object, got {type(obj).__name__}")
+    check_plain(obj, "row")
     obj = dict(obj)
     query = _text(obj.pop("query", None), "query", required=True, max_chars=MAX_QUERY_CHARS)
     if "product" not in obj:
@@ -167,7 +250,7 @@ def parse_record(obj: Any, scheme: Scheme) -> Record:
     if rid is not None and not isinstance(rid, (str, int)):
         raise RowError("id", f"must be a string or integer, got {rid!r}")
     label = obj.pop("label", None)
-    if label is not None and not (isinstance(label, float) and math.isnan(label)):
+    if label is not None:
         if isinstance(label, float) and label.is_integer():
             label = int(label)
         try:
@@ -180,15 +263,22 @@ def parse_record(obj: Any, scheme: Scheme) -> Record:
     if steps is not None:
         if not isinstance(steps, dict):
             raise RowError("steps", f"must be an object, got {type(steps).__name__}")
+        named: dict[str, str] = {}
         for step, verdict in steps.items():
+            if isinstance(step, str) and step.startswith("attribute."):  # named as product attributes are
+                step = "attribute." + attribute_name(step.removeprefix("attribute."), f"steps.{step}")
             allowed = step_verdicts(step)
             if allowed is None:
-                raise RowError(f"steps.{step}", "unknown step")
+                raise RowError(f"steps.{step}", f"unknown step (steps: {list(CORE_STEPS)} or attribute.NAME)")
             if verdict not in allowed:
                 raise RowError(f"steps.{step}", f"unknown verdict {verdict!r} (allowed: {list(allowed)})")
+            named[step] = verdict
+        steps = named
     family = obj.pop("family", None)
     if family is not None and not isinstance(family, str):
         raise RowError("family", f"must be a string, got {family!r}")
+    if "reasoning" in obj and obj["reasoning"] is not None:  # SFT's target text (see output.check_reasoning)
+        _text(obj["reasoning"], "reasoning", required=True)
     return Record(query, product, None if rid is None else str(rid), label, steps, family, obj)
 
 
@@ -196,14 +286,21 @@ def parse_record(obj: Any, scheme: Scheme) -> Record:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes: one bad byte is one bad line, not a dead file
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield line_no, RowError("row", f"not UTF-8: byte 0x{data[err.start]:02x} at column {err.start + 1}")
+                continue
             if not line.strip():
                 continue
             try:
-                yield line_no, json.loads(line)
+                yield line_no, loads(line)
             except json.JSONDecodeError as err:
                 yield line_no, RowError("json", f"bad JSON: {err.msg} at column {err.colno}")
+            except RecursionError:
+                yield line_no, RowError("json", "nested too deeply")
 
 
 def _flat_to_nested(row: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +309,11 @@ def _flat_to_nested(row: dict[str, Any]) -> dict[str, Any]:
     Columns: query, title | product.title, category, brand, price, description, attributes (JSON
     text or a mapping), attribute.<name>, label, steps (JSON text or mapping), id, family.
     """
-    row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+    # A missing cell is NaN/None in a table: absent, not a value (JSONL keeps NaN to reject it).
+    row = {k: v for k, v in row.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
     if isinstance(row.get("product"), dict):
+        row["product"] = {k: v for k, v in row["product"].items()
+                          if v is not None and not (isinstance(v, float) and math.isnan(v))}
         return row
     product: dict[str, Any] = {}
     out: dict[str, Any] = {}
@@ -222,12 +322,12 @@ def _flat_to_nested(row: dict[str, Any]) -> dict[str, Any]:
         if name in ("title", "category", "brand", "price", "description"):
             product[name] = value
         elif name == "attributes":
-            product["attributes"] = json.loads(value) if isinstance(value, str) and value else value
+            product["attributes"] = loads(value) if isinstance(value, str) and value else value
         elif name.startswith("attribute."):
             if value not in (None, ""):
                 product.setdefault("attributes", {})[name.removeprefix("attribute.")] = value
         elif name == "steps":
-            out["steps"] = json.loads(value) if isinstance(value, str) and value else (value or None)
+            out["steps"] = loads(value) if isinstance(value, str) and value else (value or None)
         else:
             out[key] = value
     if isinstance(product.get("price"), str):
@@ -238,35 +338,57 @@ def _flat_to_nested(row: dict[str, Any]) -> dict[str, Any]:
     return out | {"product": product}
 
 
-def _table_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _read_table(path: Path):
+    """The file as a DataFrame; UserError for an empty, malformed, non-UTF-8 or corrupt file."""
     import pandas as pd
 
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-        first_line = 1  # row numbers, 1-based
-    else:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        frame = frame.replace({"": None})
-        first_line = 2  # line 1 is the header
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return frame.replace({"": None})
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty CSV file (expected a header line with query, title, ...)") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"{path}: malformed CSV: {str(err).strip().splitlines()[-1]}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                        "save it as UTF-8") from None
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+
+
+def _table_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    frame = _read_table(path)
+    first_line = 1 if path.suffix == ".parquet" else 2  # row numbers, 1-based; CSV line 1 is the header
     for offset, row in enumerate(frame.to_dict(orient="records")):
-        try:
-            yield first_line + offset, _flat_to_nested(row)
-        except json.JSONDecodeError as err:
-            yield first_line + offset, RowError("attributes/steps", f"bad JSON in cell: {err.msg}")
+        yield first_line + offset, _nested_or_error(row)
+
+
+def _nested_or_error(row: dict[str, Any]) -> Any:
+    try:
+        return _flat_to_nested(to_plain(row))
+    except RowError as err:
+        return err
+    except json.JSONDecodeError as err:
+        return RowError("attributes/steps", f"bad JSON in cell: {err.msg}")
 
 
 def _hf_rows(spec: str) -> Iterator[tuple[int, Any]]:
     import datasets
 
     path, _, split = spec.removeprefix("hf:").partition("@")
-    if Path(path).is_dir():  # a dataset saved with save_to_disk
-        dataset = datasets.load_from_disk(path)
-    else:
-        dataset = datasets.load_dataset(path, split=split or "train")
-    if isinstance(dataset, datasets.DatasetDict):
-        dataset = dataset[split or "train"]
+    try:
+        if Path(path).is_dir():  # a dataset saved with save_to_disk
+            dataset = datasets.load_from_disk(path)
+        else:
+            dataset = datasets.load_dataset(path, split=split or "train")
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[split or "train"]
+    except (OSError, ValueError, KeyError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise UserError(f"{spec}: cannot load the dataset ({str(err).splitlines()[0] if str(err) else err!r})") from None
     for index, row in enumerate(dataset):
-        yield index + 1, _flat_to_nested(dict(row))
+        yield index + 1, _nested_or_error(dict(row))
 
 
 def iter_rows(source: str | Path) -> Iterator[tuple[int, Any]]:
@@ -275,21 +397,33 @@ def iter_rows(source: str | Path) -> Iterator[tuple[int, Any]]:
     if spec.startswith("hf:"):
         yield from _hf_rows(spec)
         return
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = check_source(spec)
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         yield from _jsonl_rows(path)
-    elif path.suffix in (".csv", ".parquet"):
-        yield from _table_rows(path)
     else:
-        raise ValueError(f"{path}: unknown format {path.suffix!r} (use .jsonl, .csv, .parquet or hf:NAME)")
+        yield from _table_rows(path)
+
+
+def check_source(source: str | Path, probe: bool = False) -> Path:
+    """A records file that exists, is readable and has a known format (an `hf:` spec passes as is).
+
+    `probe` also reads a CSV/Parquet table once, so a corrupt one fails before a model loads or an
+    output is opened (JSONL names each bad line as it streams instead)."""
+    if str(source).startswith("hf:"):
+        return Path(str(source))
+    path = input_file(source, "records")
+    if path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
+        raise UserError(f"{path}: unknown format {path.suffix!r} (use .jsonl, .csv, .parquet or hf:NAME)")
+    if probe and path.suffix in (".csv", ".parquet"):
+        _read_table(path)
+    return path
 
 
 def read_records(
-    source: str | Path, scheme: Scheme | None = None
+    source: str | Path, scheme: Scheme | None = None, checks: Iterable = ()
 ) -> tuple[list[Record], list[BadRow]]:
-    """All good records and every bad row of a source."""
+    """All good records and every bad row of a source; `checks` are f(record, scheme) raising RowError
+    (output.check_reasoning: the layer above owns the completion format)."""
     scheme = scheme or load_scheme("default")
     good: list[Record] = []
     bad: list[BadRow] = []
@@ -298,6 +432,8 @@ def read_records(
             if isinstance(raw, RowError):
                 raise raw
             record = parse_record(raw, scheme)
+            for check in checks:
+                check(record, scheme)
         except RowError as err:
             bad.append(BadRow(str(source), line, err.field, err.message))
             continue
@@ -306,12 +442,12 @@ def read_records(
 
 
 def load_records(
-    source: str | Path, scheme: Scheme | None = None, on_bad_row: str = "error", report=print
+    source: str | Path, scheme: Scheme | None = None, on_bad_row: str = "error", report=print, checks: Iterable = ()
 ) -> list[Record]:
     """Load records; `on_bad_row="error"` raises on any bad row, `"skip"` reports each and goes on."""
     if on_bad_row not in ("error", "skip"):
         raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
-    records, bad = read_records(source, scheme)
+    records, bad = read_records(source, scheme, checks)
     if bad and on_bad_row == "error":
         raise BadRowsError(bad)
     if bad:
@@ -323,10 +459,9 @@ def load_records(
 
 
 def write_jsonl(rows: Iterable[Record | dict], path: str | Path) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write rows as JSONL atomically (a kill leaves the old file or the new one)."""
     count = 0
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for row in rows:
             obj = row.to_dict() if isinstance(row, Record) else row
             handle.write(json.dumps(obj, ensure_ascii=False) + "\n")

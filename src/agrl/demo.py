@@ -3,17 +3,22 @@ AGRL from the same SFT checkpoint -> evaluation on eval_balanced and eval_wild -
 
 A recipe (YAML package data, recipes/demo/{default,quick}.yaml) sizes every part. Each training stage
 runs through `agrl.train.train` from a config written to OUT/configs/STAGE.yaml, so any stage can be
-rerun by hand (`agrl train runs/demo/configs/grpo.yaml`). A stage whose output exists is skipped, so a
-killed demo continues where it stopped. One rich display spans all stages (TRL's bars are off).
+rerun by hand (`agrl train runs/demo/configs/grpo.yaml`). A step whose output exists and was made
+from the same recipe is skipped, so a killed demo continues where it stopped; OUT/stamps.json records
+what made each step, and a step made by another recipe is refused (or, with force, redone). Every
+stage's config is checked before any step runs. One rich display spans all stages (TRL's bars are off).
 
     result = run_demo("runs/demo", recipe="quick")     # or: agrl demo --out runs/demo [--quick]
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +39,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from agrl.errors import UserError
+from agrl.files import atomic_write, yaml_file
+
 DEMO_KEYS = ("from", "data")  # recipe keys of a stage that are not `agrl train` keys
 SPLITS = ("eval_balanced", "eval_wild")
 
@@ -43,15 +51,75 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     builtin = resources.files("agrl") / "recipes" / "demo" / f"{name_or_path}.yaml"
     path = Path(str(builtin)) if builtin.is_file() else Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"{name_or_path}: no such demo recipe (built-in: default, quick) or file")
-    recipe = yaml.safe_load(path.read_text())
+        raise UserError(f"--recipe {name_or_path}: no such demo recipe (built-in: default, quick) or file")
+    recipe = yaml_file(path, "demo recipe")
     for key in ("data", "model", "eval", "common", "stages"):
         if not isinstance(recipe, dict) or key not in recipe:
-            raise ValueError(f"{path}: {key}: required recipe section is missing")
+            raise UserError(f"{path}: {key}: required recipe section is missing")
+    for key in ("data", "model", "eval", "common", "stages"):
+        if not isinstance(recipe[key], dict):
+            raise UserError(f"{path}: {key}: must be a mapping")
+    earlier = ["model"]
     for name, stage in recipe["stages"].items():
-        if stage.get("from") not in ("model", *recipe["stages"]):
-            raise ValueError(f"{path}: stages.{name}.from: must be 'model' or an earlier stage")
+        if not isinstance(stage, dict) or stage.get("from") not in earlier:
+            raise UserError(f"{path}: stages.{name}.from: must be 'model' or an earlier stage")
+        if stage.get("data") not in ("sft", "rl", *SPLITS):
+            raise UserError(f"{path}: stages.{name}.data: must be one of sft, rl, {', '.join(SPLITS)}")
+        earlier.append(name)
+    for key in ("seed", "noise"):
+        if key not in recipe["data"]:
+            raise UserError(f"{path}: data.{key}: is required")
+    for key in () if recipe["model"].get("base") else ("size", "seed"):  # a shipped base judge, or a fresh model
+        if key not in recipe["model"]:
+            raise UserError(f"{path}: model.{key}: is required (or model.base: a shipped base judge)")
+    for key in ("batch_size", "max_new_tokens", "resamples"):
+        if key not in recipe["eval"]:
+            raise UserError(f"{path}: eval.{key}: is required")
     return recipe
+
+
+def check_recipe(recipe: dict[str, Any], out: Path) -> None:
+    """Every stage's `agrl train` config is checked (keys, types, ranges) before any step runs."""
+    from agrl.tiny import SIZES
+    from agrl.train.config import load_config
+
+    if recipe["model"].get("base"):
+        from agrl.tiny import base_judge_dir
+
+        try:
+            base_judge_dir(recipe["model"]["base"])
+        except ValueError as err:
+            raise UserError(f"recipe: model.base: {err}") from None
+    elif recipe["model"]["size"] not in SIZES:
+        raise UserError(f"recipe: model.size: {recipe['model']['size']!r} is not one of {', '.join(SIZES)}")
+    noise = recipe["data"]["noise"]
+    if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+        raise UserError(f"recipe: data.noise: must be a share in [0, 1], got {noise!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in recipe["stages"]:
+            path = Path(tmp) / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(stage_config(recipe, name, out), sort_keys=False))
+            try:
+                load_config(path)
+            except UserError as err:
+                raise UserError(f"recipe: stages.{name}: {str(err).removeprefix(str(path) + ': ')}") from None
+
+
+def stamps(recipe: dict[str, Any], out: Path) -> dict[str, str]:
+    """Per step, a hash of everything that made it, its inputs' stamps included: a changed recipe
+    part changes the stamps of that step and of every step downstream of it."""
+
+    def digest(*parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    made = {"data": digest(recipe["data"]), "model": digest(recipe["model"])}
+    for name, stage in recipe["stages"].items():
+        parent = made[stage["from"]] if stage["from"] == "model" else made[f"train {stage['from']}"]
+        made[f"train {name}"] = digest(stage_config(recipe, name, out), parent, made["data"])
+    for name in recipe["stages"]:
+        for split in SPLITS:
+            made[f"eval {name} {split}"] = digest(recipe["eval"], made[f"train {name}"], made["data"])
+    return made
 
 
 def stage_config(recipe: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
@@ -110,9 +178,7 @@ def _make_model(recipe: dict, out: Path) -> None:
 def _train(recipe: dict, out: Path, name: str) -> None:
     from agrl.train import train
 
-    path = out / "configs" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(stage_config(recipe, name, out), sort_keys=False))
+    path = atomic_write(out / "configs" / f"{name}.yaml", yaml.safe_dump(stage_config(recipe, name, out), sort_keys=False))
     train(path)
 
 
@@ -158,7 +224,12 @@ class _StepWatcher:
         while not self.stop.wait(1.0):
             if self.metrics.exists():
                 lines = self.metrics.read_text().splitlines()
-                steps = [json.loads(line)["step"] for line in lines[-3:] if line.strip()]
+                steps = []
+                for line in lines[-3:]:
+                    try:
+                        steps.append(json.loads(line)["step"])
+                    except (ValueError, KeyError, TypeError):  # a line being written right now
+                        continue
                 if steps:
                     self.progress.update(self.task, completed=max(steps), total=self.total)
 
@@ -171,14 +242,25 @@ class _StepWatcher:
         self.thread.join()
 
 
-def run_demo(out: str | Path, recipe: str | Path = "default", console: Console | None = None) -> dict[str, Any]:
-    """Run every step of the recipe into OUT (skipping finished ones), then the report.
+def run_demo(out: str | Path, recipe: str | Path = "default", console: Console | None = None,
+             force: bool = False) -> dict[str, Any]:
+    """Run every step of the recipe into OUT (skipping finished ones of the same recipe), then the report.
 
     Returns {"timings": step -> seconds (None: already done), "total_s", "report": paths, "summary": ...}
-    and writes OUT/timings.json.
+    and writes OUT/timings.json. A step OUT holds from another recipe is a UserError unless `force`.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, expected the demo's directory")
     settings = load_recipe(recipe)
+    check_recipe(settings, out)
+    wanted = stamps(settings, out)
+    stamp_file = out / "stamps.json"
+    made = _read_stamps(stamp_file)
+    redo = [name for name, done_file, _ in plan(settings, out) if done_file.exists() and made.get(name) != wanted[name]]
+    if redo and not force:
+        raise UserError(f"--out {out}: holds {len(redo)} step(s) made by another recipe (first: {redo[0]}); "
+                        "pass --force to redo them, or choose another --out")
     # Bound to the real stderr now: each step's own output (TRL's log lines, warnings, eval tables)
     # is redirected to OUT/logs/STEP.log while the display keeps drawing here.
     console = Console(file=console.file if console else sys.stderr)
@@ -189,21 +271,34 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
     with _progress(console) as progress:
         overall = progress.add_task("[bold]agrl demo", total=len(steps) + 1)
         for name, done_file, call in steps:
-            if done_file.exists():
+            if done_file.exists() and name not in redo:
                 timings[name] = None
                 progress.advance(overall)
                 continue
+            if name.startswith("train ") and name in redo:  # no resume from the other recipe's checkpoints
+                shutil.rmtree(out / name.removeprefix("train "), ignore_errors=True)
             progress.update(overall, description=f"[bold]agrl demo[/bold]: {name}")
+            made.pop(name, None)
             timings[name] = _timed(progress, settings, out, name, call)
+            made[name] = wanted[name]
+            atomic_write(stamp_file, json.dumps(made, indent=2) + "\n")
             console.log(f"{name}: {timings[name]:.1f} s")
             progress.advance(overall)
         progress.update(overall, description="[bold]agrl demo[/bold]: report")
         report = _report(settings, out)
         progress.advance(overall)
     total = time.perf_counter() - start
-    (out / "timings.json").write_text(json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
+    atomic_write(out / "timings.json", json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
     summary = json.loads(report["summary"].read_text())
     return {"timings": timings, "total_s": total, "report": report, "summary": summary}
+
+
+def _read_stamps(path: Path) -> dict[str, str]:
+    try:
+        stamps_made = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}  # unreadable: every existing step counts as made by another recipe
+    return stamps_made if isinstance(stamps_made, dict) else {}
 
 
 def _timed(progress: Progress, recipe: dict, out: Path, name: str, call: Callable[[], None]) -> float:

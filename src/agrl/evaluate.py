@@ -22,13 +22,15 @@ from rich.table import Table
 
 from agrl import __version__, models
 from agrl.data import Record, load_records, write_jsonl
+from agrl.errors import UserError
+from agrl.files import atomic_write, distinct
 from agrl.metrics import Prediction, expected_relevance, summarize
 from agrl.output import Judgement, parse_completion
 from agrl.prompt import prompt_text
 from agrl.rewards import step_score
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme, load_scheme
-from agrl.score import Scorer
+from agrl.score import Scorer, check_model_scheme
 
 
 def judge_outputs(
@@ -142,14 +144,22 @@ def label_posteriors(scorer: Scorer, records: list[Record]) -> list[dict[int, fl
 
 
 def load_eval_records(data: str | Path, scheme: Scheme, limit: int | None = None) -> list[Record]:
-    """Labelled records of a split (first `limit`); ValueError naming the first row without a label."""
+    """Labelled records of a split (first `limit`); UserError naming the first row without a label."""
     records = load_records(data, scheme)
     if limit is not None:
         records = records[:limit]
     for index, record in enumerate(records, start=1):
         if record.label is None:
-            raise ValueError(f"{data}: record {index} (id {record.id}): label: is required for evaluation")
+            raise UserError(f"{data}: record {index} (id {record.id}): label: is required for evaluation; "
+                            "label the file with `agrl data label`")
+    if not records:
+        raise UserError(f"{data}: no records to evaluate")
     return records
+
+
+def predictions_path(out: str | Path, predictions: str | Path | None) -> Path:
+    """Where the predictions JSONL goes: given, or OUT with the suffix `.predictions.jsonl`."""
+    return Path(predictions) if predictions else Path(out).with_suffix(".predictions.jsonl")
 
 
 def evaluate(
@@ -171,14 +181,16 @@ def evaluate(
     `predictions` defaults to OUT with the suffix `.predictions.jsonl`.
     """
     label_scheme = load_scheme(scheme)
+    out = Path(out)
+    predictions = predictions_path(out, predictions)
+    distinct({"out": out, "predictions": predictions}, {"data": data, "model": model})
     records = load_eval_records(data, label_scheme, limit)
+    check_model_scheme(model, label_scheme)
     loaded = models.load(model, device=device)
     completions = generate_completions(*loaded, records, batch_size, max_new_tokens)
     posteriors = label_posteriors(Scorer(loaded, label_scheme, batch_size), records) if posterior else None
     engine = RulesEngine.from_records(records, scheme=label_scheme)
     preds, rows = judge_outputs(records, completions, posteriors, label_scheme, engine)
-    out = Path(out)
-    predictions = Path(predictions) if predictions else out.with_suffix(".predictions.jsonl")
     result = {
         "model": str(model),
         "data": str(data),
@@ -200,8 +212,7 @@ def evaluate(
         "rejections": rejection_counts(rows),
     }
     write_jsonl(rows, predictions)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(out, json.dumps(result, indent=2) + "\n")
     return result
 
 

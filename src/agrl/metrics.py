@@ -208,6 +208,23 @@ def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tu
     return float(lo), float(hi)
 
 
+def centred_interval(estimate: float, values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Basic (pivotal) bootstrap interval [2t - q_hi, 2t - q_lo], widened to contain t, clipped at 0.
+
+    For ECE, not the percentile interval: a resample repeats records, which makes bins purer and
+    |acc - conf| larger, so resampled ECEs sit above the estimate and their percentile interval can
+    exclude it. The basic interval reflects that bias around the estimate; where the bootstrap
+    distribution lies wholly on one side the interval is widened to the estimate itself.
+
+    >>> tuple(round(v, 3) for v in centred_interval(0.10, [0.12, 0.13, 0.14, 0.15, 0.16]))
+    (0.041, 0.1)
+    """
+    tail = (1 - confidence) / 2
+    q_lo, q_hi = np.quantile(values, [tail, 1 - tail])
+    lo, hi = 2 * estimate - q_hi, 2 * estimate - q_lo
+    return float(max(0.0, min(lo, estimate))), float(max(hi, estimate))
+
+
 def bootstrap_interval(
     n: int,
     statistic: Callable[[np.ndarray], float | None],
@@ -309,6 +326,8 @@ def summarize(
             if value is not None:
                 replicates[name].append(value)
     intervals = {name: percentile_interval(replicates[name]) for name in HEADLINE}
+    if metrics.get("ece") is not None and replicates["ece"]:
+        intervals["ece"] = centred_interval(metrics["ece"], replicates["ece"])
     # NDCG is a per-query statistic: resample queries, not records.
     intervals[ndcg_name] = bootstrap_interval(
         len(query_values), lambda index: float(np.mean(np.asarray(query_values)[index])), resamples, seed

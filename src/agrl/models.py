@@ -14,9 +14,31 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from agrl.errors import UserError
+from agrl.files import model_dir
+
+
+def check_device(device: str | None) -> None:
+    """UserError for a device this host does not have (before any model is loaded)."""
+    if not device:
+        return
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device name (use cpu, cuda or cuda:N)") from None
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: this host has no CUDA device; use --device cpu or leave it unset")
+        if target.index is not None and target.index >= count:
+            raise UserError(f"--device {device}: this host has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif target.type != "cpu":
+        raise UserError(f"--device {device}: only cpu and cuda devices are supported")
+
 
 def pick_device(device: str | None = None) -> torch.device:
     if device:
+        check_device(device)
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -31,10 +53,7 @@ def load_tokenizer(path: str | Path):
 
 def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None):
     """(model in eval mode on `device`, tokenizer) from a local HF directory."""
-    if not Path(path).is_dir():
-        raise ValueError(
-            f"{path}: not a model directory (expected a local Hugging Face save_pretrained folder)"
-        )
+    model_dir(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     target = pick_device(device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agrl.data import step_verdicts
+from agrl.data import RowError, step_verdicts
 from agrl.schemes import Scheme
 
 LABEL_OPEN, LABEL_CLOSE = "<label>", "</label>"
@@ -132,3 +132,16 @@ def parse_completion(
         seen.add(name)
         steps.append(Step(name, verdict, evidence.strip()))
     return Judgement(label, tuple(steps), (decision.group(2) or "").strip())
+
+
+def check_reasoning(record, scheme: Scheme) -> None:
+    """A record's `reasoning` (SFT's target) must be a completion the parser accepts, with the row's label:
+    SFT would otherwise train the judge on text its own rewards reject. RowError naming the field."""
+    text = record.extra.get("reasoning")
+    if text is None:
+        return
+    parsed = parse_completion(text, scheme)
+    if isinstance(parsed, Rejected):
+        raise RowError("reasoning", f"not a completion the parser accepts: {parsed.reason}")
+    if record.label is not None and parsed.label != record.label:
+        raise RowError("reasoning", f"says label {parsed.label}, the row's label is {record.label}")

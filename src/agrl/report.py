@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from matplotlib.figure import Figure  # the OO API: no pyplot state, renders with Agg
 from matplotlib.ticker import MaxNLocator
+
+from agrl.errors import UserError
+from agrl.files import atomic_open, atomic_write, numbered_jsonl_tolerant, yaml_file
 
 TABLE_METRICS = (
     "accuracy",
@@ -58,43 +60,40 @@ class Run:
 
 
 def _read_log(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: bad JSON: {err.msg}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
-                # bad input at a boundary is a ValueError naming file:line:field (house rule)
-                raise ValueError(f"{path}:{line_no}: step: each row needs a numeric 'step'")  # noqa: TRY004
-            rows.append(row)
-    return rows
+    """metrics.jsonl rows; a last line cut by a kill is dropped (training appends it)."""
+    rows = numbered_jsonl_tolerant(path)
+    for line_no, row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+            # bad input at a boundary is a UserError naming file:line:field (house rule)
+            raise UserError(f"{path}:{line_no}: step: each row needs a numeric 'step'")
+    return [row for _, row in rows]
 
 
 def load_run(path: str | Path) -> Run:
     """Read one run directory (layout in the module docstring); ValueError if it holds nothing to report."""
     path = Path(path)
     if not path.is_dir():
-        raise ValueError(f"{path}: not a run directory")
+        raise UserError(f"{path}: not a run directory (give folders that `agrl train` / `agrl eval` wrote)")
     config_path = path / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    config = yaml_file(config_path, "run config") if config_path.exists() else None
     config = config if isinstance(config, dict) else {}
     log_path = path / "metrics.jsonl"
     seed = config.get("seed")
     if seed is None and (path / "trl_args.json").exists():  # every TRL value, written beside config.yaml
-        seed = json.loads((path / "trl_args.json").read_text()).get("seed")
+        try:
+            seed = json.loads((path / "trl_args.json").read_text()).get("seed")
+        except (ValueError, AttributeError):
+            raise UserError(f"{path / 'trl_args.json'}: not a JSON object; delete it or rerun the stage") from None
     run = Run(path, str(config.get("method") or path.name), seed)
     run.log = _read_log(log_path) if log_path.exists() else []
     for eval_path in sorted((path / "eval").glob("*.json")):
         try:
             run.evals[eval_path.stem] = json.loads(eval_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{eval_path}:{err.lineno}: bad JSON: {err.msg}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            where = f"{eval_path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(eval_path)
+            raise UserError(f"{where}: bad JSON; rerun `agrl eval` for this split") from None
     if not run.log and not run.evals:
-        raise ValueError(f"{path}: neither metrics.jsonl nor eval/*.json found")
+        raise UserError(f"{path}: neither metrics.jsonl nor eval/*.json found; is it a run directory?")
     return run
 
 
@@ -229,7 +228,8 @@ def plot_curves(groups: dict[str, list[Run]], out: Path) -> Path | None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     fig.legend(list(handles.values()), list(handles), loc="outside upper center", ncols=min(6, len(handles)))
-    fig.savefig(out, dpi=110)
+    with atomic_open(out, "wb") as handle:
+        fig.savefig(handle, dpi=110, format="png")
     return out
 
 
@@ -262,7 +262,8 @@ def plot_confusions(groups: dict[str, list[Run]], split: str, out: Path) -> Path
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(f"{method} ({split})", fontsize=10)
-    fig.savefig(out, dpi=110)
+    with atomic_open(out, "wb") as handle:
+        fig.savefig(handle, dpi=110, format="png")
     return out
 
 
@@ -288,7 +289,8 @@ def plot_comparison(table: dict[str, dict[str, dict | None]], split: str, out: P
     ax.set_title(f"{split}: error bars = 95% interval (one run) or std across seeds", fontsize=10)
     fig.legend(loc="outside upper center", ncols=min(6, len(methods)))
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(out, dpi=110)
+    with atomic_open(out, "wb") as handle:
+        fig.savefig(handle, dpi=110, format="png")
     return out
 
 
@@ -409,15 +411,29 @@ def to_html(blocks: list[tuple]) -> str:
 def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
     """Read the runs, write OUT/report.md, OUT/report.html, OUT/summary.json and the PNGs; return the paths."""
     if not run_dirs:
-        raise ValueError("give at least one run directory")
+        raise UserError("give at least one run directory")
+    check_runs(run_dirs)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, expected the report's directory")
+    runs = [load_run(path) for path in run_dirs]  # every run is read before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    groups = by_method([load_run(path) for path in run_dirs])
+    groups = by_method(runs)
     blocks, table = build_blocks(groups, out)
     paths = {"markdown": out / "report.md", "html": out / "report.html", "summary": out / "summary.json"}
-    paths["markdown"].write_text(to_markdown(blocks, out))
-    paths["html"].write_text(to_html(blocks))
-    paths["summary"].write_text(
-        json.dumps({"runs": [str(p) for p in run_dirs], "comparison": table}, indent=2)
-    )
+    atomic_write(paths["markdown"], to_markdown(blocks, out))
+    atomic_write(paths["html"], to_html(blocks))
+    atomic_write(paths["summary"], json.dumps({"runs": [str(p) for p in run_dirs], "comparison": table}, indent=2))
     return paths
+
+
+def check_runs(run_dirs: list[str | Path]) -> None:
+    """Refuse a run given twice (by any path): it would be pooled as two seeds."""
+    seen: dict[tuple[int, int], str] = {}
+    for path in map(Path, run_dirs):
+        if not path.is_dir():
+            raise UserError(f"{path}: not a run directory (give folders that `agrl train` / `agrl eval` wrote)")
+        key = (path.stat().st_dev, path.stat().st_ino)
+        if key in seen:
+            raise UserError(f"{path}: the same run as {seen[key]}, given twice (it would count as two seeds)")
+        seen[key] = str(path)

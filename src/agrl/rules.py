@@ -10,6 +10,7 @@ reasoning for SFT, guidance for Adaptive Guided Replay, and rule adherence of a 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,8 @@ from pathlib import Path
 import yaml
 
 from agrl.data import Record, step_verdicts
+from agrl.errors import UserError
+from agrl.files import yaml_file
 from agrl.lexicon import YES, Lexicon, ProductView, Query
 from agrl.output import Judgement, Step, render
 from agrl.schemes import OUTCOMES, Scheme, load_scheme
@@ -81,11 +84,11 @@ class DecisionTable:
     def __post_init__(self):
         for row in self.rows:
             if row.condition not in CONDITIONS:
-                raise ValueError(f"decision table: unknown condition {row.condition!r} (known: {sorted(CONDITIONS)})")
+                raise UserError(f"decision table: unknown condition {row.condition!r} (known: {sorted(CONDITIONS)})")
             if row.outcome not in OUTCOMES:
-                raise ValueError(f"decision table: unknown outcome {row.outcome!r} (known: {list(OUTCOMES)})")
+                raise UserError(f"decision table: unknown outcome {row.outcome!r} (known: {list(OUTCOMES)})")
         if not self.rows or self.rows[-1].condition != "always":
-            raise ValueError("decision table: the last row must have condition 'always'")
+            raise UserError("decision table: the last row must have condition 'always'")
 
     @classmethod
     def default(cls) -> DecisionTable:
@@ -100,6 +103,8 @@ class DecisionTable:
 
     @classmethod
     def from_list(cls, rows: list[dict]) -> DecisionTable:
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and {"if", "then"} <= set(r) for r in rows):
+            raise UserError("decision_table: must be a list of {if: CONDITION, then: OUTCOME} rows")
         return cls(tuple(DecisionRow(str(r["if"]), str(r["then"])) for r in rows))
 
     def outcome(self, verdicts: dict[str, str]) -> str:
@@ -133,15 +138,24 @@ def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
 
 def resolve_rule(name: str) -> RuleFn:
     """A registered rule name, or "package.module:function"."""
+    if not isinstance(name, str):
+        raise UserError(f"rules config: rules: {name!r} is not a rule name")
     if name in RULES:
         return RULES[name]
     module, sep, attr = name.partition(":")
-    if not sep:
-        raise ValueError(f"rules config: unknown rule {name!r} (registered: {sorted(RULES)}; or use module:function)")
+    if not sep or not module or not attr.isidentifier():
+        raise UserError(f"rules config: unknown rule {name!r} (registered: {sorted(RULES)}; or use module:function)")
     try:
-        return getattr(importlib.import_module(module), attr)
+        fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"rules config: cannot load rule {name!r}: {err}") from None
+        raise UserError(f"rules config: cannot load rule {name!r}: {err}") from None
+    if fn in RULES.values():  # registered by its module on import
+        return fn
+    try:
+        inspect.signature(fn).bind(None, None)
+    except (TypeError, ValueError):  # not callable, or not f(query, product view)
+        raise UserError(f"rules config: {name!r} is not a rule: a rule is f(query, view) -> list[Step]") from None
+    return fn
 
 
 def _title(source: str) -> str:
@@ -246,13 +260,37 @@ def load_config(path: str | Path | None = None) -> dict:
     config = yaml.safe_load(default.read_text())
     if path is None:
         return config
-    user = yaml.safe_load(Path(path).read_text()) or {}
+    user = yaml_file(path, "rules config") or {}
     if not isinstance(user, dict):
-        raise ValueError(f"{path}: a rules config must be a mapping of keys to values")
+        raise UserError(f"{path}: a rules config must be a mapping of keys to values")
     unknown = set(user) - set(config)
     if unknown:
-        raise ValueError(f"{path}: unknown rules config key(s) {sorted(unknown)} (known: {sorted(config)})")
-    return config | user
+        raise UserError(f"{path}: unknown rules config key(s) {sorted(unknown)} (known: {sorted(config)})")
+    config = config | user
+    _check_config(config, str(path))
+    return config
+
+
+def _check_config(config: dict, where: str) -> None:
+    """The shapes lexicon.py and the engine read, so a bad file fails here, naming the key."""
+    if not isinstance(config["rules"], list) or not config["rules"]:
+        raise UserError(f"{where}: rules: must list at least one rule (with none, every pair gets the top label)")
+    if len(set(map(str, config["rules"]))) != len(config["rules"]):
+        raise UserError(f"{where}: rules: a rule is listed twice (each writes its steps once)")
+    if "category" not in config["rules"]:
+        raise UserError(f"{where}: rules: must include 'category' (every reasoning states the category verdict)")
+    for key in ("substitutes",):
+        pairs = config[key] or []
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            raise UserError(f"{where}: {key}: must be a list of [category, category] pairs")
+    for key in ("accessories", "category_aliases"):
+        if not isinstance(config[key] or {}, dict):
+            raise UserError(f"{where}: {key}: must be a mapping of name: category")
+    for key, value in config.items():
+        if key not in ("rules", "decision_table", "substitutes", "accessories", "category_aliases") and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise UserError(f"{where}: {key}: must be a list of words or phrases (quote yes/no/on/off)")
 
 
 # What decides a pair, per decision outcome: the steps whose verdicts trigger its row.
@@ -265,6 +303,7 @@ class RulesEngine:
 
     def __init__(self, lexicon: Lexicon, table: DecisionTable, rules: list[RuleFn], scheme: Scheme):
         self.lexicon, self.table, self.rules, self.scheme = lexicon, table, rules, scheme
+        self.names = [getattr(rule, "__name__", "rule") for rule in rules]  # for messages about a rule
         self._queries: dict[str, Query] = {}
 
     @classmethod
@@ -272,9 +311,12 @@ class RulesEngine:
                      config: str | None = None) -> RulesEngine:
         """An engine whose lexicon comes from the products of these records."""
         cfg = load_config(config)
-        lexicon = Lexicon.build((r.product for r in records), cfg)
         rules = [resolve_rule(name) for name in cfg["rules"]]
-        return cls(lexicon, DecisionTable.from_list(cfg["decision_table"]), rules, scheme or load_scheme("default"))
+        table = DecisionTable.from_list(cfg["decision_table"])
+        lexicon = Lexicon.build((r.product for r in records), cfg)
+        engine = cls(lexicon, table, rules, scheme or load_scheme("default"))
+        engine.names = [str(name) for name in cfg["rules"]]
+        return engine
 
     def understand(self, query: str) -> Query:
         if query not in self._queries:
@@ -284,12 +326,21 @@ class RulesEngine:
     def judge(self, record: Record) -> Verdict:
         """The rules' verdicts on a record from its free-text query and its product data."""
         query, view = self.understand(record.query), ProductView(record.product, self.lexicon)
-        steps = tuple(step for rule in self.rules for step in rule(query, view))
+        steps: list[Step] = []
+        for name, rule in zip(self.names, self.rules):
+            written = rule(query, view)
+            # A user's rule is data we cannot trust: a bad step is a UserError naming the rule, not an assert.
+            if not isinstance(written, (list, tuple)) or not all(isinstance(s, Step) for s in written):
+                raise UserError(f"rule {name!r} returned {written!r}; a rule returns a list of Step")
+            for step in written:
+                if step.verdict not in (step_verdicts(step.name) or ()):
+                    raise UserError(f"rule {name!r} wrote step {step.name}={step.verdict!r}, not a known step/verdict")
+                if any(step.name == s.name for s in steps):
+                    raise UserError(f"rule {name!r} wrote step {step.name!r}, which another rule already wrote")
+            steps.extend(written)
         verdicts = {step.name: step.verdict for step in steps}
-        assert len(verdicts) == len(steps), f"two rules wrote the same step: {[s.name for s in steps]}"
-        assert all(v in (step_verdicts(k) or ()) for k, v in verdicts.items()), f"a rule wrote a bad step: {verdicts}"
         label, reason = self.table.decide(verdicts, self.scheme)
-        return Verdict(label, steps, reason)
+        return Verdict(label, tuple(steps), reason)
 
     def gold(self, record: Record) -> Verdict:
         """The record's own label/steps where present (evidence from the rules), else the rules' verdict."""

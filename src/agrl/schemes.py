@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from agrl.errors import UserError
+from agrl.files import yaml_file
+
 OUTCOMES = ("all_match", "uncertain", "violation", "off_category")
 
 
@@ -46,7 +49,7 @@ class Scheme:
     def code(self, value: int | str) -> int:
         """A label given as a code, a digit string or a level name -> its code; ValueError otherwise."""
         if isinstance(value, bool):
-            raise ValueError(f"label {value!r} is not a level of scheme {self.name!r}")
+            raise ValueError(f"label {value!r} is not a level of scheme {self.name!r}")  # noqa: TRY004 (a RowError upstream)
         if isinstance(value, int) and value in self.codes:
             return value
         if isinstance(value, str):
@@ -65,36 +68,58 @@ class Scheme:
         return code in self.good
 
 
+def _code(value: object, where: str) -> int:
+    """A level code as written: an integer 0-9 (not 4.5, not "4", not true), since it is a label token."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise UserError(f"{where}: must be an integer 0-9 (a level code is one label token), got {value!r}")
+    return value
+
+
 def scheme_from_dict(data: dict, source: str = "<dict>") -> Scheme:
-    try:
-        levels = tuple(
-            Level(int(lv["code"]), str(lv["name"]), str(lv.get("meaning", ""))) for lv in data["levels"]
-        )
-        levels = tuple(sorted(levels, key=lambda lv: -lv.code))
-        good = frozenset(int(c) for c in data["good"])
-        outcomes = {k: int(v) for k, v in data["outcomes"].items()}
-        name = str(data["name"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{source}: bad label scheme: {err!r}") from err
+    """A Scheme from its YAML mapping; UserError naming the field for anything a later stage could not use."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a label scheme must be a mapping with name, levels, good, outcomes")
+    missing = [key for key in ("name", "levels", "good", "outcomes") if key not in data]
+    if missing:
+        raise UserError(f"{source}: missing key(s) {missing} (a scheme has name, levels, good, outcomes)")
+    if not isinstance(data["levels"], list) or not all(isinstance(lv, dict) for lv in data["levels"]):
+        raise UserError(f"{source}: levels: must be a list of {{code, name, meaning}} mappings")
+    levels = []
+    for index, lv in enumerate(data["levels"]):
+        if not isinstance(lv.get("name"), str) or not lv["name"].strip():
+            raise UserError(f"{source}: levels[{index}].name: must be a non-empty string")
+        levels.append(Level(_code(lv.get("code"), f"{source}: levels[{index}].code"), lv["name"].strip(),
+                            str(lv.get("meaning", ""))))
+    levels = tuple(sorted(levels, key=lambda lv: -lv.code))
     codes = {lv.code for lv in levels}
+    names = [lv.name.lower() for lv in levels]
     if len(codes) != len(levels) or len(levels) < 2:
-        raise ValueError(f"{source}: a scheme needs at least two levels with distinct codes")
-    if any(c < 0 or c > 9 for c in codes):
-        raise ValueError(f"{source}: level codes must be single digits 0-9 (they are label tokens)")
+        raise UserError(f"{source}: levels: a scheme needs at least two levels with distinct codes")
+    if len(set(names)) != len(names):
+        raise UserError(f"{source}: levels: names must be distinct (labels are also given by name)")
+    if not isinstance(data["good"], list) or not data["good"]:
+        raise UserError(f"{source}: good: must list at least one level code (Good-F1 and tiers need one)")
+    good = frozenset(_code(c, f"{source}: good") for c in data["good"])
     if not good <= codes:
-        raise ValueError(f"{source}: good levels {sorted(good)} are not all levels of the scheme")
-    if set(outcomes) != set(OUTCOMES) or not set(outcomes.values()) <= codes:
-        raise ValueError(f"{source}: outcomes must map exactly {list(OUTCOMES)} to levels of the scheme")
-    return Scheme(name=name, levels=levels, good=good, outcomes=outcomes)
+        raise UserError(f"{source}: good: levels {sorted(good - codes)} are not levels of the scheme")
+    if good == codes:
+        raise UserError(f"{source}: good: every level is good; leave at least one bad level")
+    if not isinstance(data["outcomes"], dict) or set(data["outcomes"]) != set(OUTCOMES):
+        raise UserError(f"{source}: outcomes: must map exactly {list(OUTCOMES)} to level codes")
+    outcomes = {k: _code(v, f"{source}: outcomes.{k}") for k, v in data["outcomes"].items()}
+    if not set(outcomes.values()) <= codes:
+        raise UserError(f"{source}: outcomes: {sorted(set(outcomes.values()) - codes)} are not levels of the scheme")
+    return Scheme(name=str(data["name"]), levels=levels, good=good, outcomes=outcomes)
 
 
 @cache
 def load_scheme(name_or_path: str = "default") -> Scheme:
     """A built-in scheme by name, or a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return scheme_from_dict(yaml.safe_load(path.read_text()), str(path))
+    if path.suffix in (".yaml", ".yml"):
+        return scheme_from_dict(yaml_file(path, "label scheme"), str(path))
     builtin = resources.files("agrl") / "recipes" / "schemes" / f"{name_or_path}.yaml"
     if not builtin.is_file():
-        raise ValueError(f"unknown label scheme {name_or_path!r}: not a built-in name nor a YAML file")
+        raise UserError(f"--scheme {name_or_path}: unknown label scheme (built-in: default, esci, three_level; "
+                        "or a .yaml file)")
     return scheme_from_dict(yaml.safe_load(builtin.read_text()), f"scheme {name_or_path}")

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from agrl import models
-from agrl.data import Record, RowError, iter_rows, parse_record
+from agrl.data import Record, RowError, check_source, iter_rows, parse_record
+from agrl.errors import UserError
+from agrl.files import atomic_open
 from agrl.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.prompt import prompt_text
 from agrl.schemes import Scheme, load_scheme
@@ -67,6 +69,34 @@ def cumpt_tier(probabilities: dict[int, float], scheme: Scheme, threshold: float
     return "Mid" if scheme.is_good(reached) else "Bad"
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:  # NaN fails this too
+        raise UserError(f"--tier-threshold {threshold}: must be in (0, 1]")
+
+
+def check_model_scheme(model_dir: str | Path, scheme: Scheme) -> None:
+    """Refuse a scheme other than the one the model was trained with (its run's config.yaml), unless
+    both have the same label codes: the posterior is read from those tokens, so they must mean the same."""
+    import yaml
+
+    config = Path(model_dir) / "config.yaml"
+    if not config.is_file():
+        return  # not trained by agrl: nothing to compare with
+    try:
+        trained = (yaml.safe_load(config.read_text()) or {}).get("scheme")
+    except (yaml.YAMLError, AttributeError):
+        return
+    if not trained or trained == scheme.name:
+        return
+    try:
+        theirs = load_scheme(trained)
+    except UserError:
+        return  # the training scheme file is gone: only the codes could be compared, and they cannot
+    if theirs.codes != scheme.codes:
+        raise UserError(f"--scheme {scheme.name}: the model was trained with scheme {theirs.name!r} "
+                        f"(codes {list(theirs.codes)}, these {list(scheme.codes)}); pass --scheme {trained}")
+
+
 def label_token_ids(tokenizer, scheme: Scheme) -> dict[int, int]:
     """The token that follows `<label>` for each code, found by tokenizing `<label>{code}</label>`."""
     prefix = tokenizer.encode(LABEL_OPEN, add_special_tokens=False)
@@ -75,7 +105,7 @@ def label_token_ids(tokenizer, scheme: Scheme) -> dict[int, int]:
         full = tokenizer.encode(f"{LABEL_OPEN}{code}{LABEL_CLOSE}", add_special_tokens=False)
         token = full[len(prefix)] if full[: len(prefix)] == prefix and len(full) > len(prefix) else None
         if token is None or tokenizer.decode([token]).strip() != str(code):
-            raise ValueError(
+            raise UserError(
                 f"tokenizer does not give label code {code} its own token after {LABEL_OPEN!r} "
                 f"(tokens: {tokenizer.convert_ids_to_tokens(full)}); prefill scoring needs one"
             )
@@ -97,10 +127,13 @@ class Scorer:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
     ):
-        self.model, self.tokenizer = model if isinstance(model, tuple) else models.load(model, device, dtype)
         self.scheme = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
-        if not 0.0 < tier_threshold <= 1.0:
-            raise ValueError(f"tier threshold must be in (0, 1], got {tier_threshold}")
+        check_threshold(tier_threshold)
+        if batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        if not isinstance(model, tuple):
+            check_model_scheme(model, self.scheme)
+        self.model, self.tokenizer = model if isinstance(model, tuple) else models.load(model, device, dtype)
         self.batch_size = batch_size
         self.tier_threshold = tier_threshold
         self.label_ids = label_token_ids(self.tokenizer, self.scheme)
@@ -204,7 +237,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """`i/N` -> (i, N) with 0 <= i < N."""
     index, sep, total = text.partition("/")
     if not sep or not index.isdigit() or not total.isdigit() or not 0 <= int(index) < int(total):
-        raise ValueError(f"--shard must be i/N with 0 <= i < N, got {text!r}")
+        raise UserError(f"--shard must be i/N with 0 <= i < N, got {text!r}")
     return int(index), int(total)
 
 
@@ -213,16 +246,34 @@ def in_shard(rid: str, shard: tuple[int, int]) -> bool:
     return int(hashlib.sha256(rid.encode()).hexdigest()[:15], 16) % total == index
 
 
-def done_ids(output: Path) -> set[str]:
-    """Ids already in `output`; a last line cut by a kill is truncated away so it is redone."""
+def done_ids(output: Path, repair: bool = True) -> set[str]:
+    """Ids already in `output`; a last line cut by a kill is truncated away (`repair`) so it is redone.
+
+    Any other line that is not a result names OUTPUT:LINE (the file was edited or is not ours)."""
     if not output.exists():
         return set()
+    if output.is_dir():
+        raise UserError(f"--output {output}: is a directory, expected a JSONL file")
     data = output.read_bytes()
     keep = data.rfind(b"\n") + 1
-    if keep < len(data):
+    if keep < len(data) and repair:
         with output.open("r+b") as handle:
             handle.truncate(keep)
-    return {json.loads(line)["id"] for line in data[:keep].decode("utf-8").splitlines() if line.strip()}
+    done = set()
+    for number, line in enumerate(data[:keep].split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            done.add(str(json.loads(line)["id"]))
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            raise UserError(f"{output}:{number}: not a score result line (id + label); repair or delete "
+                            "the line, or write to a new --output") from None
+    return done
+
+
+def rejects_path(output: str | Path, rejects: str | Path | None) -> Path:
+    output = Path(output)
+    return Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
 
 
 @dataclass
@@ -250,18 +301,17 @@ def score_file(
     rejected (each id is scored once). Each shard of `shard=(i, N)` takes the ids hashing to i.
     Rejects are rewritten on every run (the input is read again in full).
     """
-    if not str(source).startswith("hf:") and not Path(source).exists():
-        raise FileNotFoundError(f"{source}: no such file")
+    check_source(source)
     output = Path(output)
-    rejects = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
+    rejects = rejects_path(output, rejects)
     output.parent.mkdir(parents=True, exist_ok=True)
     report = FileReport(rejects_path=str(rejects))
     done = done_ids(output)
     chunk_size = chunk_size or scorer.batch_size * 8  # several batches: length sorting has room to work
     pending: list[tuple[str, list[int]]] = []
     with (
-        output.open("a", encoding="utf-8") as out,
-        rejects.open("w", encoding="utf-8") as bad,
+        output.open("a", encoding="utf-8") as out,  # appended: each flushed line is a finished result
+        atomic_open(rejects) as bad,  # rewritten in full each run: atomic
         _bar(progress, source) as advance,
     ):
 

@@ -3,6 +3,9 @@
 Concurrent requests wait on one asyncio queue; a single worker gathers them until `max_batch`
 items or `max_wait_ms`, then runs one prefill pass for all of them in a worker thread (the event
 loop stays free). Requests are validated by data.parse_record, the batch command's code path.
+A body must be JSON (415 otherwise), arrive within `body_timeout_s` (408) and stay under
+`max_body_bytes` (413, checked while it streams in, before parsing). On SIGTERM the server drains:
+it keeps answering until no request has been in flight for a moment (at most `drain_timeout_s`).
 
     POST /v1/score {"query": "red nike shoes", "items": [{"title": "..."}, ...]}
     POST /v1/judge {"query": "...", "product": {"title": "..."}}    GET /healthz    GET /metrics
@@ -13,15 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from agrl.data import Record, RowError, parse_record
+from agrl.data import MAX_DEPTH, Record, RowError, loads, parse_record
+from agrl.errors import UserError
 from agrl.output import Judgement, parse_completion
 from agrl.schemes import Scheme
 from agrl.score import Scorer, ScoreResult
@@ -35,6 +43,19 @@ class Limits:
     max_batch: int = 64  # items per forward pass (micro-batch)
     max_wait_ms: float = 5.0  # how long the first request of a micro-batch waits for company
     max_new_tokens: int = 160  # /v1/judge
+    max_body_bytes: int = 1_000_000  # 64 items of 4 KB fit with room; checked before parsing
+    body_timeout_s: float = 10.0  # a client that never finishes its upload gets 408, and cannot hold shutdown
+    drain_timeout_s: float = 30.0  # SIGTERM: how long requests in flight may take to be answered
+
+    def __post_init__(self):
+        for name in ("max_items", "max_query_chars", "max_item_chars", "max_batch", "max_new_tokens",
+                     "max_body_bytes"):
+            if not getattr(self, name) >= 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        for name in ("max_wait_ms", "body_timeout_s", "drain_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name == "body_timeout_s" and value == 0):
+                raise UserError(f"--{name.replace('_', '-')} {value}: must be a finite number > 0")
 
 
 class HTTPError(Exception):
@@ -76,6 +97,8 @@ class Metrics:
     """Prometheus text format: requests and errors by endpoint, batch sizes, latency."""
 
     def __init__(self) -> None:
+        self.inflight = 0  # HTTP requests begun and not yet answered (the SIGTERM drain waits on it)
+        self.draining = False
         self.requests: dict[tuple[str, int], int] = {}
         self.batch_requests = Histogram((1, 2, 4, 8, 16, 32, 64, 128))
         self.batch_items = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256))
@@ -121,9 +144,11 @@ class CountRequests:
                 status[0] = message["status"]
             await send(message)
 
+        self.metrics.inflight += 1
         try:
             await self.app(scope, receive, record_status)
         finally:
+            self.metrics.inflight -= 1
             path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label cardinality
             self.metrics.request(path, status[0], time.perf_counter() - start)
 
@@ -206,11 +231,46 @@ def _record(query: object, product: object, where: str, limits: Limits, scheme: 
         raise HTTPError(422, f"{name}: {err.message}") from None
 
 
-async def _body(request: Request) -> dict:
+def _depth(value: object, limit: int, depth: int = 0) -> bool:
+    """Is `value` nested deeper than `limit`? (iterates no further than the limit)"""
+    if depth > limit:
+        return True
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_depth(child, limit, depth + 1) for child in children)
+
+
+async def _read(request: Request, limits: Limits) -> bytes:
+    """The raw body: JSON content type (415), under max_body_bytes (413), within body_timeout_s (408)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # Not JSON is refused before reading: a cross-site form post (text/plain, form-urlencoded) cannot drive us.
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise HTTPError(415, f"content-type: must be application/json, got {media or 'none'}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise HTTPError(413, f"body: {declared} bytes, over the limit of {limits.max_body_bytes}")
+    chunks, size = [], 0
     try:
-        body = json.loads(await request.body())
+        async with asyncio.timeout(limits.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise HTTPError(413, f"body: over the limit of {limits.max_body_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPError(408, f"body: not received within {limits.body_timeout_s:g} s") from None
+    return b"".join(chunks)
+
+
+async def _body(request: Request, limits: Limits) -> dict:
+    raw = await _read(request, limits)
+    try:
+        body = loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HTTPError(400, f"bad JSON: {err}") from None
+    except RecursionError:
+        raise HTTPError(400, "bad JSON: nested too deeply") from None
+    if _depth(body, MAX_DEPTH):
+        raise HTTPError(400, f"bad JSON: nested deeper than {MAX_DEPTH} levels")
     if not isinstance(body, dict):
         raise HTTPError(422, "body: must be a JSON object")
     return body
@@ -281,6 +341,7 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
 
     app = FastAPI(title="agrl relevance scoring", lifespan=lifespan)
     app.add_middleware(CountRequests, metrics=metrics)
+    app.state.metrics = metrics  # the draining server reads in-flight counts from it
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, err: HTTPError):
@@ -292,14 +353,16 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
 
     @app.post("/v1/score")
     async def score(request: Request):
-        return JSONResponse(await score_items(await _body(request), scorer, limits, batcher))
+        return JSONResponse(await score_items(await _body(request, limits), scorer, limits, batcher))
 
     @app.post("/v1/judge")
     async def judge(request: Request):
-        return JSONResponse(await judge_pair(await _body(request), scorer, limits, executor))
+        return JSONResponse(await judge_pair(await _body(request, limits), scorer, limits, executor))
 
     @app.get("/healthz")
     async def healthz():
+        if metrics.draining:  # load balancers stop sending; requests that still come are answered
+            return JSONResponse({"status": "draining"}, status_code=503)
         if batcher.broken is not None:
             return JSONResponse({"status": "broken", "error": repr(batcher.broken)}, status_code=503)
         return {"status": "ok", "model": model_name, "scheme": scorer.scheme.name}
@@ -319,11 +382,49 @@ def serve(
     limits: Limits = Limits(),
     batch_size: int = 64,
     tier_threshold: float = 0.6,
+    device: str | None = None,
 ) -> None:
-    """Load the model and run the service until interrupted."""
-    import uvicorn
-
-    scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold)
+    """Load the model and run the service until interrupted; SIGTERM drains (DrainingServer)."""
+    scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
     if scorer.model.device.type == "cuda":
         scorer.warmup()
-    uvicorn.run(create_app(scorer, limits, model_name=str(model)), host=host, port=port, log_level="warning")
+    app = create_app(scorer, limits, model_name=str(model))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=max(1, round(limits.body_timeout_s + 5)))
+    DrainingServer(config, app.state.metrics, limits.drain_timeout_s).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM drains before it stops.
+
+    uvicorn alone stops at once: it closes every connection whose request it has not started
+    reading, so requests already sent get connection resets. Here the server keeps serving
+    until nothing has been in flight for QUIET_S (requests sitting in socket buffers get read
+    in that time) or `drain_timeout_s` passes; then uvicorn's own graceful shutdown runs.
+    A second signal, or SIGINT, stops at once.
+    """
+
+    QUIET_S = 0.5
+
+    def __init__(self, config, metrics: Metrics, drain_timeout_s: float):
+        super().__init__(config)
+        self.metrics, self.drain_timeout_s = metrics, drain_timeout_s
+
+    def handle_exit(self, sig, frame) -> None:
+        if sig != signal.SIGTERM or self.metrics.draining:
+            return super().handle_exit(sig, frame)
+        self.metrics.draining = True
+        threading.Thread(target=self._drain, daemon=True).start()
+        return None
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.drain_timeout_s
+        quiet_since = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            quiet_since = (quiet_since or now) if self.metrics.inflight == 0 else None
+            if quiet_since is not None and now - quiet_since >= self.QUIET_S:
+                break
+            time.sleep(0.02)
+        self.should_exit = True
+

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from agrl.data import Record, load_records
+from agrl.errors import UserError
+from agrl.files import atomic_write, read_jsonl_tolerant, safetensors_problem
+from agrl.output import check_reasoning
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme, load_scheme
 from agrl.train.config import RunArgs
@@ -26,17 +28,19 @@ log = logging.getLogger("agrl.train")
 METRICS_FILE = "metrics.jsonl"
 
 
-def load_train_records(run: RunArgs, scheme: Scheme, path: str | None = None) -> list[Record]:
-    """The training records (first `max_train_records`); every one must carry a gold label."""
+def load_train_records(run: RunArgs, scheme: Scheme, path: str | None = None, report=log.warning) -> list[Record]:
+    """The training records (first `max_train_records`); every one must carry a gold label, and a
+    `reasoning` (SFT's target) must be one the parser accepts."""
     source = path or run.train_file
-    records = load_records(source, scheme, on_bad_row=run.on_bad_row, report=log.warning)
+    records = load_records(source, scheme, on_bad_row=run.on_bad_row, report=report, checks=[check_reasoning])
     if run.max_train_records is not None:
         records = records[: run.max_train_records]
     unlabelled = [r.id or str(i) for i, r in enumerate(records) if r.label is None]
     if unlabelled:
-        raise ValueError(f"{source}: {len(unlabelled)} record(s) without a label, e.g. {unlabelled[:3]}")
+        raise UserError(f"{source}: {len(unlabelled)} record(s) without a label, e.g. {unlabelled[:3]}; "
+                        "label them with `agrl data label`")
     if not records:
-        raise ValueError(f"{source}: no training records")
+        raise UserError(f"{source}: no training records")
     return records
 
 
@@ -61,10 +65,10 @@ class JsonlMetrics(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         # After a resume, drop rows the killed run logged past its last checkpoint: they are logged again.
+        # A kill mid-append leaves half a last line: read_jsonl_tolerant drops it.
         if state.is_world_process_zero and self.path.exists():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            kept = [row for row in rows if row["step"] <= state.global_step]
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            kept = [row for row in read_jsonl_tolerant(self.path) if row.get("step", 0) <= state.global_step]
+            atomic_write(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -81,17 +85,43 @@ def _plain(value: Any) -> Any:
 
 def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(output_dir) / METRICS_FILE
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    )
+    return read_jsonl_tolerant(path) if path.exists() else []
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (a kill or a full disk cut it short), or None."""
+    import zipfile
+
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "trainer_state.json missing or cut short"
+    for file in path.iterdir():
+        if file.suffix == ".safetensors" and (problem := safetensors_problem(file)):
+            return f"{file.name}: {problem}"
+        if file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):  # torch.save writes a zip
+            return f"{file.name}: truncated"
+    return None
+
+
+def last_good_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint-N that is complete; a damaged newer one is skipped with a warning."""
+    found = sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                   key=lambda p: int(p.name[11:]), reverse=True)
+    for path in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        log.warning("skipping %s: %s", path, problem)
+    return None
 
 
 def resume_checkpoint(run: RunArgs, args: Any) -> str | None:
-    """An explicit `resume_from_checkpoint`, else (auto_resume) the last checkpoint-N in output_dir."""
+    """An explicit `resume_from_checkpoint`, else (auto_resume) the last complete checkpoint-N in output_dir."""
     if args.resume_from_checkpoint:
         return args.resume_from_checkpoint
     if run.auto_resume and Path(args.output_dir).is_dir():
-        return get_last_checkpoint(args.output_dir)
+        return last_good_checkpoint(args.output_dir)
     return None
 
 

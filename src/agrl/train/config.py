@@ -22,6 +22,8 @@ import torch
 import yaml
 from trl import DPOConfig, GRPOConfig, SFTConfig, TrlParser
 
+from agrl.errors import UserError
+from agrl.files import atomic_write, yaml_file
 from agrl.rewards import RewardWeights
 
 METHODS = ("sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl")
@@ -102,7 +104,7 @@ def trl_config_class(method: str) -> type:
     return AGRLConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad training config (unknown key, bad value); raised before any work starts."""
 
 
@@ -127,7 +129,7 @@ def _merge(config_path: str | Path | None, overrides: list[str]) -> tuple[dict[s
     if config_path is not None:
         if not Path(config_path).is_file():
             raise ConfigError(f"{config_path}: no such config file")
-        loaded = yaml.safe_load(Path(config_path).read_text())
+        loaded = yaml_file(config_path, "training config")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_path}: a config must be a YAML mapping of key: value")
         values.update(loaded)
@@ -201,10 +203,45 @@ def load_config(
         run, args = parser.parse_args_into_dataclasses(args=argv)
     except (ValueError, TypeError, argparse.ArgumentError) as err:
         raise ConfigError(f"{where}: {err}") from None
-    if not args.output_dir:
-        raise ConfigError(f"{where}: output_dir is required")
+    if not values.get("output_dir"):  # checked on the raw values: TRL's default ("trainer_output") fills it
+        raise ConfigError(f"{where}: output_dir is required (where the run's checkpoints and model go)")
+    _check_ranges(run, args, method, where)
     run.trl_keys = tuple(key for key in values if key not in {f.name for f in fields(RunArgs)})
     return method, run, args
+
+
+def _check_ranges(run: RunArgs, args: Any, method: str, where: str) -> None:
+    """Values the parser's types let through but no stage can use (negative sizes, NaN weights, ...)."""
+    import math
+
+    def bad(key: str, want: str) -> ConfigError:
+        value = getattr(run, key) if hasattr(run, key) else getattr(args, key)
+        return ConfigError(f"{where}: {key}: must be {want}, got {value}")
+
+    for key in ("w_out", "w_step", "w_adh", "r_invalid", "dpo_temperature"):
+        if not math.isfinite(getattr(run, key)):
+            raise bad(key, "a finite number")
+    for key in ("w_out", "w_step", "w_adh"):
+        if getattr(run, key) < 0:
+            raise bad(key, ">= 0 (a weight)")
+    for key in ("step_credit_when_wrong", "sft_guided_share"):
+        if not 0.0 <= getattr(run, key) <= 1.0:
+            raise bad(key, "in [0, 1]")
+    if run.dpo_samples < 1 or run.dpo_max_new_tokens < 1:
+        raise bad("dpo_samples" if run.dpo_samples < 1 else "dpo_max_new_tokens", ">= 1")
+    if run.dpo_temperature <= 0:
+        raise bad("dpo_temperature", "> 0")
+    if run.max_train_records is not None and run.max_train_records < 1:
+        raise bad("max_train_records", ">= 1 (or unset for all)")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(args, key) is not None and getattr(args, key) <= 0:
+            raise bad(key, ">= 1")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate >= 0):
+        raise bad("learning_rate", "a finite number >= 0")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise bad("max_steps", ">= 1 (or -1 for num_train_epochs)")
+    if method in RL_METHODS and (args.num_generations or 2) < 2:
+        raise bad("num_generations", ">= 2 (GRPO compares rollouts within a group)")
 
 
 def resolved_dict(run: RunArgs, args: Any) -> dict[str, Any]:
@@ -221,8 +258,54 @@ def resolved_dict(run: RunArgs, args: Any) -> dict[str, Any]:
 def write_resolved(run: RunArgs, args: Any, out_dir: str | Path) -> Path:
     """config.yaml (re-loadable) and trl_args.json (every TRL value) in out_dir."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "trl_args.json").write_text(args.to_json_string())
-    path = out_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(resolved_dict(run, args), sort_keys=False))
-    return path
+    atomic_write(out_dir / "trl_args.json", args.to_json_string())
+    return atomic_write(out_dir / "config.yaml", yaml.safe_dump(resolved_dict(run, args), sort_keys=False))
+
+
+# What makes a run the same run: a rerun that differs in these is another run, not a resume.
+IDENTITY = ("method", "model", "train_file", "scheme", "rules_config")
+
+
+def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_process: bool = True) -> None:
+    """Check every path and file the run names before anything is written (UserError naming it).
+
+    output_dir may be missing, empty, or hold a run with the same IDENTITY (a resume). Anything else
+    needs `force`, which clears the old run's checkpoints and metrics so nothing resumes from them.
+    """
+    import re
+    import shutil
+
+    from agrl.data import check_source
+    from agrl.files import model_dir
+    from agrl.rules import load_config as load_rules
+    from agrl.rules import resolve_rule
+    from agrl.schemes import load_scheme
+    from agrl.train.common import load_train_records
+
+    if Path(run.model).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", run.model):  # else a hub id
+        model_dir(run.model, "model")
+    check_source(run.train_file)
+    scheme = load_scheme(run.scheme)
+    for name in load_rules(run.rules_config)["rules"]:
+        resolve_rule(name)
+    # Bad rows fail here, before output_dir is touched (the stage reads the file again, it is cheap).
+    load_train_records(run, scheme, report=lambda *_: None)
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out}: is a file, expected a run directory")
+    if Path(run.model).exists() and out.exists() and out.resolve() == Path(run.model).resolve():
+        raise UserError(f"output_dir {out}: is the model it starts from; choose another output_dir")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    previous = out / "config.yaml"
+    old = yaml_file(previous, "run config") if previous.is_file() else None
+    mine = resolved_dict(run, args)
+    if isinstance(old, dict) and all(old.get(k) == mine.get(k) for k in IDENTITY):
+        return  # the same run: resume it
+    if not force:
+        why = "another run's" if isinstance(old, dict) else "files that are not an agrl run"
+        raise UserError(f"output_dir {out}: holds {why} ({', '.join(sorted(p.name for p in out.iterdir())[:4])}); "
+                        "pass --force to replace it, or choose another output_dir")
+    if main_process:
+        for stale in [*out.glob("checkpoint-*"), out / "metrics.jsonl"]:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)

@@ -1,13 +1,14 @@
-"""Macro-F1 of the SFT judge against SFT steps, for one model shape and data recipe (issue: a judge that reads).
+"""Macro-F1 of an SFT judge against its training steps (issue: a judge that reads).
 
-Per run: synthetic data (agrl.synth.generate), a fresh model (agrl.tiny.init_model) or a given one,
-SFT through `configs/sft.yaml` with a checkpoint every `--eval-every` steps, then each checkpoint's
-label posterior (one forward pass, agrl.score.Scorer) on eval_balanced: macro-F1 overall, on the
-common families (plain, brand, attribute, price) and on the hard ones. The final model is also
-evaluated as `agrl eval` does it (greedy decoding, strict parser) on eval_balanced and eval_wild.
-A rerun skips what exists (data, model, training resumes from its last checkpoint, scored points).
+Runs a demo recipe (`agrl.demo.run_demo`: data, model, stages, greedy eval, report; a rerun resumes)
+whose stage saves checkpoints, then reads each checkpoint's label posterior (one forward pass,
+`agrl.score.Scorer`) on each eval split: macro-F1 overall, on the common families (plain, brand,
+attribute, price), on the hard ones (negation, alternative, accessory, model) and per family.
+The stage's final greedy eval (`agrl eval`'s numbers) is copied beside the curve.
 
-    .venv/bin/python bench/sft_curve.py --out runs/curve/tiny --size tiny --steps 600 --eval-every 150
+    .venv/bin/python bench/sft_curve.py --recipe base --out runs/base --stage base --stage base2 \\
+        --reference src/agrl/judges/tiny-base --result bench/results/sft_curve_base.json
+    # the shipped base judge, ~40 min on 2 quiet cores; --reference scores the shipped one beside the rebuild
 """
 
 from __future__ import annotations
@@ -16,107 +17,88 @@ import argparse
 import json
 import os
 import platform
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMON = ("plain", "brand", "attribute", "price")
+SPLITS = ("eval_balanced", "eval_wild")
 
 
-def family_f1(records, labels) -> dict[str, float]:
+def family_f1(records, labels) -> dict[str, float | None]:
+    """Macro-F1 overall, on the common and the hard families, and per family."""
     from agrl.metrics import macro_f1
 
-    out = {"overall": macro_f1([r.label for r in records], labels, [1, 2, 3, 4])}
-    groups = {"common": COMMON, "hard": tuple(f for f in {r.family for r in records} if f not in COMMON)}
-    groups |= {f: (f,) for f in sorted({r.family for r in records})}
-    for name, families in groups.items():
-        idx = [i for i, r in enumerate(records) if r.family in families]
+    families = sorted({r.family for r in records})
+    groups = {"overall": families, "common": [f for f in families if f in COMMON],
+              "hard": [f for f in families if f not in COMMON]} | {f: [f] for f in families}
+    out = {}
+    for name, members in groups.items():
+        idx = [i for i, r in enumerate(records) if r.family in members]
         out[name] = macro_f1([records[i].label for i in idx], [labels[i] for i in idx], [1, 2, 3, 4])
     return out
 
 
-def posterior_point(model_dir: Path, records) -> dict[str, float]:
+def posterior_f1(model_dir: Path, records) -> dict[str, float | None]:
     from agrl.score import Scorer
 
-    scorer = Scorer(model_dir, batch_size=64)
-    return family_f1(records, [r.label for r in scorer.score(records)])
+    return family_f1(records, [r.label for r in Scorer(model_dir, batch_size=64).score(records)])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--model", type=Path, help="start from this model dir instead of a fresh one")
-    p.add_argument("--size", default="tiny")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--sft-rows", type=int, default=600)
-    p.add_argument("--noise", type=float, default=0.15)
-    p.add_argument("--eval-rows", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra `agrl train` key=value")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--final-eval", action="store_true", help="also run greedy `agrl eval` on the final model")
+    p.add_argument("--recipe", required=True, help="demo recipe name or YAML (its stage must save checkpoints)")
+    p.add_argument("--out", type=Path, required=True, help="the run directory (resumed when it exists)")
+    p.add_argument("--stage", action="append", required=True,
+                   help="a recipe stage whose checkpoints make the curve (repeat for stages run one after another)")
+    p.add_argument("--result", type=Path, help="result JSON (default OUT/sft_curve.json)")
+    p.add_argument("--reference", type=Path, help="also score this model dir (e.g. the shipped base judge)")
     a = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    from agrl import synth
     from agrl.data import load_records
-    from agrl.tiny import init_model
-    from agrl.train import train
+    from agrl.demo import run_demo
 
-    data = a.out / "data"
-    if not (data / "eval_wild.jsonl").exists():
-        sizes = {"sft": a.sft_rows, "rl": 100, "eval_balanced": a.eval_rows, "eval_wild": a.eval_rows}
-        synth.write(data, synth.generate(seed=a.data_seed, sizes=sizes, noise=a.noise))
-    model = a.model or a.out / "model"
-    if a.model is None and not (model / "config.json").exists():
-        init_model(model, size=a.size, seed=a.seed)
-    run = a.out / "sft"
-    t0 = time.perf_counter()
-    overrides = [f"model={model}", f"train_file={data / 'sft.jsonl'}", f"output_dir={run}", f"max_steps={a.steps}",
-                 f"save_steps={a.eval_every}", "save_total_limit=null", "num_train_epochs=1000",
-                 "logging_steps=10", "disable_tqdm=true", f"seed={a.seed}", *a.overrides]
-    if not (run / "model.safetensors").exists():
-        train(ROOT / "configs" / "sft.yaml", overrides)
-    train_s = time.perf_counter() - t0
-    records = load_records(data / "eval_balanced.jsonl")
-    curve_file = a.out / "curve.json"
-    result = json.loads(curve_file.read_text()) if curve_file.exists() else {"points": {}}
-    for ckpt in sorted(run.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1])):
-        step = ckpt.name.split("-")[1]
-        if step not in result["points"]:
-            result["points"][step] = posterior_point(ckpt, records)
-            print(step, {k: round(v, 3) for k, v in result["points"][step].items()}, flush=True)
+    demo = run_demo(a.out, a.recipe)
+    result_file = a.result or a.out / "sft_curve.json"
+    result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    points = result.setdefault("points", {})
+    splits = {split: load_records(a.out / "data" / f"{split}.jsonl") for split in SPLITS}
+    offset = 0  # steps of the stages before: the curve counts SFT steps from the fresh model
+    for stage in a.stage:
+        ckpts = sorted((a.out / stage).glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1]))
+        for ckpt in ckpts:
+            step = str(offset + int(ckpt.name.split("-")[1]))
+            if step not in points:
+                points[step] = {"checkpoint": str(ckpt)} | {
+                    split: posterior_f1(ckpt, records) for split, records in splits.items()}
+                print(step, {s: round(points[step][s]["overall"], 3) for s in SPLITS}, flush=True)
+        offset += int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+    run = a.out / a.stage[-1]
+    if a.reference:
+        result["reference"] = {"model": str(a.reference)} | {
+            split: posterior_f1(a.reference, records) for split, records in splits.items()}
+    final = {}
+    for split, records in splits.items():
+        evaluation = json.loads((run / "eval" / f"{split}.json").read_text())
+        rows = [json.loads(line) for line in Path(evaluation["predictions"]).read_text().splitlines()]
+        final[split] = {"greedy_families": family_f1(records, [row["pred"] for row in rows]),
+                        **{k: evaluation["metrics"].get(k) for k in
+                           ("macro_f1", "accuracy", "good_f1", "format_valid", "adherence", "step_accuracy",
+                            "ece")}}
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     result |= {
-        "args": {k: str(v) for k, v in vars(a).items()},
-        "train_s": result.get("train_s") or train_s,
+        "command": f"bench/sft_curve.py --recipe {a.recipe} --out {a.out} " + " ".join(f"--stage {s}" for s in a.stage),
+        "final": final,
+        "train_s": {s: demo["timings"].get(f"train {s}") or result.get("train_s", {}).get(s) for s in a.stage},
         "loss": {row["step"]: row["loss"] for row in metrics if "loss" in row},
-        "machine": f"{platform.node()} {os.cpu_count()} cpus, torch {torch.__version__}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
         "date": datetime.now(UTC).date().isoformat(),
     }
-    if a.final_eval:
-        from agrl.evaluate import evaluate
-
-        for split in ("eval_balanced", "eval_wild"):
-            res = evaluate(run, data / f"{split}.jsonl", a.out / "eval" / f"{split}.json", batch_size=64,
-                           max_new_tokens=128, resamples=200)
-            recs = load_records(data / f"{split}.jsonl")
-            preds = [json.loads(line) for line in
-                     (a.out / "eval" / f"{split}.predictions.jsonl").read_text().splitlines()]
-            labels = [row.get("pred") for row in preds]
-            result.setdefault("final", {})[split] = {
-                "families": family_f1(recs, labels),
-                **{k: res["metrics"].get(k) for k in
-                   ("macro_f1", "accuracy", "good_f1", "format_valid", "adherence", "step_accuracy", "ece")},
-            }
-            print(split, result["final"][split], flush=True)
-    curve_file.write_text(json.dumps(result, indent=2) + "\n")
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({s: {k: round(v, 3) for k, v in f["greedy_families"].items() if v is not None}
+                      for s, f in final.items()}, indent=1))
 
 
 if __name__ == "__main__":

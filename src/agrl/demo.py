@@ -1,7 +1,9 @@
 """The one-command demo (spec section 9): synthetic data -> tiny local model -> SFT -> DPO, GRPO and
 AGRL from the same SFT checkpoint -> evaluation on eval_balanced and eval_wild -> report.
 
-A recipe (YAML package data, recipes/demo/{default,quick}.yaml) sizes every part. Each training stage
+A recipe (YAML package data, recipes/demo/{default,quick}.yaml, or a file such as
+configs/smollm2/cpu.yaml) sizes every part; its `model` section builds the tiny model (`size`, `seed`)
+or imports a pretrained one (`import: smollm2` or a GGUF path, pretrained.py). Each training stage
 runs through `agrl.train.train` from a config written to OUT/configs/STAGE.yaml, so any stage can be
 rerun by hand (`agrl train runs/demo/configs/grpo.yaml`). A step whose output exists and was made
 from the same recipe is skipped, so a killed demo continues where it stopped; OUT/stamps.json records
@@ -69,9 +71,11 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     for key in ("seed", "noise"):
         if key not in recipe["data"]:
             raise UserError(f"{path}: data.{key}: is required")
-    for key in () if recipe["model"].get("base") else ("size", "seed"):  # a shipped base judge, or a fresh model
+    fresh = not ({"base", "import"} & set(recipe["model"]))  # else a shipped base judge, or an imported GGUF
+    for key in ("size", "seed") if fresh else ():
         if key not in recipe["model"]:
-            raise UserError(f"{path}: model.{key}: is required (or model.base: a shipped base judge)")
+            raise UserError(f"{path}: model.{key}: is required (or model.base: a shipped base judge, "
+                            "or model.import: a GGUF)")
     for key in ("batch_size", "max_new_tokens", "resamples"):
         if key not in recipe["eval"]:
             raise UserError(f"{path}: eval.{key}: is required")
@@ -90,7 +94,7 @@ def check_recipe(recipe: dict[str, Any], out: Path) -> None:
             base_judge_dir(recipe["model"]["base"])
         except ValueError as err:
             raise UserError(f"recipe: model.base: {err}") from None
-    elif recipe["model"]["size"] not in SIZES:
+    elif "import" not in recipe["model"] and recipe["model"]["size"] not in SIZES:
         raise UserError(f"recipe: model.size: {recipe['model']['size']!r} is not one of {', '.join(SIZES)}")
     noise = recipe["data"]["noise"]
     if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
@@ -120,6 +124,12 @@ def stamps(recipe: dict[str, Any], out: Path) -> dict[str, str]:
         for split in SPLITS:
             made[f"eval {name} {split}"] = digest(recipe["eval"], made[f"train {name}"], made["data"])
     return made
+
+
+def check_stages(recipe: dict[str, Any], stages: list[str] | None, where: str | Path) -> None:
+    unknown = set(stages or ()) - set(recipe["stages"])
+    if unknown:
+        raise UserError(f"{where}: no stage(s) {sorted(unknown)} (stages: {list(recipe['stages'])})")
 
 
 def stage_config(recipe: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
@@ -167,6 +177,11 @@ def _make_data(recipe: dict, out: Path) -> None:
 
 
 def _make_model(recipe: dict, out: Path) -> None:
+    if "import" in recipe["model"]:
+        from agrl.pretrained import import_gguf
+
+        import_gguf(recipe["model"]["import"], out / "model")
+        return
     from agrl.tiny import copy_base_judge, init_model
 
     if recipe["model"].get("base"):
@@ -191,14 +206,21 @@ def _evaluate(recipe: dict, out: Path, name: str, split: str) -> None:
              limit=settings.get("limit"), resamples=settings["resamples"])
 
 
-def plan(recipe: dict, out: Path) -> list[tuple[str, Path, Callable[[], None]]]:
-    """(step name, the file that exists once it is done, the call) in order."""
+def trained_file(recipe: dict, name: str, out: Path) -> Path:
+    """The weights a finished stage leaves: an adapter when the stage trains LoRA (lora_r > 0)."""
+    lora = {**recipe["common"], **recipe["stages"][name]}.get("lora_r")
+    return out / name / ("adapter_model.safetensors" if lora else "model.safetensors")
+
+
+def plan(recipe: dict, out: Path, stages: list[str] | None = None) -> list[tuple[str, Path, Callable[[], None]]]:
+    """(step name, the file that exists once it is done, the call) in order; `stages`: only these."""
+    names = [name for name in recipe["stages"] if stages is None or name in stages]
     steps = [("data", out / "data" / "eval_wild.jsonl", lambda: _make_data(recipe, out)),
              ("model", out / "model" / "config.json", lambda: _make_model(recipe, out))]
-    for name in recipe["stages"]:
-        steps.append((f"train {name}", out / name / "model.safetensors",
+    for name in names:
+        steps.append((f"train {name}", trained_file(recipe, name, out),
                       lambda name=name: _train(recipe, out, name)))
-    for name in recipe["stages"]:
+    for name in names:
         steps += [(f"eval {name} {split}", out / name / "eval" / f"{split}.json",
                    lambda name=name, split=split: _evaluate(recipe, out, name, split)) for split in SPLITS]
     return steps
@@ -243,8 +265,9 @@ class _StepWatcher:
 
 
 def run_demo(out: str | Path, recipe: str | Path = "default", console: Console | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, stages: list[str] | None = None) -> dict[str, Any]:
     """Run every step of the recipe into OUT (skipping finished ones of the same recipe), then the report.
+    `stages` runs only those (a stage's `from` must then be done already, or among them).
 
     Returns {"timings": step -> seconds (None: already done), "total_s", "report": paths, "summary": ...}
     and writes OUT/timings.json. A step OUT holds from another recipe is a UserError unless `force`.
@@ -253,6 +276,7 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected the demo's directory")
     settings = load_recipe(recipe)
+    check_stages(settings, stages, recipe)
     check_recipe(settings, out)
     wanted = stamps(settings, out)
     stamp_file = out / "stamps.json"
@@ -265,7 +289,7 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
     # is redirected to OUT/logs/STEP.log while the display keeps drawing here.
     console = Console(file=console.file if console else sys.stderr)
     quiet_libraries()
-    steps = plan(settings, out)
+    steps = plan(settings, out, stages)
     timings: dict[str, float | None] = {}
     start = time.perf_counter()
     with _progress(console) as progress:
@@ -285,7 +309,7 @@ def run_demo(out: str | Path, recipe: str | Path = "default", console: Console |
             console.log(f"{name}: {timings[name]:.1f} s")
             progress.advance(overall)
         progress.update(overall, description="[bold]agrl demo[/bold]: report")
-        report = _report(settings, out)
+        report = _report(settings, out, stages)
         progress.advance(overall)
     total = time.perf_counter() - start
     atomic_write(out / "timings.json", json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
@@ -319,10 +343,10 @@ def _timed(progress: Progress, recipe: dict, out: Path, name: str, call: Callabl
     return time.perf_counter() - t0
 
 
-def _report(recipe: dict, out: Path) -> dict[str, Path]:
+def _report(recipe: dict, out: Path, stages: list[str] | None = None) -> dict[str, Path]:
     from agrl.report import write_report
 
-    return write_report([out / name for name in recipe["stages"]], out / "report")
+    return write_report([out / name for name in recipe["stages"] if stages is None or name in stages], out / "report")
 
 
 # (metric, column header): headers short enough that a split's table fits 80 columns uncut.

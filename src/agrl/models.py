@@ -1,14 +1,19 @@
-"""Load any local Hugging Face causal LM for inference, and generate completions in batches.
+"""Load a local Hugging Face causal LM or a LoRA adapter run for inference; generate completions in batches.
 
-Used by evaluation, DPO pass@N sampling and the scoring audit path. Prompts are already-templated
-text (prompt.prompt_text); completions are decoded with special tokens skipped, which keeps our
-format tags (tiny.py registers them as non-special added tokens; other models spell them as text).
+The one loader of eval, score, serve and DPO pass@N sampling: a model directory is either a full
+checkpoint or a PEFT adapter directory (`adapter_config.json`, written by a `lora_r > 0` run), whose
+base checkpoint is named inside it; for inference the adapter is merged into the base in memory.
+`merge` writes that merged model as a plain checkpoint (`agrl model merge`). Prompts are
+already-templated text (prompt.prompt_text); completions are decoded with special tokens skipped,
+which keeps our format tags (tiny.py registers them as non-special added tokens; other models spell
+them as text).
 
     model, tokenizer = load("runs/sft"); texts = generate(model, tokenizer, prompts, max_new_tokens=160)
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -43,8 +48,38 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter(path: str | Path) -> bool:
+    """A PEFT adapter directory (a LoRA run's output or checkpoint), not a full checkpoint."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str | Path) -> str:
+    """The base checkpoint an adapter directory was trained on (its `base_model_name_or_path`)."""
+    base = json.loads((Path(path) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise ValueError(f"{path}: the adapter's base model {base!r} is not a local model directory")
+    return base
+
+
+def load_model(path: str | Path, dtype: torch.dtype | None = None, trainable: bool = False, merge: bool = False):
+    """The model of a full checkpoint, or base + adapter of an adapter directory (a PeftModel;
+    `trainable` keeps training that adapter, `merge` folds it into the base weights)."""
+    if not is_adapter(path):
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=dtype)
+    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    return model.merge_and_unload() if merge else model
+
+
 def load_tokenizer(path: str | Path):
     """Tokenizer with left padding (generation and last-position scoring) and a pad token."""
+    if is_adapter(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = adapter_base(path)  # an adapter saved without its tokenizer uses the base's
     tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -52,7 +87,7 @@ def load_tokenizer(path: str | Path):
 
 
 def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None):
-    """(model in eval mode on `device`, tokenizer) from a local HF directory."""
+    """(model in eval mode on `device`, tokenizer) from a local HF or adapter directory."""
     model_dir(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
@@ -60,11 +95,25 @@ def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype |
     if dtype is None:
         dtype = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(target)
+    model = load_model(path, dtype, merge=True).to(target)
     model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write base + adapter, merged (fp32), with the tokenizer, as a plain checkpoint in `out_dir`."""
+    if not is_adapter(adapter_dir):
+        raise ValueError(f"{adapter_dir}: not a LoRA adapter directory (no {ADAPTER_CONFIG})")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out}: exists and is not an empty directory; choose a new --out")
+    model = load_model(adapter_dir, torch.float32, merge=True)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    load_tokenizer(adapter_dir).save_pretrained(out)
+    return out
 
 
 def _stop_ids(model: PreTrainedModel, tokenizer) -> list[int]:

@@ -78,8 +78,27 @@ class RunArgs:
     auto_resume: bool = field(
         default=True, metadata={"help": "continue from the last checkpoint in output_dir"}
     )
+    # LoRA via PEFT, every stage (train/lora.py). lora_r 0 trains all weights.
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0: full fine-tuning, no adapter"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch, in [0, 1)"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "module names LoRA wraps (e.g. q_proj v_proj), or all-linear"},
+    )
     # the TRL keys the config file and overrides set (filled by load_config; what `resolved_dict` writes)
     trl_keys: tuple[str, ...] = field(default=(), init=False, repr=False)
+
+    def __post_init__(self):
+        # ValueError here reaches the user as a ConfigError naming the key (load_config)
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0: no adapter), got {self.lora_r}")
+        if self.lora_r and self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_r and (not self.lora_target_modules or not all(self.lora_target_modules)):
+            raise ValueError("lora_target_modules must name at least one module (or all-linear)")
 
     def reward_weights(self) -> RewardWeights:
         return RewardWeights(

@@ -29,6 +29,7 @@ from agrl.rules import RulesEngine
 from agrl.schemes import Scheme
 from agrl.train.common import METRICS_FILE, fit, setup
 from agrl.train.config import RunArgs
+from agrl.train.lora import starting_model
 
 log = logging.getLogger("agrl.train")
 
@@ -114,4 +115,8 @@ def main(run: RunArgs, args: DPOConfig) -> None:
             "dpo: no preference pairs (every sample was right); sample more (dpo_samples) or hotter"
         )
     dataset = Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows])
-    fit(DPOTrainer(model=run.model, args=args, train_dataset=dataset), run, args)
+    model, peft_config = starting_model(run, args)
+    # With an adapter, TRL's reference is the model with the new adapter off, or a frozen copy of a
+    # continued one: no second model in memory either way.
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, peft_config=peft_config)
+    fit(trainer, run, args)

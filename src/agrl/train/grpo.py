@@ -24,6 +24,7 @@ from agrl.rewards import REWARD_NAMES, reward_funcs
 from agrl.rules import RulesEngine
 from agrl.train.common import fit, gold_steps, setup
 from agrl.train.config import RunArgs
+from agrl.train.lora import starting_model
 
 METHOD_REWARDS = {
     "grpo": ("format_gate", "outcome"),
@@ -75,7 +76,14 @@ def build_trainer(run: RunArgs, args: GRPOConfig, method: str) -> GRPOTrainer:
     funcs, weights = reward_funcs(METHOD_REWARDS[method], scheme, run.reward_weights(), engine.table)
     args.reward_weights = weights
     dataset = Dataset.from_list(grpo_rows(records, engine))
-    common = {"model": run.model, "reward_funcs": funcs, "args": args, "train_dataset": dataset}
+    model, peft_config = starting_model(run, args)
+    common = {
+        "model": model,
+        "reward_funcs": funcs,
+        "args": args,
+        "train_dataset": dataset,
+        "peft_config": peft_config,
+    }
     if method in ("agr_only", "agrl"):
         if run.dynamic_sampling:
             raise ValueError(

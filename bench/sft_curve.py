@@ -44,6 +44,12 @@ def posterior_f1(model_dir: Path, records) -> dict[str, float | None]:
     return family_f1(records, [r.label for r in Scorer(model_dir, batch_size=64).score(records)])
 
 
+def _train_runtime(run: Path) -> float | None:
+    """The stage's training wall time, as the Trainer logged it at the end (metrics.jsonl)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return next((row["train_runtime"] for row in reversed(rows) if "train_runtime" in row), None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", required=True, help="demo recipe name or YAML (its stage must save checkpoints)")
@@ -59,7 +65,7 @@ def main() -> None:
     from agrl.data import load_records
     from agrl.demo import run_demo
 
-    demo = run_demo(a.out, a.recipe)
+    run_demo(a.out, a.recipe)
     result_file = a.result or a.out / "sft_curve.json"
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
     points = result.setdefault("points", {})
@@ -90,7 +96,7 @@ def main() -> None:
     result |= {
         "command": f"bench/sft_curve.py --recipe {a.recipe} --out {a.out} " + " ".join(f"--stage {s}" for s in a.stage),
         "final": final,
-        "train_s": {s: demo["timings"].get(f"train {s}") or result.get("train_s", {}).get(s) for s in a.stage},
+        "train_s": {s: _train_runtime(a.out / s) for s in a.stage},
         "loss": {row["step"]: row["loss"] for row in metrics if "loss" in row},
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}",
         "date": datetime.now(UTC).date().isoformat(),

@@ -6,6 +6,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+import signal
+import subprocess
+import time
+
 import pytest
 
 
@@ -44,3 +48,20 @@ def sft_model_dir(tiny_model_dir, small_bench, tmp_path_factory):
                    "max_steps=120", "per_device_train_batch_size=16", "learning_rate=3e-3", "warmup_steps=5",
                    "save_steps=60", "logging_steps=20", "disable_tqdm=true", "report_to=none"])
     return out
+
+
+@pytest.fixture
+def kill_after_first_checkpoint():
+    """Start a training command and SIGKILL it once OUT/checkpoint-1 is complete (before checkpoint-4)."""
+
+    def run(cmd: list[str], out, env: dict, timeout: float = 180) -> None:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while not (out / "checkpoint-1" / "trainer_state.json").exists():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "checkpoint-4").exists(), "killed too late to test a resume"
+
+    return run

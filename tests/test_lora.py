@@ -8,10 +8,8 @@ merge, and eval/score/serve on an adapter directory.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +129,7 @@ def test_lora_agrl_trains_the_adapter_and_guided_logps_go_through_it(lora_sft, s
 
 
 @pytest.mark.slow
-def test_lora_run_resumes_after_a_kill(sft_model_dir, small_bench, tmp_path):
+def test_lora_run_resumes_after_a_kill(sft_model_dir, small_bench, tmp_path, kill_after_first_checkpoint):
     """SIGKILL after the first adapter checkpoint; the rerun resumes and ends on an unbroken run's adapter."""
     common = [f"model={sft_model_dir}", f"train_file={small_bench / 'sft.jsonl'}", "max_steps=4",
               "per_device_train_batch_size=8", "learning_rate=5e-3", "warmup_steps=0", "save_steps=1",
@@ -140,14 +138,7 @@ def test_lora_run_resumes_after_a_kill(sft_model_dir, small_bench, tmp_path):
     cmd = [sys.executable, "-m", "agrl", "train", str(CONFIGS / "sft.yaml")]
     cmd += [item for o in common + [f"output_dir={out}"] for item in ("--set", o)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while not (out / "checkpoint-1" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "checkpoint-4").exists(), "killed too late to test a resume"
+    kill_after_first_checkpoint(cmd, out, env)
     result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming from" in result.stderr

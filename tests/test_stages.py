@@ -5,10 +5,8 @@ configs with --set overrides; plus kill-and-resume. The SFT stage runs in the `s
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -122,7 +120,7 @@ def _command(config: str, overrides: list[str]) -> list[str]:
     ]
 
 
-def test_kill_and_resume(sft_model_dir, small_bench, tmp_path):
+def test_kill_and_resume(sft_model_dir, small_bench, tmp_path, kill_after_first_checkpoint):
     """SIGKILL after the first checkpoint; the same command resumes from it and ends where an unbroken run ends."""
     common = [
         f"model={sft_model_dir}",
@@ -138,14 +136,7 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path):
     out = tmp_path / "killed"
     cmd = _command(str(CONFIGS / "grpo_pr.yaml"), common + [f"output_dir={out}"])
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "checkpoint-1" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "checkpoint-4").exists(), "killed too late to test a resume"
+    kill_after_first_checkpoint(cmd, out, env)
     last = max(
         int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()
     )

@@ -159,28 +159,39 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def model_dir(path: str | Path, what: str = "--model") -> Path:
-    """A local Hugging Face model folder with a config, complete weights and a tokenizer; UserError otherwise."""
+    """A local Hugging Face model folder with a config, complete weights and a tokenizer, or a LoRA adapter
+    folder (adapter config and weights) whose base is such a folder; UserError otherwise."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{what} {path}: no such model directory; build one with `agrl model init` or train one")
     if not path.is_dir():
         raise UserError(f"{what} {path}: is a file; give the model's directory (HF save_pretrained format)")
-    missing = [name for name in ("config.json",) if not (path / name).is_file()]
-    weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+    adapter = (path / "adapter_config.json").is_file()
+    config = "adapter_config.json" if adapter else "config.json"
+    missing = [name for name in (config,) if not (path / name).is_file()]
+    weights = [path / name for name in (ADAPTER_FILES if adapter else WEIGHT_FILES) if (path / name).is_file()]
     tokenizer = any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     if missing or not weights or not tokenizer:
         lacks = missing + ([] if weights else ["weights (model.safetensors)"]) + ([] if tokenizer else ["tokenizer"])
         raise UserError(f"{what} {path}: not a model directory (no {', '.join(lacks)}); "
                         "give a folder written by `agrl model init`, `agrl train` or save_pretrained")
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        settings = json.loads((path / config).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{what} {path}/config.json: not valid JSON; the model directory is damaged") from None
+        raise UserError(f"{what} {path}/{config}: not valid JSON; the model directory is damaged") from None
     for file in weights:
         problem = safetensors_problem(file) if file.suffix == ".safetensors" else None
         if problem:
             raise UserError(f"{what} {file}: weights {problem}; copy or train the model again")
+    if adapter:  # the adapter's base must itself be a model directory
+        base = settings.get("base_model_name_or_path") if isinstance(settings, dict) else None
+        if not base:
+            raise UserError(f"{what} {path}/{config}: names no base_model_name_or_path")
+        model_dir(base, f"{what} {path}: its base")
     return path
 
 

@@ -46,10 +46,11 @@ def resolve_source(source: str | Path) -> Path:
 def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default") -> Path:
     """Write the GGUF's model (fp32) and tokenizer as a Hugging Face checkpoint in `out_dir`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agrl.schemes import load_scheme
     from agrl.score import label_token_ids
+    from agrl.tiny import judge_generation_config
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -66,13 +67,7 @@ def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default"
     del loaded
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=160,
-    )
+    model.generation_config = judge_generation_config(tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -102,7 +102,7 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
 def build_model(tokenizer, size: str = "tiny", seed: int = 0):
     """A randomly initialised LlamaForCausalLM for this tokenizer; the same seed gives the same weights."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r} (choose from {sorted(SIZES)})")
@@ -118,14 +118,16 @@ def build_model(tokenizer, size: str = "tiny", seed: int = 0):
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-        max_new_tokens=160,
-    )
+    model.generation_config = judge_generation_config(tokenizer)
     return model
+
+
+def judge_generation_config(tokenizer):
+    """Greedy, up to 160 new tokens, stopping at the tokenizer's end of turn: what every judge we save uses."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=160)
 
 
 def init_model(

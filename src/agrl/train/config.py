@@ -314,7 +314,9 @@ def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_pr
         raise UserError(f"output_dir {out}: is a file, expected a run directory")
     if Path(run.model).exists() and out.exists() and out.resolve() == Path(run.model).resolve():
         raise UserError(f"output_dir {out}: is the model it starts from; choose another output_dir")
-    if not out.is_dir() or not any(out.iterdir()):
+    # Only the main process judges output_dir's contents: it alone writes there, and another rank looking
+    # while it writes its config would see "files that are not an agrl run" (a race seen under torchrun).
+    if not main_process or not out.is_dir() or not any(out.iterdir()):
         return
     previous = out / "config.yaml"
     old = yaml_file(previous, "run config") if previous.is_file() else None
@@ -325,6 +327,5 @@ def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_pr
         why = "another run's" if isinstance(old, dict) else "files that are not an agrl run"
         raise UserError(f"output_dir {out}: holds {why} ({', '.join(sorted(p.name for p in out.iterdir())[:4])}); "
                         "pass --force to replace it, or choose another output_dir")
-    if main_process:
-        for stale in [*out.glob("checkpoint-*"), out / "metrics.jsonl"]:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+    for stale in [*out.glob("checkpoint-*"), out / "metrics.jsonl"]:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)

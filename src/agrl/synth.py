@@ -47,8 +47,8 @@ MIX = {
     "eval": {"plain": .15, "brand": .13, "attribute": .13, "price": .11, "model": .12, "negation": .12,
              "alternative": .12, "accessory": .12},
 }
-# The base judge's pretraining pairs (recipes/demo/base.yaml): common families only, the stand-in for
-# what a pretrained LLM already knows (categories, brands, attributes, prices), not the long tail.
+# The common families alone, as a `generate(mix=...)` split mix: what a pretrained LLM already knows
+# (categories, brands, attributes, prices). recipes/demo/base.yaml adds the HARD ones at 2.5% each.
 COMMON_MIX = {"plain": .3, "brand": .25, "attribute": .25, "price": .2}
 DEFAULT_NOISE = 0.15
 

@@ -63,7 +63,8 @@ def ws(tmp_path_factory, tiny_model_dir):
         (root / name).write_text(text)
     for name, extra in {"neg_batch": {"per_device_train_batch_size": -1}, "nan_weight": {"w_out": float("nan")},
                         "credit": {"step_credit_when_wrong": 1.5}, "dpo": {"method": "dpo", "dpo_samples": 0},
-                        "share": {"sft_guided_share": 2.0}, "lr": {"learning_rate": float("inf")}}.items():
+                        "share": {"sft_guided_share": 2.0}, "lr": {"learning_rate": float("inf")},
+                        "label_weight": {"sft_label_weight": 0.5}}.items():
         config = CONFIG | {"model": str(tiny_model_dir), "train_file": str(root / "good.jsonl"),
                            "output_dir": str(root / f"run_{name}")} | extra
         (root / f"cfg_{name}.yaml").write_text(yaml.safe_dump(config))
@@ -191,6 +192,7 @@ def cases(ws: Path) -> list[tuple[str, list[str], str]]:
         ("train-dpo-samples-0", ["train", w("cfg_dpo.yaml")], "dpo_samples"),
         ("train-guided-share", ["train", w("cfg_share.yaml")], "sft_guided_share"),
         ("train-inf-lr", ["train", w("cfg_lr.yaml")], "learning_rate"),
+        ("train-label-weight-below-1", ["train", w("cfg_label_weight.yaml")], "sft_label_weight"),
         ("train-bad-rows", ["train", w("cfg_badrows.yaml")], "bad_rows.jsonl:3: product: is required"),
         ("train-missing-model", ["train", w("cfg_neg_batch.yaml"), "--set", "per_device_train_batch_size=1",
                                  "--set", f"model={w('nope_model')}"], "no such model directory"),

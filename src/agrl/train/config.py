@@ -246,6 +246,8 @@ def _check_ranges(run: RunArgs, args: Any, method: str, where: str) -> None:
     for key in ("step_credit_when_wrong", "sft_guided_share"):
         if not 0.0 <= getattr(run, key) <= 1.0:
             raise bad(key, "in [0, 1]")
+    if not (math.isfinite(run.sft_label_weight) and run.sft_label_weight >= 1.0):
+        raise bad("sft_label_weight", "a finite number >= 1")
     if run.dpo_samples < 1 or run.dpo_max_new_tokens < 1:
         raise bad("dpo_samples" if run.dpo_samples < 1 else "dpo_max_new_tokens", ">= 1")
     if run.dpo_temperature <= 0:

@@ -5,7 +5,7 @@ completion the record's `reasoning` (teacher text, possibly noisy, as sft.jsonl 
 the rules engine's rendering of the gold verdicts. The loss covers the completion only.
 With `sft_label_weight` > 1 the label token (the one right after `<label>`) weighs that many tokens in
 the loss: the judge states its label before its reasoning, so the label is decided in one position
-while ~40 reasoning tokens share the plain token mean (our choice; measured in bench/README.md, SFT).
+while ~40 reasoning tokens share the plain token mean (our choice; README, "The embedded judge").
 With `sft_guided_share` > 0, that share of records is added again with AGR guidance (a random level
 1-3) in the prompt and the same target: a model that never saw guidance cannot use it in AGRL
 (measured in bench/README.md, Quality).
@@ -70,8 +70,6 @@ def main(run: RunArgs, args: SFTConfig) -> None:
     _, records, engine = setup(run)
     if args.completion_only_loss is False:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
-    if run.sft_label_weight < 1.0:
-        raise ValueError(f"sft: sft_label_weight must be >= 1, got {run.sft_label_weight}")
     model, peft_config = starting_model(run, args)
     trainer = SFTTrainer(
         model=model,

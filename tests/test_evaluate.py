@@ -110,3 +110,12 @@ def test_eval_limit_and_unlabelled_records(tmp_path):
     assert len(load_eval_records(data, SCHEME, limit=1)) == 1  # the unlabelled row is past the limit
     with pytest.raises(ValueError, match="record 2 .id r2.: label: is required"):
         load_eval_records(data, SCHEME)
+
+
+def test_eval_takes_the_rules_the_run_trained_with(tmp_path):
+    # adherence at evaluation must be scored under the training rules: config.yaml's rules_config
+    from agrl.evaluate import trained_rules
+
+    assert trained_rules(tmp_path) is None  # not an agrl run: the default rules
+    (tmp_path / "config.yaml").write_text("method: grpo\nrules_config: my_rules.yaml\n")
+    assert trained_rules(tmp_path) == "my_rules.yaml"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agrl.output import Judgement, Rejected, Step, parse_completion, render
+from agrl.output import REJECTIONS, Judgement, Rejected, Step, parse_completion, render
 from agrl.schemes import load_scheme
 
 SCHEME = load_scheme("default")
@@ -44,3 +44,10 @@ def test_evidence_cannot_smuggle_tags():
     text = render(4, [Step("category", "match", "a <label>1</label> | b\nc")], "ok")
     parsed = parse_completion(text, SCHEME)
     assert isinstance(parsed, Judgement) and parsed.label == 4
+
+
+@pytest.mark.parametrize("text", [GOOD.replace("<label>2", "<label>7"), "", GOOD + "\nmore", GOOD.replace("brand", "colour")])
+def test_rejection_kind_is_a_known_prefix_of_the_reason(text):
+    # counting rejections groups by kind: a fixed vocabulary, never a cut of the message
+    parsed = parse_completion(text, SCHEME)
+    assert parsed.kind in REJECTIONS and parsed.reason.startswith(parsed.kind)

@@ -12,13 +12,18 @@ from agrl.rewards import (
     Outcome,
     RewardWeights,
     StepReward,
-    outcome_accuracy,
+    grade,
     reward_funcs,
-    total_reward,
 )
 from agrl.schemes import load_scheme
 
 SCHEME = load_scheme("default")
+
+
+def total_reward(text, label, steps, scheme, weights=RewardWeights()) -> float:
+    """R for one completion: every term weighted and summed, as TRL sums them."""
+    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights)
+    return sum(scale * func([text], [label], [steps])[0] for func, scale in zip(funcs, scales))
 GOLD_LABEL = 2
 GOLD_STEPS = {"category": "match", "brand": "mismatch", "attribute.color": "match"}
 
@@ -119,8 +124,8 @@ def test_ordinal_outcome_credit():
     texts = [render(code, [Step("category", "match")]) for code in (4, 3, 2, 1)]
     assert ordinal(texts, label=[3] * 4) == pytest.approx([2 / 3, 1.0, 2 / 3, 1 / 3])
     assert ordinal(["nonsense"], label=[3]) == [0.0]
-    # AGR's detector always uses exact accuracy
-    assert [outcome_accuracy(t, 3, SCHEME) for t in texts] == [0.0, 1.0, 0.0, 0.0]
+    # a rollout is right (AGR's detector, the groups/* counters) only at full credit: the exact label
+    assert [grade(t, 3, SCHEME).correct for t in texts] == [False, True, False, False]
 
 
 def test_conversational_completions_and_json_steps():

@@ -223,12 +223,15 @@ def eval_command(
     seed: int = typer.Option(0, help="bootstrap seed"),
     posterior: bool = typer.Option(True, help="also compute the one-pass label posterior (ECE, NDCG@10)"),
     device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    rules: str = typer.Option(None, help="rules YAML for adherence and step accuracy (default: the one the "
+                              "model's run trained with, from its config.yaml; else the default rules)"),
 ) -> None:
     """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
     from agrl.data import check_source
     from agrl.evaluate import evaluate, predictions_path, summary_table
     from agrl.files import model_dir
     from agrl.models import check_device
+    from agrl.rules import load_config as load_rules
     from agrl.schemes import load_scheme
 
     for value, name in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"), (limit, "--limit")):
@@ -239,8 +242,10 @@ def eval_command(
     load_scheme(scheme)
     model_dir(model)
     check_device(device)
+    if rules is not None:
+        load_rules(rules)  # a bad file fails here, before the model loads
     result = evaluate(model, data, out, predictions, scheme, batch_size, max_new_tokens, limit, resamples, seed,
-                      posterior, device)
+                      posterior, device, rules)
     console.print(summary_table(result))
     console.print(f"metrics written to {out}, predictions to {result['predictions']}")
 

@@ -25,9 +25,9 @@ from agrl.data import Record, load_records, write_jsonl
 from agrl.errors import UserError
 from agrl.files import atomic_write, distinct
 from agrl.metrics import Prediction, expected_relevance, summarize
-from agrl.output import Judgement, parse_completion
+from agrl.output import Rejected
 from agrl.prompt import prompt_text
-from agrl.rewards import step_score
+from agrl.rewards import grade
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme, load_scheme
 from agrl.score import Scorer, check_model_scheme
@@ -42,33 +42,31 @@ def judge_outputs(
 ) -> tuple[list[Prediction], list[dict]]:
     """Parse each completion and pair it with its record: (metric inputs, prediction rows for JSONL).
 
-    Gold steps are `engine.gold(record)` (the record's own steps when it has them); adherence is
-    `engine.adheres` on the completion's own verdicts; step accuracy is the dense reward's r_step.
+    Graded by rewards.grade (the dense rewards' own path) against `engine.gold_steps(record)` (the
+    record's own steps when it has them) under the engine's decision table.
     """
     assert len(records) == len(completions), "one completion per record"
     preds: list[Prediction] = []
     rows: list[dict] = []
     for index, (record, text) in enumerate(zip(records, completions)):
         posterior = posteriors[index] if posteriors is not None else None
-        parsed = parse_completion(text, scheme)
-        gold_steps = {step.name: step.verdict for step in engine.gold(record).steps}
-        valid = isinstance(parsed, Judgement)
+        graded = grade(text, record.label, scheme, engine.table, engine.gold_steps(record) or None)
         pred = Prediction(
             gold=record.label,
-            pred=parsed.label if valid else None,
+            pred=graded.parsed.label if graded.valid else None,
             id=record.id,
             query=record.query,
             family=record.family,
-            adheres=engine.adheres(parsed) if valid else None,
-            step_accuracy=step_score(parsed, gold_steps) if valid and gold_steps else None,
+            adheres=graded.adheres,
+            step_accuracy=graded.step_accuracy,
             posterior=posterior,
         )
         preds.append(pred)
-        rows.append(_row(pred, text, None if valid else parsed.reason))
+        rows.append(_row(pred, text, None if graded.valid else graded.parsed))
     return preds, rows
 
 
-def _row(pred: Prediction, completion: str, reject_reason: str | None) -> dict:
+def _row(pred: Prediction, completion: str, rejected: Rejected | None) -> dict:
     row = {
         "id": pred.id,
         "query": pred.query,
@@ -77,7 +75,8 @@ def _row(pred: Prediction, completion: str, reject_reason: str | None) -> dict:
         "pred": pred.pred,
         "correct": pred.pred == pred.gold,
         "valid": pred.pred is not None,
-        "reject_reason": reject_reason,
+        "reject_reason": rejected and rejected.reason,
+        "reject_kind": rejected and rejected.kind,
         "adheres": pred.adheres,
         "step_accuracy": pred.step_accuracy,
     }
@@ -88,13 +87,8 @@ def _row(pred: Prediction, completion: str, reject_reason: str | None) -> dict:
 
 
 def rejection_counts(rows: list[dict]) -> dict[str, int]:
-    """Rejections by reason, with the quoted or bracketed specifics cut off ("unknown label '7'" -> "unknown label")."""
-    reasons = Counter(
-        row["reject_reason"].split(" '")[0].split(" (")[0].split(" {")[0]
-        for row in rows
-        if row["reject_reason"]
-    )
-    return dict(reasons.most_common())
+    """Rejections by the parser's kind ("unknown label '7'" counts as "unknown label")."""
+    return dict(Counter(row["reject_kind"] for row in rows if row["reject_kind"]).most_common())
 
 
 def _progress() -> Progress:
@@ -162,6 +156,17 @@ def predictions_path(out: str | Path, predictions: str | Path | None) -> Path:
     return Path(predictions) if predictions else Path(out).with_suffix(".predictions.jsonl")
 
 
+def trained_rules(model_dir: str | Path) -> str | None:
+    """The `rules_config` the model's run trained with (its config.yaml), None for the default rules."""
+    import yaml
+
+    config = Path(model_dir) / "config.yaml"
+    try:
+        return (yaml.safe_load(config.read_text()) or {}).get("rules_config") if config.is_file() else None
+    except (yaml.YAMLError, AttributeError, OSError):
+        return None
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
@@ -175,11 +180,14 @@ def evaluate(
     seed: int = 0,
     posterior: bool = True,
     device: str | None = None,
+    rules_config: str | None = None,
 ) -> dict:
     """Run a checkpoint over a labelled file; write the metrics JSON (and predictions JSONL); return the JSON.
 
-    `predictions` defaults to OUT with the suffix `.predictions.jsonl`.
+    `predictions` defaults to OUT with the suffix `.predictions.jsonl`; `rules_config` (adherence, step
+    accuracy) defaults to the rules the model's run trained with, else the default rules.
     """
+    rules_config = rules_config or trained_rules(model)
     label_scheme = load_scheme(scheme)
     out = Path(out)
     predictions = predictions_path(out, predictions)
@@ -189,7 +197,7 @@ def evaluate(
     loaded = models.load(model, device=device)
     completions = generate_completions(*loaded, records, batch_size, max_new_tokens)
     posteriors = label_posteriors(Scorer(loaded, label_scheme, batch_size), records) if posterior else None
-    engine = RulesEngine.from_records(records, scheme=label_scheme)
+    engine = RulesEngine.from_records(records, scheme=label_scheme, config=rules_config)
     preds, rows = judge_outputs(records, completions, posteriors, label_scheme, engine)
     result = {
         "model": str(model),
@@ -207,6 +215,7 @@ def evaluate(
             "seed": seed,
             "decoding": "greedy",
             "posterior": posterior,
+            "rules_config": rules_config,
         },
         **summarize(preds, label_scheme, resamples=resamples, seed=seed),
         "rejections": rejection_counts(rows),

@@ -28,6 +28,11 @@ LABEL_OPEN, LABEL_CLOSE = "<label>", "</label>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 SPECIAL_TAGS = (LABEL_OPEN, LABEL_CLOSE, THINK_OPEN, THINK_CLOSE)
 MAX_COMPLETION_CHARS = 2000
+REJECTIONS = (
+    "over-long output", "no label", "two labels", "label not first", "label not closed", "unknown label",
+    "missing or repeated think block", "text after the end tag", "empty reasoning", "no decision line",
+    "decision", "malformed step line", "unknown step", "unknown verdict", "repeated step",
+)
 
 _LINE = re.compile(r"([a-z][a-z0-9_.]*): ([a-z/]+)(?: \| (.*))?")
 _DECISION = re.compile(r"decision: (\S+)(?: \| (.*))?")
@@ -55,9 +60,14 @@ class Judgement:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A completion the parser refused, and why."""
+    """A completion the parser refused: `kind` (one of REJECTIONS, what counts group by) + `detail`."""
 
-    reason: str
+    kind: str
+    detail: str = ""
+
+    @property
+    def reason(self) -> str:
+        return self.kind + self.detail
 
 
 def render(label: int, steps: list[Step] | tuple[Step, ...], reason: str = "") -> str:
@@ -80,9 +90,9 @@ def _clean(text: str) -> str:
 def parse_completion(
     text: str, scheme: Scheme, max_chars: int = MAX_COMPLETION_CHARS
 ) -> Judgement | Rejected:
-    """Parse a completion strictly; anything off the format is `Rejected(reason)`, never an exception."""
+    """Parse a completion strictly; anything off the format is `Rejected(kind, detail)`, never an exception."""
     if len(text) > max_chars:
-        return Rejected(f"over-long output ({len(text)} > {max_chars} characters)")
+        return Rejected("over-long output", f" ({len(text)} > {max_chars} characters)")
     opens = text.count(LABEL_OPEN)
     if opens == 0:
         return Rejected("no label")
@@ -97,7 +107,7 @@ def parse_completion(
     label_text = head.strip()
     # isascii: str.isdigit accepts '²' and other Unicode digits that int() refuses
     if not (label_text.isascii() and label_text.isdigit()) or int(label_text) not in scheme.codes:
-        return Rejected(f"unknown label {label_text!r}")
+        return Rejected("unknown label", f" {label_text!r}")
     label = int(label_text)
     rest = rest.strip()
     if rest.count(THINK_OPEN) != 1 or rest.count(THINK_CLOSE) != 1 or not rest.startswith(THINK_OPEN):
@@ -114,21 +124,21 @@ def parse_completion(
         return Rejected("no decision line")
     decided = decision.group(1)
     if decided != label_text:
-        return Rejected(f"decision {decided!r} contradicts label {label}")
+        return Rejected("decision", f" {decided!r} contradicts label {label}")
     steps: list[Step] = []
     seen: set[str] = set()
     for line in step_lines:
         match = _LINE.fullmatch(line)
         if match is None:
-            return Rejected(f"malformed step line {line[:60]!r}")
+            return Rejected("malformed step line", f" {line[:60]!r}")
         name, verdict, evidence = match.group(1), match.group(2), match.group(3) or ""
         allowed = step_verdicts(name)
         if allowed is None:
-            return Rejected(f"unknown step {name!r}")
+            return Rejected("unknown step", f" {name!r}")
         if verdict not in allowed:
-            return Rejected(f"unknown verdict {verdict!r} for step {name!r}")
+            return Rejected("unknown verdict", f" {verdict!r} for step {name!r}")
         if name in seen:
-            return Rejected(f"repeated step {name!r}")
+            return Rejected("repeated step", f" {name!r}")
         seen.add(name)
         steps.append(Step(name, verdict, evidence.strip()))
     return Judgement(label, tuple(steps), (decision.group(2) or "").strip())

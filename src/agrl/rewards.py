@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from agrl.output import Judgement, parse_completion
+from agrl.output import Judgement, Rejected, parse_completion
 from agrl.rules import DecisionTable
 from agrl.schemes import Scheme
 
@@ -45,7 +45,7 @@ def completion_text(completion: str | list[dict[str, Any]]) -> str:
     )
 
 
-def gold_steps(steps: str | dict[str, str] | None) -> dict[str, str]:
+def read_steps(steps: str | dict[str, str] | None) -> dict[str, str]:
     """Gold step verdicts from a dataset cell (JSON text or a dict); missing -> {}."""
     if steps is None or steps == "":
         return {}
@@ -78,15 +78,44 @@ def step_score(judgement: Judgement, steps: dict[str, str]) -> float:
     return sum(predicted.get(name) == verdict for name, verdict in gold.items()) / total
 
 
-def outcome_accuracy(completion: str | list[dict[str, Any]], label: int, scheme: Scheme) -> float:
-    """r_out in {0, 1} (never ordinal): the accuracy AGR's detector thresholds on.
+@dataclass(frozen=True)
+class Grade:
+    """One completion graded against its record: the strict parse, then label, steps and adherence."""
+
+    parsed: Judgement | Rejected
+    correct: bool  # accepted, with the gold label
+    adheres: bool | None  # its own verdicts imply its own label (None: rejected, or no table)
+    step_accuracy: float | None  # r_step against the gold steps (None: rejected, or no gold steps)
+
+    @property
+    def valid(self) -> bool:
+        return isinstance(self.parsed, Judgement)
+
+
+def grade(
+    completion: str | list[dict[str, Any]],
+    label: int | None,
+    scheme: Scheme,
+    table: DecisionTable | None = None,
+    steps: dict[str, str] | None = None,
+) -> Grade:
+    """The one grading path (rewards, AGR, eval, DPO pairs, the service's /v1/judge).
 
     >>> from agrl.schemes import load_scheme
-    >>> outcome_accuracy("<label>2</label>\\n<think>\\ncategory: match\\ndecision: 2\\n</think>", 2, load_scheme())
-    1.0
+    >>> g = grade("<label>4</label>\\n<think>\\ncategory: match\\ndecision: 4\\n</think>", 4, load_scheme(),
+    ...           DecisionTable.default(), {"category": "match"})
+    >>> g.correct, g.adheres, g.step_accuracy
+    (True, True, 1.0)
+    >>> grade("four", 4, load_scheme()).parsed.kind
+    'no label'
     """
     parsed = parse_completion(completion_text(completion), scheme)
-    return 1.0 if isinstance(parsed, Judgement) and parsed.label == label else 0.0
+    if not isinstance(parsed, Judgement):
+        return Grade(parsed, False, None, None)
+    adheres = table.adheres(parsed.verdicts, parsed.label, scheme) if table is not None else None
+    return Grade(
+        parsed, parsed.label == label, adheres, step_score(parsed, steps) if steps is not None else None
+    )
 
 
 # ---------------------------------------------------------------------------- TRL reward callables
@@ -110,23 +139,20 @@ class _Reward:
         steps = steps if steps is not None else [None] * len(completions)
         out = []
         for completion, gold_label, gold in zip(completions, label, steps, strict=True):
-            parsed = parse_completion(completion_text(completion), self.scheme)
             gold_label = self.scheme.code(gold_label)
-            if not isinstance(parsed, Judgement):
-                out.append(self.rejected())
-            else:
-                out.append(self.score(parsed, gold_label, gold_steps(gold)))
+            graded = grade(completion, gold_label, self.scheme, self.table, read_steps(gold))
+            out.append(self.value(graded, gold_label) if graded.valid else self.rejected())
         return out
 
     def rejected(self) -> float:
         return 0.0  # only the gate scores a rejected completion
 
-    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+    def value(self, graded: Grade, label: int) -> float:
         raise NotImplementedError
 
-    def gain(self, judgement: Judgement, label: int) -> float:
+    def gain(self, graded: Grade) -> float:
         """g: dense terms count fully when the label is right, `step_credit_when_wrong` otherwise."""
-        return 1.0 if judgement.label == label else self.weights.step_credit_when_wrong
+        return 1.0 if graded.correct else self.weights.step_credit_when_wrong
 
 
 class FormatGate(_Reward):
@@ -143,7 +169,7 @@ class FormatGate(_Reward):
     def rejected(self) -> float:
         return self.weights.invalid
 
-    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
+    def value(self, graded: Grade, label: int) -> float:
         return 0.0
 
 
@@ -158,8 +184,8 @@ class Outcome(_Reward):
 
     __name__ = "outcome"
 
-    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
-        return outcome_score(judgement, label, self.scheme, self.weights.ordinal)
+    def value(self, graded: Grade, label: int) -> float:
+        return outcome_score(graded.parsed, label, self.scheme, self.weights.ordinal)
 
 
 class StepReward(_Reward):
@@ -174,8 +200,8 @@ class StepReward(_Reward):
 
     __name__ = "step"
 
-    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
-        return self.gain(judgement, label) * step_score(judgement, steps)
+    def value(self, graded: Grade, label: int) -> float:
+        return self.gain(graded) * graded.step_accuracy
 
 
 class Adherence(_Reward):
@@ -191,9 +217,8 @@ class Adherence(_Reward):
 
     __name__ = "adherence"
 
-    def score(self, judgement: Judgement, label: int, steps: dict[str, str]) -> float:
-        adheres = self.table.adheres(judgement.verdicts, judgement.label, self.scheme)
-        return self.gain(judgement, label) * (1.0 if adheres else 0.0)
+    def value(self, graded: Grade, label: int) -> float:
+        return self.gain(graded) * (1.0 if graded.adheres else 0.0)
 
 
 REWARDS: dict[str, type[_Reward]] = {
@@ -222,16 +247,3 @@ def reward_funcs(
         raise ValueError(f"unknown reward(s) {unknown} (known: {list(REWARDS)})")
     scale = {"format_gate": 1.0, "outcome": weights.out, "step": weights.step, "adherence": weights.adh}
     return [REWARDS[name](scheme, weights, table) for name in names], [scale[name] for name in names]
-
-
-def total_reward(
-    text: str,
-    label: int,
-    steps: dict[str, str] | str | None,
-    scheme: Scheme,
-    weights: RewardWeights = RewardWeights(),
-    table: DecisionTable | None = None,
-) -> float:
-    """R for one completion, all four terms weighted and summed (DPO pair selection, tests)."""
-    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights, table)
-    return sum(scale * func([text], [label], [steps])[0] for func, scale in zip(funcs, scales))

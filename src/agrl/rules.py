@@ -361,6 +361,11 @@ class RulesEngine:
             reason = next((REASONS[o] for o, code in self.scheme.outcomes.items() if code == label), "")
         return Verdict(label, steps, reason)
 
+    def gold_steps(self, record: Record) -> dict[str, str]:
+        """The gold verdicts as {step: verdict} (category + every step that applies): the one source
+        of gold steps for rewards (the RL rows' `steps`), eval's step accuracy and guidance."""
+        return {step.name: step.verdict for step in self.gold(record).steps}
+
     def teacher_reasoning(self, record: Record) -> str:
         gold = self.gold(record)
         return render(gold.label, gold.steps, gold.reason)

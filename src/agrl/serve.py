@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from agrl.data import MAX_DEPTH, Record, RowError, loads, parse_record
 from agrl.errors import UserError
-from agrl.output import Judgement, parse_completion
+from agrl.rewards import grade
 from agrl.schemes import Scheme
 from agrl.score import Scorer, ScoreResult
 
@@ -313,8 +313,8 @@ async def judge_pair(body: dict, scorer: Scorer, limits: Limits, executor: Threa
     _encode(scorer, record, "product")
     loop = asyncio.get_running_loop()
     texts = await loop.run_in_executor(executor, scorer.judge, [record], limits.max_new_tokens)
-    parsed = parse_completion(texts[0], scorer.scheme)
-    ok = isinstance(parsed, Judgement)
+    graded = grade(texts[0], None, scorer.scheme)  # no gold here: only the parse counts
+    ok, parsed = graded.valid, graded.parsed
     return {
         "completion": texts[0],
         "valid": ok,

@@ -52,11 +52,6 @@ def setup(run: RunArgs, path: str | None = None) -> tuple[Scheme, list[Record], 
     return scheme, records, engine
 
 
-def gold_steps(engine: RulesEngine, record: Record) -> dict[str, str]:
-    """Gold verdicts as {step: verdict} (category + every step that applies)."""
-    return {step.name: step.verdict for step in engine.gold(record).steps}
-
-
 class JsonlMetrics(TrainerCallback):
     """One JSON row per logging step with everything the trainer logged (rewards, AGR counters, loss)."""
 

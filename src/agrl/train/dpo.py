@@ -23,7 +23,7 @@ from trl import DPOConfig, DPOTrainer
 
 from agrl import models
 from agrl.data import Record
-from agrl.output import Judgement, parse_completion
+from agrl.rewards import grade
 from agrl.prompt import prompt_messages, prompt_text
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme
@@ -40,11 +40,10 @@ def pick_pair(
     """(kind, chosen, rejected) for one prompt's samples; None when no sample is wrong."""
     good, wrong = [], []
     for text in samples:
-        parsed = parse_completion(text, scheme)
-        right = isinstance(parsed, Judgement) and parsed.label == record.label
-        if not right:
+        graded = grade(text, record.label, scheme, engine.table)
+        if not graded.correct:
             wrong.append(text)
-        elif engine.adheres(parsed):
+        elif graded.adheres:
             good.append(text)
     if not wrong:
         return None

@@ -22,7 +22,7 @@ from agrl.data import Record
 from agrl.prompt import prompt_messages
 from agrl.rewards import REWARD_NAMES, reward_funcs
 from agrl.rules import RulesEngine
-from agrl.train.common import fit, gold_steps, setup
+from agrl.train.common import fit, setup
 from agrl.train.config import RunArgs
 from agrl.train.lora import starting_model
 
@@ -40,7 +40,7 @@ def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]
         {
             "prompt": prompt_messages(record),
             "label": record.label,
-            "steps": json.dumps(gold_steps(engine, record)),
+            "steps": json.dumps(engine.gold_steps(record)),
             "record": json.dumps(record.to_dict()),
             "id": record.id or str(index),
         }

@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from agrl.rewards import REWARD_NAMES, reward_funcs
 from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
 from agrl.synth import generate
 from agrl.tiny import init_model
-from agrl.train.agr import AGRLConfig, AGRLTrainer
-from agrl.train.grpo import grpo_rows
+from agrl.train.agr import AGRLConfig, agrl_trainer_class
+from agrl.train.grpo import CountingGRPOTrainer, grpo_rows
 
 METHODS = ("grpo", "agrl_immediate", "agrl_deferred")
 
@@ -119,10 +119,10 @@ def run_method(method: str, model_dir: str, rows: list[dict], engine, opts, out_
         "processing_class": tokenizer,
     }
     if method == "grpo":
-        trainer = GRPOTrainer(args=GRPOConfig(**common), **kwargs)
+        trainer = CountingGRPOTrainer(args=GRPOConfig(**common), **kwargs)
     else:
         args = AGRLConfig(**common, agr_mode=method.removeprefix("agrl_"))
-        trainer = AGRLTrainer(args=args, rules_engine=engine, scheme=scheme, **kwargs)
+        trainer = agrl_trainer_class(args)(args=args, rules_engine=engine, scheme=scheme, **kwargs)
     trainer.remove_callback(PrinterCallback)  # keep the table readable
     clock = StepClock()
     trainer.add_callback(clock)

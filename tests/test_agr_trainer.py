@@ -26,7 +26,7 @@ from agrl.prompt import prompt_messages
 from agrl.rewards import completion_text, reward_funcs
 from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
-from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer
+from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer, agrl_trainer_class
 
 SCHEME = load_scheme("default")
 G = 4
@@ -96,7 +96,7 @@ class ScriptedGenerator:
 
 
 def build_trainer(model, tokenizer, funcs, args, dataset) -> AGRLTrainer:
-    return AGRLTrainer(
+    return agrl_trainer_class(args)(
         model=model,
         reward_funcs=funcs,
         args=args,

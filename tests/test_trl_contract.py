@@ -1,4 +1,9 @@
-"""The private TRL internals AGRLTrainer overrides or calls: fail loudly when TRL changes them.
+"""The private TRL internals our trainers override or call: fail loudly when TRL changes them.
+
+Overridden: CountingGRPOTrainer (every GRPO-family run) `_calculate_rewards`; AGRLTrainer adds
+`_generate_and_score_completions`, `_compute_loss`, `_get_per_token_logps_and_entropies`,
+`_save_checkpoint`, `_load_optimizer_and_scheduler`; DynamicSamplingGRPOTrainer adds
+`_generate_and_score_completions`. Called: the rest of HOOKS (ImmediateAGRLTrainer: `_generate`).
 
 TRL is pinned (pyproject); bumping it must go through these checks and then train/agr.py.
 
@@ -20,8 +25,9 @@ from agrl.prompt import prompt_messages
 from agrl.rewards import reward_funcs
 from agrl.schemes import load_scheme
 from agrl.train.agr import AGRLConfig, AGRLTrainer
+from agrl.train.agr_immediate import advantages
 
-# hook -> its parameters after self, exactly as AGRLTrainer calls or overrides it
+# hook -> its parameters after self, exactly as our trainers call or override it
 HOOKS = {
     "_generate_and_score_completions": ["inputs"],
     "_calculate_rewards": ["inputs", "prompts", "completions", "completion_ids_list"],
@@ -127,7 +133,7 @@ def test_helpers_we_import_exist():
 
 def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
     """One generation round of the plain parent: the dict keys, padding sides and the gathered reward
-    matrix AGRLTrainer post-processes, and that AGRLTrainer._advantages reproduces the parent's."""
+    matrix AGRL post-processes, and that immediate mode's advantages reproduce the parent's."""
     scheme = load_scheme("default")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -209,4 +215,27 @@ def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
         rules_engine=None,
         scheme=scheme,
     )
-    torch.testing.assert_close(agrl._advantages(scored["rewards"]), out["advantages"])
+    assert type(agrl) is AGRLTrainer and agrl.rewards_per_func is None  # nothing scored yet
+    torch.testing.assert_close(
+        advantages(scored["rewards"], agrl.reward_weights, agrl.num_generations, agrl.scale_rewards), out["advantages"]
+    )
+
+
+def test_overridden_hooks_are_the_documented_ones():
+    """The README names these hooks: a new override must be added here, to the README and to HOOKS."""
+    from agrl.train.agr_immediate import ImmediateAGRLTrainer
+    from agrl.train.grpo import CountingGRPOTrainer, DynamicSamplingGRPOTrainer
+
+    def own(cls):
+        return sorted(n for n, v in vars(cls).items() if callable(v) and hasattr(GRPOTrainer, n) and n != "__init__")
+
+    assert own(CountingGRPOTrainer) == ["_calculate_rewards"]
+    assert own(DynamicSamplingGRPOTrainer) == ["_generate_and_score_completions"]
+    assert own(AGRLTrainer) == [
+        "_compute_loss",
+        "_generate_and_score_completions",
+        "_get_per_token_logps_and_entropies",
+        "_load_optimizer_and_scheduler",
+        "_save_checkpoint",
+    ]
+    assert own(ImmediateAGRLTrainer) == []

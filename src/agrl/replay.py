@@ -6,7 +6,7 @@ rollouts are replaced, and which hard prompts come back in later batches (guided
 mode, unguided from the hard-prompt buffer). No torch, no TRL; its state is a JSON-able dict.
 
     state = ReplayState(ReplaySettings(mode="deferred")); slots = state.plan(num_groups=8)
-    flagged = state.observe(ids, group_accs, rows)   # after scoring; rows: id -> dataset row
+    flagged = state.observe(ids, group_accs)   # after scoring; the state holds prompt ids, not rows
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ EPS = 1e-9  # group accuracies are means of 0/1 values: compare with a tolerance
 
 @dataclass(frozen=True)
 class ReplaySettings:
-    """The AGR knobs (AGRLConfig's agr_* fields without the prefix)."""
+    """The AGR knobs, listed and validated here once (AGRLConfig's agr_* fields without the prefix;
+    `group_size` is num_generations)."""
 
     mode: str = "deferred"
     k: int = 2
@@ -34,18 +35,25 @@ class ReplaySettings:
     buffer_size: int = 256
     replay_share: float = 0.25
     replay_delay: int = 2
+    group_size: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"agr_mode must be one of {MODES}, got {self.mode!r}")
-        if self.k < 1 or not 1 <= self.max_level <= 3 or self.buffer_size < 0 or self.replay_delay < 1:
-            raise ValueError(f"bad AGR settings: {self}")
-        if not (
-            0.0 <= self.threshold_cap < 1.0
-            and 0.0 <= self.ema_decay < 1.0
-            and 0.0 <= self.replay_share <= 1.0
-        ):
-            raise ValueError(f"bad AGR settings: {self}")
+        # deferred groups keep at least one unguided rollout: it measures the prompt without the hint
+        top = self.group_size - (self.mode == "deferred") if self.group_size is not None else self.k
+        checks = {
+            f"agr_k in [1, {top}] for num_generations={self.group_size}": 1 <= self.k <= top,
+            "agr_max_level in [1, 3]": 1 <= self.max_level <= 3,
+            "agr_buffer_size >= 0": self.buffer_size >= 0,
+            "agr_replay_delay >= 1": self.replay_delay >= 1,
+            "agr_threshold_cap in [0, 1)": 0.0 <= self.threshold_cap < 1.0,
+            "agr_ema_decay in [0, 1)": 0.0 <= self.ema_decay < 1.0,
+            "agr_replay_share in [0, 1]": 0.0 <= self.replay_share <= 1.0,
+        }
+        failed = [rule for rule, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"bad AGR settings: need {'; '.join(failed)} ({self})")
 
 
 # ---------------------------------------------------------------------------- plain functions
@@ -96,19 +104,47 @@ def step_metrics(
     acc_after: dict[int, float],
     replay_accs: Sequence[float],
     thr: float,
+    guided_accs: Sequence[float] = (),
+    replay_accs_at_flag: Sequence[float] = (),
 ) -> dict[str, float]:
     """Per-step AGR counters. `levels`: guided group -> level; `acc_before/after`: guided group ->
-    its accuracy without / with the guided rollouts; `replay_accs`: buffer returns' accuracies.
-    Means over nothing are NaN (the caller skips them, so log averages stay honest)."""
+    its accuracy without / with the guided rollouts; `guided_accs`: the guided rollouts' own
+    accuracies; `replay_accs`: buffer returns' accuracies now, `replay_accs_at_flag`: theirs when
+    flagged. Means over nothing are NaN (the caller skips them, so log averages stay honest)."""
     out = {
         "agr/threshold": thr,
         "agr/guided_group_share": len(levels) / num_groups if num_groups else 0.0,
         "agr/group_acc_before": _mean([acc_before[g] for g in levels]),
         "agr/group_acc_after": _mean([acc_after[g] for g in levels]),
+        "agr/guided_acc": _mean(list(guided_accs)),
         "agr/replay_acc": _mean(list(replay_accs)),
+        "agr/replay_acc_at_flag": _mean(list(replay_accs_at_flag)),
     }
     for level in (1, 2, 3):
         out[f"agr/level_{level}"] = float(sum(1 for v in levels.values() if v == level))
+    return out
+
+
+def group_counters(right: Sequence[bool], hard: Sequence[bool], group_size: int) -> dict[str, float]:
+    """The mechanism counters of every GRPO-family run, per step: share of groups whose rollouts are
+    all not right (`groups/all_wrong`, and among hard / common families), all right (`groups/all_right`).
+    `right`: per rollout, outcome accuracy 1; `hard`: per rollout, its record's family is hard. A
+    share over no group is left out (never NaN into the log averages).
+
+    >>> group_counters([0, 0, 1, 1, 1, 0], [True, True, False, False, False, False], 2)
+    {'groups/all_wrong': 0.3333333333333333, 'groups/all_right': 0.3333333333333333, 'groups/all_wrong_hard': 1.0, 'groups/all_wrong_common': 0.0}
+    """
+    assert len(right) == len(hard) and len(right) % group_size == 0, (len(right), len(hard), group_size)
+    groups = [(right[i : i + group_size], hard[i]) for i in range(0, len(right), group_size)]
+    wrong = [not any(g) for g, _ in groups]
+    out = {
+        "groups/all_wrong": sum(wrong) / len(groups),
+        "groups/all_right": sum(all(g) for g, _ in groups) / len(groups),
+    }
+    for name, want in (("hard", True), ("common", False)):
+        picked = [w for w, (_, h) in zip(wrong, groups) if h == want]
+        if picked:
+            out[f"groups/all_wrong_{name}"] = sum(picked) / len(picked)
     return out
 
 
@@ -117,11 +153,12 @@ def step_metrics(
 
 @dataclass
 class Entry:
-    """A hard prompt waiting to come back: its dataset row, and the round it was flagged in."""
+    """A hard prompt waiting to come back: its id (the trainer looks its row up in the training
+    dataset), the round it was flagged in and its group accuracy then."""
 
     id: str
-    row: dict[str, Any]
     added: int
+    acc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,12 +212,9 @@ class ReplayState:
             slots.append(Slot(num_groups - 1 - len(slots), self.buffer.pop(pid), None))
         return slots
 
-    def observe(
-        self, ids: Sequence[str], group_accs: Sequence[float | None], rows: dict[str, dict]
-    ) -> dict[int, int]:
+    def observe(self, ids: Sequence[str], group_accs: Sequence[float | None]) -> dict[int, int]:
         """Update the EMA and threshold with this round's groups, flag the low ones, count their
-        failures and remember them. Returns flagged group -> guidance level. `rows` maps the id of
-        every flagged group to its dataset row (only those are needed). Ends the round."""
+        failures and remember them. Returns flagged group -> guidance level. Ends the round."""
         measured = [a for a in group_accs if a is not None]
         if measured:
             batch_acc = sum(measured) / len(measured)
@@ -192,7 +226,7 @@ class ReplayState:
             pid = ids[group]
             if pid not in {ids[g] for g in flagged}:  # one failure per prompt per round
                 self.failures[pid] = self.failures.get(pid, 0) + 1
-                self._remember(Entry(pid, rows[pid], self.round))
+                self._remember(Entry(pid, self.round, group_accs[group]))
             flagged[group] = self.level(pid)
         self.round += 1
         return flagged
@@ -226,9 +260,13 @@ class ReplayState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore counters and queues; the settings stay those of the current run."""
+        """Restore counters and queues; the settings stay those of the current run. An older state
+        file's whole rows are dropped (rows come from the training dataset by id)."""
         self.ema, self.round, self.threshold = state["ema"], state["round"], state["threshold"]
         self.failures = dict(state["failures"])
         self.guided_replays = dict(state["guided_replays"])
-        self.deferred = OrderedDict((e["id"], Entry(**e)) for e in state["deferred"])
-        self.buffer = OrderedDict((e["id"], Entry(**e)) for e in state["buffer"])
+
+        def entries(saved: list[dict]) -> OrderedDict[str, Entry]:
+            return OrderedDict((e["id"], Entry(e["id"], e["added"], e.get("acc"))) for e in saved)
+
+        self.deferred, self.buffer = entries(state["deferred"]), entries(state["buffer"])

@@ -1,17 +1,18 @@
 """AGRL: GRPO with Adaptive Guided Replay (spec section 6) on top of TRL's GRPOTrainer.
 
-AGR decisions live in agrl.replay (pure); this module moves tensors. Departures from the parent:
+AGR decisions live in agrl.replay (pure); this module moves tensors. Deferred mode (the default):
+flagged prompts re-enter the next batch, k of their rollouts sampled from the guided prompt inside
+the one generation pass; immediate mode (a second generation pass) is train/agr_immediate.py.
+Departures from the parent, hooks overridden (CountingGRPOTrainer adds `_calculate_rewards`,
+which keeps the outcome reward column AGR reads):
 - `_generate_and_score_completions` is wrapped: before it, hard prompts take the last group slots
-  of the batch (deferred mode: k rollouts of a flagged prompt sampled from its guided prompt in the
-  same, single generation pass; buffer returns unguided); after it, groups are flagged on global
-  r_out and, in immediate mode, k guided rollouts (a second generation pass through the parent's
-  `_generate`/`_calculate_rewards`) replace the k lowest-reward rollouts and advantages are
-  recomputed. Guided rows are trained on the UNGUIDED prompt ids; their old log-probs are the
-  guided-prompt log-probs (Guide-GRPO), the ratio's value truncated per token to [1/c, c].
-- `_calculate_rewards` keeps the decoded completions and gathered rewards for AGR.
+  of the batch (rows looked up by id in the training dataset; buffer returns come back unguided);
+  after it, groups are flagged on the global outcome column. Guided rows are trained on the
+  UNGUIDED prompt ids; their old log-probs are the guided-prompt log-probs (Guide-GRPO), the
+  ratio's value truncated per token to [1/c, c].
 - `_compute_loss` / `_get_per_token_logps_and_entropies`: guided rows carry `agr_guided_old`; the
   loss's own log-prob pass sets old_per_token_logps from it (others: as the parent; no extra pass).
-- `_save_checkpoint` / `_load_optimizer_and_scheduler` also write/read `agr_state.json`.
+- `_save_checkpoint` / `_load_optimizer_and_scheduler` also write/read `agr_state.json` (ids only).
 Not supported (raises): vLLM rollouts, tools/environments/rollout_func, beta != 0, normalize_then_sum.
 
     trainer = AGRLTrainer(model, reward_funcs, args=AGRLConfig(...), train_dataset=ds, rules_engine=engine)
@@ -22,20 +23,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from accelerate.utils import gather_object
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import nanstd, pad
+from trl.trainer.utils import pad
 
 from agrl.data import parse_record
 from agrl.prompt import prompt_messages
-from agrl.replay import ReplaySettings, ReplayState, flag_groups, group_accuracies, lowest, step_metrics
-from agrl.rewards import outcome_accuracy
+from agrl.replay import ReplaySettings, ReplayState, Slot, group_accuracies, step_metrics
 from agrl.schemes import Scheme, load_scheme
+from agrl.train.grpo import CountingGRPOTrainer
 
 STATE_FILE = "agr_state.json"
 
@@ -83,38 +84,38 @@ class AGRLConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        # deferred groups keep at least one unguided rollout: it measures the prompt without the hint
-        top = self.num_generations - (self.agr_mode == "deferred")
-        if not 1 <= self.agr_k <= top:
-            raise ValueError(
-                f"agr_k ({self.agr_k}) must be in [1, {top}] for num_generations={self.num_generations}"
-            )
         if self.agr_ratio_clip < 1.0:
             raise ValueError(f"agr_ratio_clip must be >= 1, got {self.agr_ratio_clip}")
-        self.replay_settings()  # validates the rest
+        self.replay_settings()  # ReplaySettings validates every other agr_* knob
 
     def replay_settings(self) -> ReplaySettings:
-        return ReplaySettings(
-            mode=self.agr_mode,
-            k=self.agr_k,
-            threshold_cap=self.agr_threshold_cap,
-            ema_decay=self.agr_ema_decay,
-            margin=self.agr_margin,
-            max_level=self.agr_max_level,
-            buffer_size=self.agr_buffer_size,
-            replay_share=self.agr_replay_share,
-            replay_delay=self.agr_replay_delay,
-        )
+        """The agr_* fields as replay.ReplaySettings, the one list of AGR settings."""
+        named = {f.name: getattr(self, f"agr_{f.name}") for f in fields(ReplaySettings) if f.name != "group_size"}
+        return ReplaySettings(**named, group_size=self.num_generations)
 
 
-class AGRLTrainer(GRPOTrainer):
+def agrl_trainer_class(args: AGRLConfig) -> type[AGRLTrainer]:
+    """AGRLTrainer (deferred mode), or ImmediateAGRLTrainer for agr_mode=immediate."""
+    if args.agr_mode == "immediate":
+        from agrl.train.agr_immediate import ImmediateAGRLTrainer
+
+        return ImmediateAGRLTrainer
+    return AGRLTrainer
+
+
+class AGRLTrainer(CountingGRPOTrainer):
     """GRPOTrainer + Adaptive Guided Replay. Extra keywords: `rules_engine` (guidance(record, level))
-    and `scheme` (a Scheme or its name). Dataset rows: prompt, label, steps, record (JSON), id."""
+    and `scheme` (a Scheme or its name). Dataset rows: prompt, label, steps, record (JSON), id
+    (unique: replay looks rows up by it); the reward functions must include `outcome`."""
+
+    mode = "deferred"
 
     def __init__(self, *args, rules_engine, scheme: Scheme | str = "default", **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, AGRLConfig):
             raise TypeError(f"AGRLTrainer needs an AGRLConfig, got {type(self.args).__name__}")
+        if self.args.agr_mode != self.mode:
+            raise ValueError(f"agr_mode={self.args.agr_mode}: use agrl_trainer_class(args), not {type(self).__name__}")
         unsupported = {
             "use_vllm": self.use_vllm,
             "tools": bool(self.tools),
@@ -122,21 +123,20 @@ class AGRLTrainer(GRPOTrainer):
             "environment_factory": self.environment_factories is not None,
             "beta != 0": self.beta != 0.0,
             "normalize_then_sum": self.multi_objective_aggregation != "sum_then_normalize",
+            "no `outcome` reward function": "outcome" not in self.reward_func_names,
         }
         if any(unsupported.values()):
             raise ValueError(f"AGRLTrainer does not support {[k for k, v in unsupported.items() if v]}")
+        ids = [str(pid) for pid in self.train_dataset["id"]]
+        self.row_index = {pid: index for index, pid in enumerate(ids)}
+        if len(self.row_index) != len(ids):
+            raise ValueError("AGRLTrainer: the training dataset's ids are not unique (replay looks rows up by id)")
         self.rules_engine = rules_engine
         self.scheme = load_scheme(scheme) if isinstance(scheme, str) else scheme
         self.replay = ReplayState(self.args.replay_settings())
-        self._scored: tuple[list, torch.Tensor] | None = None
         self._loss_inputs: dict | None = None
 
     # ------------------------------------------------------------------------ hooks
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._scored = (completions, rewards_per_func)  # local decoded texts, global rewards
-        return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
@@ -146,30 +146,23 @@ class AGRLTrainer(GRPOTrainer):
         slots = self.replay.plan(n_local * self.accelerator.num_processes // G)
         rows, gen_inputs, guided = self._inject(inputs, slots, start)
         output = super()._generate_and_score_completions(gen_inputs)
-        completions, rewards = self._scored
-
-        accs = self._gather_list(
-            [outcome_accuracy(c, r["label"], self.scheme) for c, r in zip(completions, rows)]
-        )
-        guided_global = self._gather_list([float(i in guided) for i in range(n_local)])
-        group_accs = group_accuracies(accs, [g > 0 for g in guided_global], G)
+        accs = [float(right) for right in self.outcome_right]  # global, from the outcome reward column
+        guided_global = self.guided_rows(slots)
+        group_accs = group_accuracies(accs, [i in guided_global for i in range(len(accs))], G)
         ids = gather_object([str(r["id"]) for r in rows])[::G]
-        candidates = set(flag_groups(group_accs, self.args.agr_threshold_cap))  # superset of the flagged
-        hard_rows = {str(r["id"]): r for i, r in enumerate(rows) if (start + i) // G in candidates}
-        hard_rows = {pid: r for part in gather_object([hard_rows]) for pid, r in part.items()}
-        flagged = self.replay.observe(ids, group_accs, hard_rows)
-
-        if self.args.agr_mode == "immediate" and flagged:
-            output, accs = self._replay_now(rows, output, flagged, rewards, accs, start)
-            levels = flagged
-        else:
-            levels = {s.group: s.level for s in slots if s.level is not None}
-            if guided:
-                output = self._train_as_unguided(output, rows, {i: None for i in guided})
+        flagged = self.replay.observe(ids, group_accs)
+        output, levels, accs, guided_accs = self._guide(output, rows, slots, guided, flagged, accs, start)
         after = {g: sum(accs[g * G : (g + 1) * G]) / G for g in levels}
-        returns = [group_accs[s.group] for s in slots if s.level is None and group_accs[s.group] is not None]
+        returning = [s for s in slots if s.level is None and group_accs[s.group] is not None]
         metrics = step_metrics(
-            len(group_accs), levels, {g: group_accs[g] for g in levels}, after, returns, self.replay.threshold
+            len(group_accs),
+            levels,
+            {g: group_accs[g] for g in levels},
+            after,
+            [group_accs[s.group] for s in returning],
+            self.replay.threshold,
+            guided_accs,
+            [s.entry.acc for s in returning if s.entry.acc is not None],
         )
         metrics["agr/flagged_share"] = len(flagged) / len(group_accs)
         metrics["agr/buffer_size"] = float(len(self.replay.buffer))
@@ -196,97 +189,42 @@ class AGRLTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------ helpers
 
+    def _guide(self, output, rows, slots: list[Slot], guided: dict[int, int], flagged, accs, start: int):
+        """After scoring: train this batch's guided rows (deferred) as unguided. Returns the output,
+        guided group -> level, the rollouts' accuracies and the guided rollouts' own accuracies."""
+        levels = {s.group: s.level for s in slots if s.level is not None}
+        if guided:
+            output = self._train_as_unguided(output, rows, {i: None for i in guided})
+        return output, levels, accs, [accs[i] for i in sorted(self.guided_rows(slots))]
+
+    def guided_rows(self, slots: list[Slot]) -> set[int]:
+        """Global indices of the rollouts generated from a guided prompt: the last k of a guided slot."""
+        G, k = self.num_generations, self.args.agr_k
+        return {s.group * G + j for s in slots if s.level is not None for j in range(G - k, G)}
+
     def guided_prompt(self, row: dict, level: int) -> list[dict[str, str]]:
         """The row's prompt with rules-engine guidance at `level` (prompt.prompt_messages)."""
         record = parse_record(json.loads(row["record"]), self.scheme)
         return prompt_messages(record, guidance=self.rules_engine.guidance(record, level))
 
-    def _inject(self, inputs: list[dict], slots, start: int):
-        """Put the planned hard prompts into their group slots. Returns the rows (unguided), the
-        generation inputs (the last k rows of a guided slot carry the guided prompt) and local
-        guided row -> level."""
+    def _inject(self, inputs: list[dict], slots: list[Slot], start: int):
+        """Put the planned hard prompts (their rows from the training dataset) into their group slots.
+        Returns the rows (unguided), the generation inputs (the last k rows of a guided slot carry the
+        guided prompt) and local guided row -> level."""
         G, k = self.num_generations, self.args.agr_k
         rows, gen_inputs, guided = list(inputs), list(inputs), {}
         for slot in slots:
-            for j in range(G):
+            local = [j for j in range(G) if 0 <= slot.group * G + j - start < len(inputs)]
+            if not local:
+                continue
+            row = self.train_dataset[self.row_index[slot.entry.id]]
+            for j in local:
                 i = slot.group * G + j - start
-                if not 0 <= i < len(inputs):
-                    continue
-                rows[i] = gen_inputs[i] = dict(slot.entry.row)
+                rows[i] = gen_inputs[i] = dict(row)
                 if slot.level is not None and j >= G - k:
                     guided[i] = slot.level
                     gen_inputs[i] = {**rows[i], "prompt": self.guided_prompt(rows[i], slot.level)}
         return rows, gen_inputs, guided
-
-    def _gather_list(self, values: list[float]) -> list[float]:
-        return self.accelerator.gather(torch.tensor(values, device=self.accelerator.device)).tolist()
-
-    def _replay_now(
-        self, rows, output, flagged: dict[int, int], rewards: torch.Tensor, accs: list[float], start: int
-    ):
-        """Immediate mode: generate k guided rollouts per flagged group (every process the same
-        number, padded with discarded copies, since generation and reward gathering are collective),
-        put them in place of the k lowest-reward rollouts and recompute the advantages."""
-        G, n_local, world = self.num_generations, len(rows), self.accelerator.num_processes
-        total = (rewards * self.reward_weights.to(rewards.device)).nansum(dim=1).tolist()
-        replaced = {
-            g * G + j: level
-            for g, level in flagged.items()
-            for j in lowest(total[g * G : (g + 1) * G], self.args.agr_k)
-        }
-        per_rank = [sorted(r for r in replaced if p * n_local <= r < (p + 1) * n_local) for p in range(world)]
-        width = max(len(part) for part in per_rank)
-        mine = [r - start for r in per_rank[self.accelerator.process_index]]
-        gen_rows = [rows[i] for i in mine] + [rows[0]] * (width - len(mine))
-        prompts = [self.guided_prompt(rows[i], replaced[start + i]) for i in mine] + [rows[0]["prompt"]] * (
-            width - len(mine)
-        )
-        prompt_ids, completion_ids, _, completions, *_ = self._generate(prompts)
-        new_rewards = self._calculate_rewards(gen_rows, prompts, completions, completion_ids)
-        self._pending_extra_logs.clear()  # the completions table logs the first pass only
-        new_accs = self._gather_list(
-            [outcome_accuracy(c, r["label"], self.scheme) for c, r in zip(completions, gen_rows)]
-        )
-        rewards, accs = rewards.clone(), list(accs)
-        for p, part in enumerate(per_rank):
-            for j, r in enumerate(part):
-                rewards[r], accs[r] = new_rewards[p * width + j], new_accs[p * width + j]
-        output["advantages"] = self._advantages(rewards)[start : start + n_local]
-
-        comp = self._unpad(output["completion_ids"], output["completion_mask"])
-        for j, i in enumerate(mine):
-            comp[i] = completion_ids[j]
-        output["completion_ids"], output["completion_mask"] = self._pad(comp, left=False)
-        if self.mask_truncated_completions:
-            ends = [*self.eos_token_ids, self._tokenizer.pad_token_id]
-            kept = torch.tensor([bool(c) and c[-1] in ends for c in comp], device=self.accelerator.device)
-            output["completion_mask"] = output["completion_mask"] * kept.unsqueeze(1).int()
-        output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
-        if not mine:
-            return output, accs
-        if "old_per_token_logps" in output:  # off-policy setups: stale once rows (and width) changed
-            output["old_per_token_logps"] = self._logps(
-                output["prompt_ids"],
-                output["prompt_mask"],
-                output["completion_ids"],
-                output["completion_mask"],
-            )
-        return self._train_as_unguided(
-            output, rows, {i: list(prompt_ids[j]) for j, i in enumerate(mine)}
-        ), accs
-
-    def _advantages(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
-        """The parent's sum_then_normalize group advantages, for the whole (gathered) batch."""
-        G = self.num_generations
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        mean = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G)
-        advantages = rewards - mean
-        if self.scale_rewards == "group":
-            advantages = advantages / (nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G) + 1e-4)
-        elif self.scale_rewards == "batch":
-            advantages = advantages / (nanstd(rewards) + 1e-4)
-        return torch.nan_to_num(advantages, nan=0.0)
 
     def _train_as_unguided(self, output, rows: list[dict], guided_ids: dict[int, list[int] | None]):
         """Give guided rows their unguided prompt ids, and their log-probs under the guided prompt

@@ -3,9 +3,12 @@
 One dataset and one reward list per method, on TRL's GRPOTrainer (grpo, grpo_pr) or T2's
 AGRLTrainer (agr_only, agrl: the same trainer plus Adaptive Guided Replay). Rollouts use plain
 HF `generate` (no vLLM, no continuous batching) unless the config asks otherwise.
-Departure from the TRL parent, dynamic sampling only (our reading of TaoSR1/DAPO): groups whose
-rollouts all score the same are dropped from the loss, so the informative groups carry the full
-weight; DAPO instead over-samples to refill the batch, which we do not.
+Departures from the TRL parent: every GRPO-family trainer logs the mechanism counters
+(`groups/all_wrong`, `groups/all_wrong_hard`, `groups/all_wrong_common`, `groups/all_right`) from
+the outcome reward column (CountingGRPOTrainer, one override: `_calculate_rewards`). Dynamic
+sampling (our reading of TaoSR1/DAPO): groups whose rollouts all score the same are dropped from
+the loss, so the informative groups carry the full weight; DAPO instead over-samples to refill the
+batch, which we do not.
 
     agrl train configs/grpo_pr.yaml --set max_steps=8
 """
@@ -15,13 +18,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
+from accelerate.utils import gather_object
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from agrl.data import Record
 from agrl.prompt import prompt_messages
+from agrl.replay import group_counters
 from agrl.rewards import REWARD_NAMES, reward_funcs
 from agrl.rules import RulesEngine
+from agrl.synth import HARD
 from agrl.train.common import fit, setup
 from agrl.train.config import RunArgs
 from agrl.train.lora import starting_model
@@ -35,7 +42,7 @@ METHOD_REWARDS = {
 
 
 def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]]:
-    """Rows as the reward functions and AGRLTrainer read them: prompt, label, steps, record, id."""
+    """Rows as the reward functions and AGRLTrainer read them: prompt, label, steps, record, id, family."""
     return [
         {
             "prompt": prompt_messages(record),
@@ -43,13 +50,39 @@ def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]
             "steps": json.dumps(engine.gold_steps(record)),
             "record": json.dumps(record.to_dict()),
             "id": record.id or str(index),
+            "family": record.family or "",
         }
         for index, record in enumerate(records)
     ]
 
 
-class DynamicSamplingGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that drops groups whose rollouts all score the same from the loss (one override)."""
+class CountingGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that logs the groups/* counters from the outcome reward column (one override).
+
+    A rollout is right when its outcome reward is 1 (accepted, the gold label; ordinal credit too
+    only at the exact label). `rewards_per_func` and `outcome_right` keep the last gathered rewards
+    and outcome column for AGR."""
+
+    count_groups = True  # ImmediateAGRLTrainer turns it off for its second, guided scoring pass
+    rewards_per_func: torch.Tensor | None = None
+    outcome_right: list[bool] | None = None
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.rewards_per_func = rewards_per_func
+        if "outcome" not in self.reward_func_names:
+            return rewards_per_func
+        self.outcome_right = (rewards_per_func[:, self.reward_func_names.index("outcome")] == 1.0).tolist()
+        if self.count_groups:
+            hard = gather_object([row.get("family") in HARD for row in inputs])
+            mode = "train" if self.model.training else "eval"
+            for name, value in group_counters(self.outcome_right, hard, self.num_generations).items():
+                self._metrics[mode][name].append(value)
+        return rewards_per_func
+
+
+class DynamicSamplingGRPOTrainer(CountingGRPOTrainer):
+    """CountingGRPOTrainer that drops groups whose rollouts all score the same from the loss (one more override)."""
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
@@ -89,10 +122,10 @@ def build_trainer(run: RunArgs, args: GRPOConfig, method: str) -> GRPOTrainer:
             raise ValueError(
                 f"{method}: dynamic_sampling is a GRPO-baseline option (AGR handles all-wrong groups)"
             )
-        from agrl.train.agr import AGRLTrainer
+        from agrl.train.agr import agrl_trainer_class
 
-        return AGRLTrainer(**common, rules_engine=engine, scheme=scheme)
-    trainer_class = DynamicSamplingGRPOTrainer if run.dynamic_sampling else GRPOTrainer
+        return agrl_trainer_class(args)(**common, rules_engine=engine, scheme=scheme)
+    trainer_class = DynamicSamplingGRPOTrainer if run.dynamic_sampling else CountingGRPOTrainer
     return trainer_class(**common)
 
 

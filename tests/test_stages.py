@@ -104,6 +104,9 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
             row["dynamic_sampling/dropped_groups"] == pytest.approx(row["frac_reward_zero_std"])
             for row in rows
         )
+    # the mechanism counters the method study reads from metrics.jsonl, for every GRPO-family run
+    assert all(0.0 <= row["groups/all_wrong"] <= 1.0 and 0.0 <= row["groups/all_right"] <= 1.0 for row in rows)
+    assert all("groups/all_wrong_hard" in row or "groups/all_wrong_common" in row for row in rows)
     if name in ("agr_only", "agrl"):
         assert all(any(key.startswith("agr/") for key in row) for row in rows)
     # the SFT'd model samples some well-formed answers: some group has an advantage to learn from

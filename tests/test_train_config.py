@@ -146,3 +146,14 @@ def test_sft_guided_share_adds_guided_copies_with_the_same_targets():
         text = row["prompt"][0]["content"]
         assert "\nguidance: " in text
         assert targets[text.split("\nguidance: ")[0]] == row["completion"]
+
+
+@pytest.mark.parametrize("name", ["sft", "grpo", "agrl"])
+def test_shipped_config_before_the_demo_names_the_missing_file(name, tmp_path, monkeypatch):
+    # a new user's first `agrl train configs/X.yaml`: one line naming the missing demo output, exit 2
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", str(CONFIGS / f"{name}.yaml")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "runs/demo/" in lines[0] and "make demo" in lines[0], result.output
+    assert not (tmp_path / "runs").exists()

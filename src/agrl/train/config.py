@@ -28,6 +28,7 @@ from agrl.rewards import RewardWeights
 
 METHODS = ("sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl")
 RL_METHODS = ("grpo", "grpo_pr", "agr_only", "agrl")
+DEMO_OUT = "runs/demo/"  # configs/*.yaml read their model and data from the demo's output
 
 
 @dataclass
@@ -303,6 +304,11 @@ def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_pr
     from agrl.schemes import load_scheme
     from agrl.train.common import load_train_records
 
+    for key in ("model", "train_file"):  # the shipped configs' paths are the demo's outputs
+        path = getattr(run, key)
+        if path.startswith(DEMO_OUT) and not Path(path).exists():
+            raise UserError(f"{key} {path}: not there yet; `make demo` (agrl demo --out {DEMO_OUT.rstrip('/')}) makes it, "
+                            f"or pass --set {key}=PATH")
     if Path(run.model).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", run.model):  # else a hub id
         model_dir(run.model, "model")
     check_source(run.train_file)

@@ -19,6 +19,57 @@ from agrl.train.config import load_config
 METHODS = ("sft", "dpo", "grpo", "agrl")
 
 
+# The demo's stage settings before its recipes read configs/*.yaml (recipes/demo/*.yaml at fb74c7d, flat:
+# common + stage keys): the demo must keep running exactly these (its numbers in the README).
+_COMMON = {"seed": 0, "report_to": "none", "disable_tqdm": True, "bf16": False, "logging_steps": 1, "save_strategy": "no"}
+_RL = {"num_generations": 4, "beta": 0.0}
+DEMO_BEFORE = {
+    "default": {
+        "sft": {"method": "sft", "num_train_epochs": 3, "per_device_train_batch_size": 32, "learning_rate": 5e-4,
+                "lr_scheduler_type": "cosine", "warmup_steps": 5, "sft_label_weight": 10, "max_length": 512},
+        "dpo": {"method": "dpo", "max_train_records": 240, "dpo_samples": 4, "dpo_max_new_tokens": 96,
+                "num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 5e-5, "beta": 0.1,
+                "max_length": 640},
+        "grpo": {"method": "grpo", "max_steps": 30, "per_device_train_batch_size": 32, "max_completion_length": 96,
+                 "temperature": 0.7, "learning_rate": 5e-5, **_RL},
+        "agrl": {"method": "agrl", "max_steps": 30, "per_device_train_batch_size": 32, "max_completion_length": 96,
+                 "temperature": 0.7, "learning_rate": 5e-5, "agr_mode": "deferred", "agr_k": 2, **_RL},
+    },
+    "quick": {
+        "sft": {"method": "sft", "max_steps": 3, "per_device_train_batch_size": 16, "learning_rate": 2e-3,
+                "max_length": 256},
+        "dpo": {"method": "dpo", "max_train_records": 8, "dpo_samples": 2, "dpo_max_new_tokens": 48, "max_steps": 2,
+                "per_device_train_batch_size": 4, "learning_rate": 5e-5, "max_length": 256},
+        "grpo": {"method": "grpo", "max_steps": 2, "per_device_train_batch_size": 8, "max_completion_length": 48,
+                 "learning_rate": 2e-5, **_RL},
+        "agrl": {"method": "agrl", "max_steps": 2, "per_device_train_batch_size": 8, "max_completion_length": 48,
+                 "learning_rate": 2e-5, "agr_mode": "deferred", "agr_k": 2, **_RL},
+    },
+}
+
+
+def _resolved(config: dict, path: Path) -> tuple[dict, dict]:
+    from dataclasses import asdict
+
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _, run, args = load_config(path)
+    return {k: v for k, v in asdict(run).items() if k != "trl_keys"}, args.to_dict()
+
+
+@pytest.mark.parametrize("name", ["default", "quick"])
+def test_demo_reads_the_stage_configs_and_runs_what_it_ran_before(name, tmp_path):
+    """configs/*.yaml hold each stage once; the demo's recipe adds only its paths and its own keys, and
+    every resolved value (agrl's and TRL's) equals the demo's before it read the configs."""
+    recipe = load_recipe(name)
+    out = tmp_path / "out"
+    for stage, before in DEMO_BEFORE[name].items():
+        assert recipe["stages"][stage]["config"] == f"{stage}.yaml"
+        paths = {k: v for k, v in stage_config(recipe, stage, out).items() if k in ("model", "train_file", "output_dir")}
+        now = _resolved(stage_config(recipe, stage, out), tmp_path / "now.yaml")
+        then = _resolved({**_COMMON, **before, **paths}, tmp_path / "then.yaml")
+        assert now == then, stage
+
+
 @pytest.mark.parametrize("name", ["default", "quick"])
 def test_recipe_stages_are_valid_train_configs(name, tmp_path):
     """Each stage of a built-in recipe loads through `agrl train`'s config loader (no unknown keys)."""

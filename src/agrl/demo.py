@@ -44,7 +44,8 @@ from rich.table import Table
 from agrl.errors import UserError
 from agrl.files import atomic_write, yaml_file
 
-DEMO_KEYS = ("from", "data")  # recipe keys of a stage that are not `agrl train` keys
+DEMO_KEYS = ("config", "from", "data")  # recipe keys of a stage that are not `agrl train` keys
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the stage configs of a source checkout
 SPLITS = ("eval_balanced", "eval_wild")
 
 
@@ -133,9 +134,17 @@ def check_stages(recipe: dict[str, Any], stages: list[str] | None, where: str | 
 
 
 def stage_config(recipe: dict[str, Any], name: str, out: Path) -> dict[str, Any]:
-    """The flat `agrl train` mapping of one stage: common keys, the stage's keys, paths under OUT."""
+    """The flat `agrl train` mapping of one stage: its `config` (configs/NAME.yaml, the one copy of the
+    stage's settings), then the recipe's common keys, the stage's own keys, paths under OUT."""
     stage = recipe["stages"][name]
-    config = {**recipe["common"], **{k: v for k, v in stage.items() if k not in DEMO_KEYS}}
+    base = {}
+    if stage.get("config"):
+        path = CONFIGS / stage["config"]
+        if not path.is_file():
+            raise UserError(f"recipe: stages.{name}.config: {path}: no such stage config (the demo reads "
+                            "configs/*.yaml of a source checkout)")
+        base = yaml_file(path, "stage config")
+    config = {**base, **recipe["common"], **{k: v for k, v in stage.items() if k not in DEMO_KEYS}}
     config["model"] = str(out / stage["from"])
     config["train_file"] = str(out / "data" / f"{stage['data']}.jsonl")
     config["output_dir"] = str(out / name)
@@ -208,7 +217,7 @@ def _evaluate(recipe: dict, out: Path, name: str, split: str) -> None:
 
 def trained_file(recipe: dict, name: str, out: Path) -> Path:
     """The weights a finished stage leaves: an adapter when the stage trains LoRA (lora_r > 0)."""
-    lora = {**recipe["common"], **recipe["stages"][name]}.get("lora_r")
+    lora = stage_config(recipe, name, out).get("lora_r")
     return out / name / ("adapter_model.safetensors" if lora else "model.safetensors")
 
 
@@ -334,7 +343,7 @@ def _timed(progress: Progress, recipe: dict, out: Path, name: str, call: Callabl
         if stage not in recipe["stages"]:
             call()
             return time.perf_counter() - t0
-        total = {**recipe["common"], **recipe["stages"][stage]}.get("max_steps")
+        total = stage_config(recipe, stage, out).get("max_steps")
         total = total if total and total > 0 else None
         task = progress.add_task(f"  {stage} steps", total=total)
         with _StepWatcher(progress, task, out / stage / "metrics.jsonl", total):

@@ -1,4 +1,4 @@
-"""Records and their hygiene: validation of bad rows, loaders agree across formats, splits, dedupe, balance, schemes.
+"""Records and their hygiene: validation of bad rows, loaders agree across formats, splits, balance, schemes.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_data.py
 """
@@ -16,7 +16,6 @@ from agrl.data import (
     Product,
     Record,
     balance,
-    dedupe,
     load_records,
     normalize_query,
     split_by_query,
@@ -150,12 +149,6 @@ def test_split_by_query_never_shares_a_query():
             assert seen.setdefault(normalize_query(record.query), name) == name
     assert sum(len(p) for p in parts.values()) == len(records)
     assert split_by_query(records, {"a": 0.6, "b": 0.4}, seed=1) == split_by_query(records, {"a": 0.6, "b": 0.4}, seed=1)
-
-
-def test_dedupe_keeps_first_of_repeated_pairs():
-    records = [_rec("Red Dress", "Zara Dress", 4), _rec("red  dress", "zara dress", 2), _rec("red dress", "Mango", 3)]
-    kept = dedupe(records)
-    assert [r.label for r in kept] == [4, 3]  # case and spacing do not make a pair new
 
 
 def test_balance_equalises_classes():

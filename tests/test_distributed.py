@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agrl.train.common import read_metrics
+from agrl.files import read_jsonl_tolerant
+from agrl.train.common import METRICS_FILE
 
 pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -62,7 +63,7 @@ def test_two_processes_with_straddling_groups(name, sft_model_dir, small_bench, 
         ],
     )
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
-    rows = [row for row in read_metrics(out) if "reward" in row]
+    rows = [row for row in read_jsonl_tolerant(out / METRICS_FILE) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]  # rank 0 alone writes metrics.jsonl
     for row in rows:
         # 6 completions over 2 ranks = 3 groups per step: shares come in thirds
@@ -99,7 +100,7 @@ def test_accelerate_ddp_config_with_lora(sft_model_dir, small_bench, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stdout[-1500:] + stderr[-3000:]
-    rows = [row for row in read_metrics(out) if "reward" in row]
+    rows = [row for row in read_jsonl_tolerant(out / METRICS_FILE) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:  # 3 groups over 2 ranks per step: the gathered share comes in thirds
         assert round(row["frac_reward_zero_std"] * 3, 4) == round(row["frac_reward_zero_std"] * 3)

@@ -21,7 +21,7 @@ from agrl.data import write_jsonl
 from agrl.errors import UserError
 from agrl.files import atomic_write, read_jsonl_tolerant
 from agrl.score import done_ids
-from agrl.train.common import METRICS_FILE, JsonlMetrics, last_good_checkpoint, read_metrics
+from agrl.train.common import METRICS_FILE, JsonlMetrics, last_good_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -66,7 +66,7 @@ def test_an_error_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path)
 def test_metrics_log_cut_mid_line_is_read_and_repaired_on_resume(tmp_path):
     log = tmp_path / METRICS_FILE
     log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')  # killed mid-append
-    assert [row["step"] for row in read_metrics(tmp_path)] == [1, 2]
+    assert [row["step"] for row in read_jsonl_tolerant(tmp_path / METRICS_FILE)] == [1, 2]
     state = SimpleNamespace(is_world_process_zero=True, global_step=1)  # resumed from checkpoint-1
     JsonlMetrics(tmp_path).on_train_begin(None, state, None)
     assert log.read_text() == '{"step": 1, "loss": 2.0}\n'

@@ -9,7 +9,6 @@ tests/test_trl_contract.py. The groups/* counters on a known reward column: belo
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_invariants.py
 """
 
-import json
 
 import pytest
 import torch

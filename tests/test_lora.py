@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from agrl import models
 from agrl.cli import app
+from agrl.files import read_jsonl_tolerant
 from agrl.train import train
-from agrl.train.common import read_metrics
+from agrl.train.common import METRICS_FILE
 from agrl.train.config import ConfigError, load_config
 from agrl.train.lora import lora_config
 
@@ -83,7 +84,7 @@ def test_lora_sft_saves_an_adapter_on_the_absolute_base(lora_sft, sft_model_dir)
     # PEFT starts lora_B at zero: non-zero B matrices mean the adapter, and only it, trained
     assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)
     assert {name.split(".")[-3] for name in weights} >= {"q_proj", "v_proj", "down_proj"}  # all-linear
-    rows = [row for row in read_metrics(lora_sft) if "loss" in row]
+    rows = [row for row in read_jsonl_tolerant(lora_sft / METRICS_FILE) if "loss" in row]
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     assert models.is_adapter(lora_sft / "checkpoint-4")
 
@@ -97,7 +98,7 @@ def test_lora_dpo_continues_the_sft_adapter(lora_sft, small_bench, tmp_path):
     assert models.adapter_base(out) == models.adapter_base(lora_sft)  # still one adapter on the same base
     before, after = adapter(lora_sft), adapter(out)
     assert any(not before[name].equal(after[name]) for name in before)
-    assert any("rewards/margins" in row for row in read_metrics(out))
+    assert any("rewards/margins" in row for row in read_jsonl_tolerant(out / METRICS_FILE))
 
 
 @pytest.mark.slow
@@ -120,7 +121,7 @@ def test_lora_agrl_trains_the_adapter_and_guided_logps_go_through_it(lora_sft, s
     del trainer
 
     train(CONFIGS / "agrl.yaml", overrides)
-    rows = [row for row in read_metrics(out) if "reward" in row]
+    rows = [row for row in read_jsonl_tolerant(out / METRICS_FILE) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]
     assert all(any(key.startswith("agr/") for key in row) for row in rows)
     before, after = adapter(lora_sft), adapter(out)

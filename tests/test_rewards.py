@@ -20,9 +20,9 @@ from agrl.schemes import load_scheme
 SCHEME = load_scheme("default")
 
 
-def total_reward(text, label, steps, scheme, weights=RewardWeights()) -> float:
+def total_reward(text, label, steps, scheme, weights=None) -> float:
     """R for one completion: every term weighted and summed, as TRL sums them."""
-    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights)
+    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights or RewardWeights())
     return sum(scale * func([text], [label], [steps])[0] for func, scale in zip(funcs, scales))
 GOLD_LABEL = 2
 GOLD_STEPS = {"category": "match", "brand": "mismatch", "attribute.color": "match"}

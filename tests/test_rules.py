@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import Record, load_records, read_jsonl
+from agrl.data import Record, load_records
+from agrl.files import read_jsonl_tolerant as read_jsonl
 from agrl.output import Judgement, parse_completion
 from agrl.rules import DecisionTable, RulesEngine, load_config
 from agrl.schemes import load_scheme

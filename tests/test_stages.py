@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from agrl.files import read_jsonl_tolerant
 from agrl.train import train
-from agrl.train.common import read_metrics
+from agrl.train.common import METRICS_FILE
 
 pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -27,7 +28,7 @@ def changed(before: Path, after: Path) -> bool:
 
 def test_sft(tiny_model_dir, sft_model_dir):
     assert changed(tiny_model_dir, sft_model_dir)
-    rows = [row for row in read_metrics(sft_model_dir) if "loss" in row]
+    rows = [row for row in read_jsonl_tolerant(sft_model_dir / METRICS_FILE) if "loss" in row]
     assert [row["step"] for row in rows] == [20, 40, 60, 80, 100, 120]
     assert rows[-1]["loss"] < rows[0]["loss"]  # it learns the format
     assert (sft_model_dir / "config.yaml").exists() and (
@@ -58,7 +59,7 @@ def test_dpo(sft_model_dir, small_bench, tmp_path):
     assert summary["self_correction"] + summary["oracle"] + summary["no_wrong_sample"] == 8
     for pair in pairs:  # an oracle pair's chosen answer is the gold rendering, never a wrong sample
         assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
-    rows = read_metrics(out)
+    rows = read_jsonl_tolerant(out / METRICS_FILE)
     assert rows[0]["step"] == 0 and rows[0]["dpo_pairs/oracle"] == summary["oracle"]
     assert any("rewards/margins" in row for row in rows)
 
@@ -92,7 +93,7 @@ def test_rl_stages(name, sft_model_dir, small_bench, tmp_path):
             *(["report_to=[tensorboard]"] if name == "grpo" else []),
         ],
     )
-    rows = [row for row in read_metrics(out) if "reward" in row]
+    rows = [row for row in read_jsonl_tolerant(out / METRICS_FILE) if "reward" in row]
     assert [row["step"] for row in rows] == [1, 2]
     for term in RL_TERMS[name]:
         assert all(f"rewards/{term}/mean" in row for row in rows), term
@@ -149,13 +150,13 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path, kill_after_first_
     assert f"resuming from {out / f'checkpoint-{last}'}" in result.stderr
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
-    resumed = [row for row in read_metrics(out) if "reward" in row]
+    resumed = [row for row in read_jsonl_tolerant(out / METRICS_FILE) if "reward" in row]
     assert [row["step"] for row in resumed] == [1, 2, 3, 4]  # rows past the checkpoint were not duplicated
 
     # An unbroken run of the same config: same data order and sampling after the resume point.
     straight = tmp_path / "straight"
     train(CONFIGS / "grpo_pr.yaml", common + [f"output_dir={straight}"])
-    expected = [row for row in read_metrics(straight) if "reward" in row]
+    expected = [row for row in read_jsonl_tolerant(straight / METRICS_FILE) if "reward" in row]
     for got, want in zip(resumed[last:], expected[last:]):
         assert got["completions/mean_length"] == want["completions/mean_length"]
         assert got["reward"] == pytest.approx(want["reward"])

@@ -14,7 +14,11 @@ from typer.testing import CliRunner
 from agrl import synth
 from agrl.catalog import catalog_records
 from agrl.cli import app
-from agrl.data import FAMILIES, Record, load_records, normalize_query
+from agrl.data import Record, load_records, normalize_query
+from agrl.synth import MIX
+
+FAMILIES = tuple(MIX["eval"])  # every query family the benchmark writes
+
 from agrl.output import Judgement, parse_completion
 from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme

@@ -32,8 +32,6 @@ CATEGORY_VERDICTS = ("match", "substitute", "mismatch")
 CONSTRAINT_VERDICTS = ("match", "mismatch", "unknown", "n/a")
 NEGATION_VERDICTS = ("respected", "violated", "unknown", "n/a")
 ATTRIBUTE_STEP = re.compile(r"attribute\.[a-z][a-z0-9_]*")
-FAMILIES = ("plain", "brand", "model", "attribute", "negation", "alternative", "accessory", "price")
-
 MAX_QUERY_CHARS = 512
 MAX_TEXT_CHARS = 8192
 MAX_DEPTH = 16  # nesting of one row's JSON: records are two levels deep; more is hostile or a mistake
@@ -469,11 +467,6 @@ def write_jsonl(rows: Iterable[Record | dict], path: str | Path) -> int:
     return count
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 # ---------------------------------------------------------------------------- dataset hygiene
 
 
@@ -499,18 +492,6 @@ def split_by_query(
         for query in queries[start:end]:
             out[name].extend(by_query[query])
         start = end
-    return out
-
-
-def dedupe(records: list[Record]) -> list[Record]:
-    """Drop repeated (query, product title) pairs, keeping the first."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for record in records:
-        key = (normalize_query(record.query), " ".join(record.product.title.lower().split()))
-        if key not in seen:
-            seen.add(key)
-            out.append(record)
     return out
 
 

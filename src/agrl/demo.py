@@ -21,13 +21,12 @@ import logging
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -40,6 +39,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from transformers import TrainerCallback
 
 from agrl.errors import UserError
 from agrl.files import atomic_write, yaml_file
@@ -199,11 +199,11 @@ def _make_model(recipe: dict, out: Path) -> None:
         init_model(out / "model", size=recipe["model"]["size"], seed=recipe["model"]["seed"])
 
 
-def _train(recipe: dict, out: Path, name: str) -> None:
+def _train(recipe: dict, out: Path, name: str, callbacks: tuple = ()) -> None:
     from agrl.train import train
 
     path = atomic_write(out / "configs" / f"{name}.yaml", yaml.safe_dump(stage_config(recipe, name, out), sort_keys=False))
-    train(path)
+    train(path, callbacks=callbacks)
 
 
 def _evaluate(recipe: dict, out: Path, name: str, split: str) -> None:
@@ -221,14 +221,15 @@ def trained_file(recipe: dict, name: str, out: Path) -> Path:
     return out / name / ("adapter_model.safetensors" if lora else "model.safetensors")
 
 
-def plan(recipe: dict, out: Path, stages: list[str] | None = None) -> list[tuple[str, Path, Callable[[], None]]]:
-    """(step name, the file that exists once it is done, the call) in order; `stages`: only these."""
+def plan(recipe: dict, out: Path, stages: list[str] | None = None) -> list[tuple[str, Path, Callable[..., None]]]:
+    """(step name, the file that exists once it is done, the call) in order; `stages`: only these.
+    A training step's call takes `callbacks` (TrainerCallbacks)."""
     names = [name for name in recipe["stages"] if stages is None or name in stages]
     steps = [("data", out / "data" / "eval_wild.jsonl", lambda: _make_data(recipe, out)),
              ("model", out / "model" / "config.json", lambda: _make_model(recipe, out))]
     for name in names:
         steps.append((f"train {name}", trained_file(recipe, name, out),
-                      lambda name=name: _train(recipe, out, name)))
+                      lambda callbacks=(), name=name: _train(recipe, out, name, callbacks)))
     for name in names:
         steps += [(f"eval {name} {split}", out / name / "eval" / f"{split}.json",
                    lambda name=name, split=split: _evaluate(recipe, out, name, split)) for split in SPLITS]
@@ -243,34 +244,14 @@ def _progress(console: Console) -> Progress:
                     TimeElapsedColumn(), console=console)
 
 
-class _StepWatcher:
-    """Shows a training stage's step count: polls its metrics.jsonl (logging_steps=1) once a second."""
+class _StepProgress(TrainerCallback):
+    """Shows a training stage's step count in the demo's display (the trainer calls it every step)."""
 
-    def __init__(self, progress: Progress, task: int, metrics: Path, total: int | None):
-        self.progress, self.task, self.metrics, self.total = progress, task, metrics, total
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, progress: Progress, task: int):
+        self.progress, self.task = progress, task
 
-    def _run(self) -> None:
-        while not self.stop.wait(1.0):
-            if self.metrics.exists():
-                lines = self.metrics.read_text().splitlines()
-                steps = []
-                for line in lines[-3:]:
-                    try:
-                        steps.append(json.loads(line)["step"])
-                    except (ValueError, KeyError, TypeError):  # a line being written right now
-                        continue
-                if steps:
-                    self.progress.update(self.task, completed=max(steps), total=self.total)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step, total=state.max_steps or None)
 
 
 def run_demo(out: str | Path, recipe: str | Path = "default", console: Console | None = None,
@@ -346,8 +327,7 @@ def _timed(progress: Progress, recipe: dict, out: Path, name: str, call: Callabl
         total = stage_config(recipe, stage, out).get("max_steps")
         total = total if total and total > 0 else None
         task = progress.add_task(f"  {stage} steps", total=total)
-        with _StepWatcher(progress, task, out / stage / "metrics.jsonl", total):
-            call()
+        call(callbacks=(_StepProgress(progress, task),))
         progress.remove_task(task)
     return time.perf_counter() - t0
 

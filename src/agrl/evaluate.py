@@ -104,25 +104,13 @@ def _progress() -> Progress:
 def generate_completions(
     model, tokenizer, records: list[Record], batch_size: int, max_new_tokens: int
 ) -> list[str]:
-    """Greedy completions in input order, batched by prompt length (less padding) behind a progress bar."""
+    """Greedy completions in input order (models.generate batches by prompt length) behind a progress bar."""
     prompts = [prompt_text(record, tokenizer) for record in records]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
     with _progress() as progress:
         task = progress.add_task("generate", total=len(prompts))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            texts = models.generate(
-                model,
-                tokenizer,
-                [prompts[i] for i in chunk],
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-            )
-            for i, completions in zip(chunk, texts):
-                out[i] = completions[0]
-            progress.advance(task, len(chunk))
-    return out
+        texts = models.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                on_batch=lambda n: progress.advance(task, n))
+    return [completions[0] for completions in texts]
 
 
 def label_posteriors(scorer: Scorer, records: list[Record]) -> list[dict[int, float]]:

@@ -14,6 +14,7 @@ them as text).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -137,11 +138,13 @@ def generate(
     batch_size: int = 32,
     seed: int | None = None,
     top_p: float = 1.0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[list[str]]:
     """For each prompt, `num_return_sequences` decoded completions (prompt text excluded).
 
     Prompts are sorted by length into batches (less padding); results come back in input order.
-    With `seed`, sampling is reproducible for the same prompts and batch size.
+    With `seed`, sampling is reproducible for the same prompts and batch size. `on_batch(n)` is
+    called after each batch of n prompts (a progress bar).
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -170,4 +173,6 @@ def generate(
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for row, text in enumerate(texts):
             results[chunk[row // num_return_sequences]].append(text)
+        if on_batch is not None:
+            on_batch(len(chunk))
     return results

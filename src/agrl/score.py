@@ -27,8 +27,6 @@ from agrl.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.prompt import prompt_text
 from agrl.schemes import Scheme, load_scheme
 
-TIERS = ("Good", "Mid", "Bad")
-
 
 @dataclass(frozen=True)
 class ScoreResult:

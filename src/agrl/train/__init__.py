@@ -15,10 +15,12 @@ from pathlib import Path
 from agrl.train.config import load_config, preflight, write_resolved
 
 
-def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), force: bool = False) -> Path:
+def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
+          callbacks: tuple = ()) -> Path:
     """Run one training stage; returns output_dir (final model, config.yaml, metrics.jsonl, checkpoints).
 
-    A rerun into the same output_dir resumes; output_dir holding anything else needs `force`."""
+    A rerun into the same output_dir resumes; output_dir holding anything else needs `force`.
+    `callbacks`: TrainerCallbacks added to the stage's trainer (the demo's progress display)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     method, run, args = load_config(config, overrides)
     preflight(method, run, args, force, main_process=args.process_index == 0)
@@ -27,13 +29,13 @@ def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
     if method == "sft":
         from agrl.train import sft
 
-        sft.main(run, args)
+        sft.main(run, args, callbacks)
     elif method == "dpo":
         from agrl.train import dpo
 
-        dpo.main(run, args)
+        dpo.main(run, args, callbacks)
     else:
         from agrl.train import grpo
 
-        grpo.main(run, args, method)
+        grpo.main(run, args, method, callbacks)
     return Path(args.output_dir)

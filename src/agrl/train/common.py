@@ -78,11 +78,6 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
-def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(output_dir) / METRICS_FILE
-    return read_jsonl_tolerant(path) if path.exists() else []
-
-
 def checkpoint_problem(path: Path) -> str | None:
     """Why a checkpoint cannot be resumed from (a kill or a full disk cut it short), or None."""
     import zipfile
@@ -120,9 +115,11 @@ def resume_checkpoint(run: RunArgs, args: Any) -> str | None:
     return None
 
 
-def fit(trainer: Any, run: RunArgs, args: Any) -> Path:
-    """Train (resuming when there is a checkpoint), then save model + tokenizer to output_dir."""
-    trainer.add_callback(JsonlMetrics(args.output_dir))
+def fit(trainer: Any, run: RunArgs, args: Any, callbacks: tuple = ()) -> Path:
+    """Train (resuming when there is a checkpoint), then save model + tokenizer to output_dir.
+    `callbacks`: more TrainerCallbacks (the demo's progress display)."""
+    for callback in (JsonlMetrics(args.output_dir), *callbacks):
+        trainer.add_callback(callback)
     checkpoint = resume_checkpoint(run, args)
     if checkpoint:
         log.warning("resuming from %s", checkpoint)

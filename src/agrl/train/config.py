@@ -27,7 +27,6 @@ from agrl.files import atomic_write, yaml_file
 from agrl.rewards import RewardWeights
 
 METHODS = ("sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl")
-RL_METHODS = ("grpo", "grpo_pr", "agr_only", "agrl")
 DEMO_OUT = "runs/demo/"  # configs/*.yaml read their model and data from the demo's output
 
 
@@ -262,7 +261,7 @@ def _check_ranges(run: RunArgs, args: Any, method: str, where: str) -> None:
         raise bad("learning_rate", "a finite number >= 0")
     if args.max_steps == 0 or args.max_steps < -1:
         raise bad("max_steps", ">= 1 (or -1 for num_train_epochs)")
-    if method in RL_METHODS and (args.num_generations or 2) < 2:
+    if method not in ("sft", "dpo") and (args.num_generations or 2) < 2:
         raise bad("num_generations", ">= 2 (GRPO compares rollouts within a group)")
 
 

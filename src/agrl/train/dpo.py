@@ -23,8 +23,8 @@ from trl import DPOConfig, DPOTrainer
 
 from agrl import models
 from agrl.data import Record
-from agrl.rewards import grade
 from agrl.prompt import prompt_messages, prompt_text
+from agrl.rewards import grade
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme
 from agrl.train.common import METRICS_FILE, fit, setup
@@ -107,7 +107,7 @@ def load_or_mine(run: RunArgs, args: DPOConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def main(run: RunArgs, args: DPOConfig) -> None:
+def main(run: RunArgs, args: DPOConfig, callbacks: tuple = ()) -> None:
     rows = load_or_mine(run, args)
     if not rows:
         raise ValueError(
@@ -118,4 +118,4 @@ def main(run: RunArgs, args: DPOConfig) -> None:
     # With an adapter, TRL's reference is the model with the new adapter off, or a frozen copy of a
     # continued one: no second model in memory either way.
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, peft_config=peft_config)
-    fit(trainer, run, args)
+    fit(trainer, run, args, callbacks)

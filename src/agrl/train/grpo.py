@@ -129,5 +129,5 @@ def build_trainer(run: RunArgs, args: GRPOConfig, method: str) -> GRPOTrainer:
     return trainer_class(**common)
 
 
-def main(run: RunArgs, args: GRPOConfig, method: str) -> None:
-    fit(build_trainer(run, args, method), run, args)
+def main(run: RunArgs, args: GRPOConfig, method: str, callbacks: tuple = ()) -> None:
+    fit(build_trainer(run, args, method), run, args, callbacks)

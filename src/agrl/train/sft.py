@@ -66,7 +66,7 @@ def label_weighted_loss(label_open_id: int, weight: float):
     return loss
 
 
-def main(run: RunArgs, args: SFTConfig) -> None:
+def main(run: RunArgs, args: SFTConfig, callbacks: tuple = ()) -> None:
     _, records, engine = setup(run)
     if args.completion_only_loss is False:
         raise ValueError("sft: completion_only_loss must stay on (the loss is on the reasoning only)")
@@ -82,4 +82,4 @@ def main(run: RunArgs, args: SFTConfig) -> None:
         if len(ids) != 1:  # a pretrained tokenizer keeps the tags as text (agrl model import)
             raise ValueError(f"sft: sft_label_weight needs {LABEL_OPEN} as one token; this tokenizer splits it")
         trainer.compute_loss_func = label_weighted_loss(ids[0], run.sft_label_weight)
-    fit(trainer, run, args)
+    fit(trainer, run, args, callbacks)

@@ -10,8 +10,9 @@ tests/test_trl_contract.py. The groups/* counters on a known reward column: belo
 """
 
 
+import math
+
 import pytest
-import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig
@@ -95,35 +96,31 @@ def test_grpo_pr_with_dense_weights_at_zero_is_grpo(sft_model_dir, tmp_path, rl_
 
 
 def test_group_counters_from_a_known_reward_column(tiny_model_dir, tmp_path):
-    """CountingGRPOTrainer._calculate_rewards on a scripted outcome column: 3 groups of 2 rollouts."""
-    outcome = [0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
-    families = ["negation", "negation", "plain", "plain", "brand", "brand"]
-
-    def scripted(completions, **kwargs):
-        return outcome[: len(completions)]
-
-    scripted.__name__ = "outcome"
+    """CountingGRPOTrainer's groups/* from a known outcome column as TRL logs it: 3 groups of 2 rollouts."""
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, num_generations=2,
                       use_cpu=True, bf16=False, report_to="none")
+    funcs, _ = reward_funcs(["format_gate", "outcome"], SCHEME)
+    families = ["negation", "negation", "plain", "plain", "brand", "brand"]
+    inputs = [{"prompt": "p", "family": f} for f in families]
     trainer = CountingGRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        reward_funcs=[scripted],
+        reward_funcs=funcs,
         args=args,
-        train_dataset=Dataset.from_list([{"prompt": "p", "family": f} for f in families]),
+        train_dataset=Dataset.from_list(inputs),
         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
     )
     trainer.model.train()
-    inputs = [{"prompt": "p", "family": f} for f in families]
-    trainer._calculate_rewards(inputs, ["p"] * 6, ["c"] * 6, [[1]] * 6)
+    trainer._logs["rewards"]["outcome"].extend([0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+    trainer.log_group_counters(inputs)
     logged = {k: v for k, v in trainer._metrics["train"].items() if k.startswith("groups/")}
     assert logged == {
-        "groups/all_wrong": [1 / 3],
-        "groups/all_right": [1 / 3],
+        "groups/all_wrong": [1 / 3],  # the negation group
+        "groups/all_right": [1 / 3],  # the plain group
         "groups/all_wrong_hard": [1.0],
         "groups/all_wrong_common": [0.0],
     }
     assert trainer.outcome_right == [False, False, True, True, True, False]
-    outcome[:] = [1.0] * 6  # no hard group wrong, no common group wrong; nothing NaN
-    trainer._calculate_rewards(inputs, ["p"] * 6, ["c"] * 6, [[1]] * 6)
+    trainer._logs["rewards"]["outcome"].extend([1.0] * 6)  # the next batch: every rollout right
+    trainer.log_group_counters(inputs)
     assert trainer._metrics["train"]["groups/all_wrong_hard"] == [1.0, 0.0]
-    assert not any(torch.isnan(torch.tensor(v)).any() for v in trainer._metrics["train"].values())
+    assert not any(math.isnan(x) for v in trainer._metrics["train"].values() for x in v)

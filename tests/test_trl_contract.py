@@ -1,9 +1,9 @@
 """The private TRL internals our trainers override or call: fail loudly when TRL changes them.
 
-Overridden: CountingGRPOTrainer (every GRPO-family run) `_calculate_rewards`; AGRLTrainer adds
-`_generate_and_score_completions`, `_compute_loss`, `_get_per_token_logps_and_entropies`,
-`_save_checkpoint`, `_load_optimizer_and_scheduler`; DynamicSamplingGRPOTrainer adds
-`_generate_and_score_completions`. Called: the rest of HOOKS (ImmediateAGRLTrainer: `_generate`).
+Overridden: CountingGRPOTrainer (every GRPO-family run) and DynamicSamplingGRPOTrainer
+`_generate_and_score_completions`; AGRLTrainer `_generate_and_score_completions`, `_compute_loss`,
+`_get_per_token_logps_and_entropies`, `_save_checkpoint`, `_load_optimizer_and_scheduler`. Called:
+the rest of HOOKS (ImmediateAGRLTrainer: `_generate`, `_calculate_rewards`). Read: `_logs["rewards"]`.
 
 TRL is pinned (pyproject); bumping it must go through these checks and then train/agr.py.
 
@@ -75,6 +75,7 @@ ATTRIBUTES = [
     "pad_to_multiple_of",
     "_metrics",
     "_pending_extra_logs",
+    "_logs",
     "use_vllm",
     "tools",
     "rollout_func",
@@ -215,7 +216,9 @@ def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
         rules_engine=None,
         scheme=scheme,
     )
-    assert type(agrl) is AGRLTrainer and agrl.rewards_per_func is None  # nothing scored yet
+    assert type(agrl) is AGRLTrainer
+    # CountingGRPOTrainer and AGR read the reward columns TRL keeps for its completions table
+    assert trainer._logs["rewards"]["outcome"] and list(trainer._logs["rewards"]["outcome"]) == scored["rewards"][:, 1].tolist()
     torch.testing.assert_close(
         advantages(scored["rewards"], agrl.reward_weights, agrl.num_generations, agrl.scale_rewards), out["advantages"]
     )
@@ -229,7 +232,7 @@ def test_overridden_hooks_are_the_documented_ones():
     def own(cls):
         return sorted(n for n, v in vars(cls).items() if callable(v) and hasattr(GRPOTrainer, n) and n != "__init__")
 
-    assert own(CountingGRPOTrainer) == ["_calculate_rewards"]
+    assert own(CountingGRPOTrainer) == ["_generate_and_score_completions"]
     assert own(DynamicSamplingGRPOTrainer) == ["_generate_and_score_completions"]
     assert own(AGRLTrainer) == [
         "_compute_loss",

@@ -3,8 +3,8 @@
 AGR decisions live in agrl.replay (pure); this module moves tensors. Deferred mode (the default):
 flagged prompts re-enter the next batch, k of their rollouts sampled from the guided prompt inside
 the one generation pass; immediate mode (a second generation pass) is train/agr_immediate.py.
-Departures from the parent, hooks overridden (CountingGRPOTrainer adds `_calculate_rewards`,
-which keeps the outcome reward column AGR reads):
+Departures from the parent, the five hooks overridden (AGR reads the outcome reward column TRL
+logged, through CountingGRPOTrainer):
 - `_generate_and_score_completions` is wrapped: before it, hard prompts take the last group slots
   of the batch (rows looked up by id in the training dataset; buffer returns come back unguided);
   after it, groups are flagged on the global outcome column. Guided rows are trained on the

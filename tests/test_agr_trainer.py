@@ -316,6 +316,21 @@ def test_config_validates_agr_knobs(tmp_path):
         )
 
 
+def test_trainer_refuses_repeated_ids_and_the_other_mode(tiny_model_dir, tmp_path):
+    # replay looks rows up by id in the training dataset: an id must name one row
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    funcs, weights = reward_funcs(["format_gate", "outcome"], SCHEME)
+    args = AGRLConfig(output_dir=str(tmp_path), per_device_train_batch_size=G, num_generations=G, use_cpu=True,
+                      bf16=False, report_to="none", reward_weights=weights)
+    with pytest.raises(ValueError, match="not unique"):
+        build_trainer(model, tokenizer, funcs, args, Dataset.from_list([row(HARD), row(HARD)]))
+    args.agr_mode = "immediate"
+    with pytest.raises(ValueError, match="agrl_trainer_class"):
+        AGRLTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list([row(HARD)]),
+                    processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["immediate", "deferred"])
 def test_two_processes_flag_globally_and_keep_one_state(tiny_model_dir, tmp_path, mode):

@@ -41,7 +41,7 @@ class Prediction:
     query: str = ""
     family: str | None = None
     adheres: bool | None = None  # None for a rejected completion
-    step_accuracy: float | None = None  # rewards.step_score; None when rejected or without gold steps
+    step_accuracy: float | None = None  # rewards.step_accuracy (grade); None when rejected or without gold steps
     posterior: dict[int, float] | None = None  # one-pass label posterior (score.Scorer), if computed
 
 

@@ -59,14 +59,14 @@ def _ordinal_credit(predicted: int, gold: int, scheme: Scheme) -> float:
     return 1.0 - abs(ranks[predicted] - ranks[gold]) / (scheme.num_levels - 1)
 
 
-def outcome_score(judgement: Judgement, label: int, scheme: Scheme, ordinal: bool = False) -> float:
+def outcome_credit(judgement: Judgement, label: int, scheme: Scheme, ordinal: bool = False) -> float:
     """r_out for an accepted completion: 1 if the label is right, else 0 (or ordinal credit)."""
     if ordinal:
         return _ordinal_credit(judgement.label, label, scheme)
     return 1.0 if judgement.label == label else 0.0
 
 
-def step_score(judgement: Judgement, steps: dict[str, str]) -> float:
+def step_accuracy(judgement: Judgement, steps: dict[str, str]) -> float:
     """r_step: share of gold steps reproduced. A missing step is wrong; a non-n/a step that gold
     lacks (or has as n/a) is wrong too, so the denominator is gold steps + such extra steps."""
     gold = {name: verdict for name, verdict in steps.items() if verdict != "n/a"}
@@ -114,7 +114,7 @@ def grade(
         return Grade(parsed, False, None, None)
     adheres = table.adheres(parsed.verdicts, parsed.label, scheme) if table is not None else None
     return Grade(
-        parsed, parsed.label == label, adheres, step_score(parsed, steps) if steps is not None else None
+        parsed, parsed.label == label, adheres, step_accuracy(parsed, steps) if steps is not None else None
     )
 
 
@@ -185,7 +185,7 @@ class Outcome(_Reward):
     __name__ = "outcome"
 
     def value(self, graded: Grade, label: int) -> float:
-        return outcome_score(graded.parsed, label, self.scheme, self.weights.ordinal)
+        return outcome_credit(graded.parsed, label, self.scheme, self.weights.ordinal)
 
 
 class StepReward(_Reward):

@@ -157,3 +157,14 @@ def test_shipped_config_before_the_demo_names_the_missing_file(name, tmp_path, m
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "runs/demo/" in lines[0] and "make demo" in lines[0], result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_key_value_options_are_overrides_like_set(grpo_yaml):
+    # `--key value` as TRL's and accelerate's CLIs take it, beside `--set key=value`
+    from agrl.cli import key_value_overrides
+
+    assert key_value_overrides(["--max_steps", "4", "--learning-rate=1e-4"]) == ["max_steps=4", "learning_rate=1e-4"]
+    result = CliRunner().invoke(app, ["train", str(grpo_yaml), "--max_stepz", "3"])
+    assert result.exit_code == 2 and "max_stepz" in result.output  # checked like a --set key
+    result = CliRunner().invoke(app, ["train", str(grpo_yaml), "--max_steps"])
+    assert result.exit_code == 2 and "--max_steps: needs a value" in result.output

@@ -289,19 +289,42 @@ def report_command(
 # ---------------------------------------------------------------------------- train
 
 
-@app.command("train")
+def key_value_overrides(args: list[str]) -> list[str]:
+    """`--key value` / `--key=value` pairs (TRL's and accelerate's style) as `key=value` overrides.
+
+    >>> key_value_overrides(["--max_steps", "4", "--learning-rate=1e-4"])
+    ['max_steps=4', 'learning_rate=1e-4']
+    """
+    out, rest = [], list(args)
+    while rest:
+        item = rest.pop(0)
+        if not item.startswith("--") or len(item) == 2:
+            raise UserError(f"{item}: unexpected argument (overrides are --key value or --set key=value)")
+        key, eq, value = item[2:].partition("=")
+        if not eq:
+            if not rest or rest[0].startswith("--"):
+                raise UserError(f"--{key}: needs a value (--{key} VALUE)")
+            value = rest.pop(0)
+        out.append(f"{key.replace('-', '_')}={value}")
+    return out
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
+    ctx: typer.Context,
     config: Annotated[str, typer.Argument(help="YAML config: method + agrl keys + TRL config keys (configs/*.yaml)")],
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override, value read as YAML (repeatable)")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an output_dir that holds another run")] = False,
 ) -> None:
-    """Run one training stage (sft, dpo, grpo, grpo_pr, agr_only, agrl) from a config file."""
+    """Run one training stage (sft, dpo, grpo, grpo_pr, agr_only, agrl) from a config file.
+
+    Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones)."""
     from agrl.train import train as run_stage
 
     input_file(config, "training config")
-    out = run_stage(config, overrides or [], force=force)
+    out = run_stage(config, [*(overrides or []), *key_value_overrides(ctx.args)], force=force)
     console.print(f"trained: {out}")
 
 

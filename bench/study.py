@@ -125,10 +125,11 @@ def _sets(values: dict) -> list[str]:
 def sft_argv(run: Run, work: Path) -> list[str]:
     """SFT from the shipped base judge with the demo recipe's SFT stage (the seed changes its order)."""
     recipe = yaml.safe_load(RECIPE.read_text())
-    stage = {k: v for k, v in recipe["stages"]["sft"].items() if k not in ("from", "data")}
-    sets = {**recipe["common"], **stage, "model": base_judge_dir(recipe["model"]["base"]),
-            "train_file": work / "data" / "sft.jsonl", "output_dir": work / "runs" / run.name, "seed": run.seed}
-    return ["train", str(ROOT / "configs" / "sft.yaml"), *_sets(sets)]
+    stage = {k: v for k, v in recipe["stages"]["sft"].items() if k not in ("config", "from", "data")}
+    sets = {"report_to": "none", "disable_tqdm": True, "logging_steps": 1, "save_strategy": "no", **stage,
+            "model": base_judge_dir(recipe["model"]["base"]), "train_file": work / "data" / "sft.jsonl",
+            "output_dir": work / "runs" / run.name, "seed": run.seed}
+    return ["train", str(ROOT / "configs" / recipe["stages"]["sft"]["config"]), *_sets(sets)]
 
 
 def train_argv(run: Run, work: Path, s: Settings) -> list[str]:

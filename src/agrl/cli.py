@@ -10,6 +10,7 @@ code 2, never a traceback: `_Group.invoke` catches it for every command. AGRL_DE
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -354,3 +355,93 @@ def demo(
     for table in results_tables(result["summary"]):
         console.print(table)
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")
+
+
+# ---------------------------------------------------------------------------- real data: import, baselines
+# `agrl data import home-depot|qbqtc|esci` (importers.py) and `agrl baseline fit|predict` (baselines.py).
+
+import_app = typer.Typer(no_args_is_help=True, help="Import a public relevance data set as records + query-disjoint splits.")
+baseline_app = typer.Typer(no_args_is_help=True, help="Classical baselines (scikit-learn): fit on records, predict posteriors.")
+data_app.add_typer(import_app, name="import")
+app.add_typer(baseline_app, name="baseline")
+
+
+class EsciVersion(str, Enum):
+    small = "small"
+    large = "large"
+
+
+OutOpt = Annotated[str, typer.Option("--out", help="output directory: train/validation/test .jsonl + manifest.json")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the query-disjoint split (deterministic under it)")]
+ValidationOpt = Annotated[float, typer.Option("--validation", help="share of queries in the validation split")]
+TestOpt = Annotated[float, typer.Option("--test", help="share of queries in the test split")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="write into a non-empty OUT (replacing its split files)")]
+
+
+def _import_done(splits: dict, out: str, manifest: dict) -> None:
+    from agrl.importers import write_splits
+
+    for name, size in write_splits(splits, out, manifest).items():
+        console.print(f"{name}: {Path(out) / (name + '.jsonl')} ({size['rows']} rows, {size['queries']} queries; "
+                      f"labels {size['labels']})")
+
+
+@import_app.command("home-depot")
+def import_home_depot(
+    out: OutOpt,
+    input: Annotated[str, typer.Option("--input", help="the Home Depot CSV (plain or .gz): id, product_uid, "
+                                       "product_title, search_term, relevance")] = "../shared/data/home_depot/home_depot.csv.gz",
+    encoding: Annotated[str, typer.Option("--encoding", help="text encoding of the CSV (the Kaggle originals "
+                                          "are latin-1)")] = "utf-8",
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    test: TestOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """Home Depot search relevance -> three_level records (mean >= 2.67 exact, 2-2.5 partial, < 2 irrelevant)."""
+    from agrl import importers
+
+    importers.check_out(out, {"--input": input}, force)
+    splits = importers.split(importers.import_home_depot(input, encoding), seed, validation, test)
+    _import_done(splits, out, {"source": "home_depot", "input": input, "sha256": importers.sha256(input),
+                               "scheme": "three_level", "seed": seed, "validation": validation, "test": test})
+
+
+@import_app.command("qbqtc")
+def import_qbqtc(
+    out: OutOpt,
+    input: Annotated[str, typer.Option("--input", help="folder of QBQTC *.json / *.json.gz files "
+                                       "({id, query, title, label})")] = "../shared/data/qbqtc",
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    test: TestOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """QBQTC (Chinese web search, labels 0/1/2) -> three_level records (code = label + 1), files pooled."""
+    from agrl import importers
+
+    importers.check_out(out, {"--input": input}, force)
+    splits = importers.split(importers.import_qbqtc(input), seed, validation, test)
+    _import_done(splits, out, {"source": "qbqtc", "input": input, "scheme": "three_level", "seed": seed,
+                               "validation": validation, "test": test})
+
+
+@import_app.command("esci")
+def import_esci(
+    out: OutOpt,
+    examples: Annotated[str, typer.Option("--examples", help="shopping_queries_dataset_examples.parquet")],
+    products: Annotated[str, typer.Option("--products", help="shopping_queries_dataset_products.parquet")],
+    locale: Annotated[str, typer.Option("--locale", help="product_locale to keep (us, es, jp) or all")] = "us",
+    version: Annotated[EsciVersion, typer.Option("--version", help="the small (Task 1) or large set")] = EsciVersion.small,
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """Amazon ESCI (published parquet schema) -> esci records; its own test split, validation from its train."""
+    from agrl import importers
+
+    importers.check_out(out, {"--examples": examples, "--products": products}, force)
+    records = importers.import_esci(examples, products, locale, version.value)
+    splits = importers.split(records, seed, validation, 0.0)
+    _import_done(splits, out, {"source": "esci", "examples": examples, "products": products, "scheme": "esci",
+                               "locale": locale, "version": version.value, "seed": seed, "validation": validation})

@@ -51,7 +51,7 @@ def test_grade_levels(grade, level):
 
 def test_home_depot_import_writes_query_disjoint_splits(tmp_path):
     src = write_csv(tmp_path / "hd.csv.gz")
-    code, out, err = run("data", "import", "home-depot", "--input", str(src), "--out", str(tmp_path / "o"),
+    code, _, err = run("data", "import", "home-depot", "--input", str(src), "--out", str(tmp_path / "o"),
                          "--validation", "0.25", "--test", "0.25")
     assert code == 0, err
     assert "train:" in err and "rows" in err  # sizes printed
@@ -73,7 +73,7 @@ def test_home_depot_import_writes_query_disjoint_splits(tmp_path):
 def test_split_is_deterministic_under_seed(tmp_path):
     rows = [(str(i), str(i), f"Brand Thing {i}", f"query {i % 40}", "2.33") for i in range(200)]
     records = import_home_depot(write_csv(tmp_path / "hd.csv", rows))
-    ids = lambda s: {k: [r.id for r in v] for k, v in s.items()}  # noqa: E731
+    ids = lambda s: {k: [r.id for r in v] for k, v in s.items()}
     assert ids(split(records, seed=3)) == ids(split(records, seed=3))
     assert ids(split(records, seed=3)) != ids(split(records, seed=4))
 

@@ -445,3 +445,86 @@ def import_esci(
     splits = importers.split(records, seed, validation, 0.0)
     _import_done(splits, out, {"source": "esci", "examples": examples, "products": products, "scheme": "esci",
                                "locale": locale, "version": version.value, "seed": seed, "validation": validation})
+
+
+class BaselineKind(str, Enum):
+    tfidf = "tfidf"
+    bm25 = "bm25"
+    minilm = "minilm"
+
+
+@baseline_app.command("fit")
+def baseline_fit(
+    kind: Annotated[BaselineKind, typer.Option("--kind", help="tfidf (+ logistic regression), bm25 (features + "
+                                               "gradient boosting) or minilm (embeddings + logistic regression)")],
+    train_file: Annotated[str, typer.Option("--train", help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
+    out: Annotated[str, typer.Option("--out", help="model file to write (joblib)")],
+    scheme: Annotated[str, typer.Option("--scheme", help="label scheme: built-in name or YAML file")] = "default",
+    limit: Annotated[int | None, typer.Option("--limit", help="fit on the first N records only")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the classifier")] = 0,
+    cache: Annotated[str | None, typer.Option("--cache", help="minilm: embedding cache file (.npz), reused "
+                                              "across runs")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing OUT model file")] = False,
+) -> None:
+    """Fit a classical baseline on labelled records and save it as one joblib file."""
+    from agrl import baselines
+    from agrl.data import check_source, load_records
+    from agrl.schemes import load_scheme
+
+    positive(limit, "--limit")
+    check_source(train_file, probe=True)
+    distinct({"--out": out, "--cache": cache}, {"--train": train_file})
+    if Path(out).exists() and not force:
+        raise UserError(f"--out {out}: exists; pass --force to replace it, or choose another")
+    if kind is BaselineKind.minilm:
+        baselines.minilm_path()
+    records = load_records(train_file, load_scheme(scheme))[:limit]
+    model = baselines.fit(records, kind.value, scheme, seed, cache)
+    baselines.save(model, out)
+    console.print(f"{kind.value} baseline fitted on {model['train_records']} records, written to {out}")
+
+
+@baseline_app.command("predict")
+def baseline_predict(
+    model: Annotated[str, typer.Option("--model", help="model file written by `agrl baseline fit`")],
+    input: Annotated[str, typer.Option("--input", help="records: JSONL, CSV, Parquet or hf:NAME")],
+    output: Annotated[str, typer.Option("--output", help="predictions JSONL: label, probabilities, score "
+                                        "(expected relevance)")],
+) -> None:
+    """Label posterior, expected relevance and argmax label for every record of INPUT."""
+    from agrl import baselines
+    from agrl.data import check_source, load_records
+    from agrl.schemes import load_scheme
+
+    check_source(input, probe=True)
+    distinct({"--output": output}, {"--input": input, "--model": model})
+    fitted = baselines.load(model)
+    rows = baselines.predict(fitted, load_records(input, load_scheme(fitted["scheme"])))
+    baselines.write_predictions(rows, output)
+    console.print(f"{output}: {len(rows)} prediction(s) by the {fitted['kind']} baseline")
+
+
+@data_app.command("agreement")
+def data_agreement(
+    file: Annotated[str, typer.Argument(help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
+    scheme: Annotated[str, typer.Option("--scheme", help="label scheme: built-in name or YAML file")] = "default",
+    rules: Annotated[str | None, typer.Option("--rules", help="rules config YAML (its gold_step_confidence "
+                                              "is the threshold reported)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="also write the report as JSON here")] = None,
+) -> None:
+    """How often the rules' label agrees with the records' labels: per class, per evidence, above the threshold."""
+    import json
+
+    from agrl.agreement import agreement, agreement_table
+    from agrl.data import check_source, load_records
+    from agrl.files import atomic_write
+    from agrl.rules import RulesEngine
+    from agrl.schemes import load_scheme
+
+    check_source(file, probe=True)
+    distinct({"--out": out}, {"FILE": file, "--rules": rules})
+    records = load_records(file, load_scheme(scheme))
+    report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))
+    typer.echo(agreement_table(report))
+    if out:
+        atomic_write(out, json.dumps(report, indent=2) + "\n")

@@ -41,6 +41,8 @@ def number_forms(phrase: str) -> set[str]:
         forms.add(last[:-2])
     elif last.endswith("ies"):
         forms.add(last[:-3] + "y")
+    elif last.endswith("ses") and last[:-2].endswith("s"):  # lenses -> lens, buses -> bus
+        forms.add(last[:-2])
     elif last.endswith("s") and not last.endswith("ss"):
         forms.add(last[:-1])
     elif last.endswith(("ch", "sh", "ss", "x")):

@@ -164,7 +164,7 @@ def facts(text: str) -> Facts:
     return Facts(
         text=text, head=head, types=frozenset(types), modifiers=tuple(phrase[:-1]), words=frozenset(words),
         served=frozenset(served), measures={k: frozenset(v) for k, v in measures.items()},
-        colors=frozenset(w for w in words if w in COLORS) | (frozenset({"gray"}) if "grey" in words else frozenset()),
+        colors=frozenset("gray" if w == "grey" else w for w in words if w in COLORS),
         materials=frozenset(w for w in words if w in MATERIALS), finishes=frozenset(w for w in words if w in FINISHES),
         models=frozenset(models), not_included=not_included, only=only,
         kit=bool(set(_words(head_part)) & {"kit", "set", "combo", "bundle"}) or head in CONTAINERS,
@@ -178,7 +178,7 @@ def _words(text: str) -> list[str]:
 def attribute_values(f: Facts) -> dict[str, frozenset[str]]:
     """Every attribute the facts state, by step name: units, color, material, finish."""
     out = dict(f.measures)
-    for name, values in (("color", f.colors - {"grey"}), ("material", f.materials), ("finish", f.finishes)):
+    for name, values in (("color", f.colors), ("material", f.materials), ("finish", f.finishes)):
         if values:
             out[name] = values
     return out
@@ -204,12 +204,14 @@ def type_relation(query: Facts, title: Facts, known: set[str] | frozenset[str] |
 
     `known` are the product types of the catalog (title heads): a query head outside them names no type."""
     want = query.head
-    if want is None or (known is not None and want not in known and want not in title.types):
+    if want is None:
         return "no_type", ""
     if want in title.not_included:
         return "not_included", want
     if want in title.types:
         return "head", want
+    if known is not None and want not in known:
+        return "no_type", ""
     if want in title.served:
         return "served", want
     if want in title.words:

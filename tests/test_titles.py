@@ -69,8 +69,8 @@ CASES = [
      {"head": "rug", "colors": {"blue"}, "measures": {"feet": {"9", "13"}, "inches": {"6"}}}),
     ("indoor outdoor rug 8' x 10'", {"head": "rug", "measures": {"feet": {"8", "10"}}}),
     ('10" tile saw', {"head": "saw", "measures": {"inches": {"10"}}, "modifiers": ("tile",)}),
-    ("Stanley Doors 32 in. x 80 in. Colonial 9 Lite 2-Panel Prefinished White Steel Prehung Front Door with "
-     "Internal Grille and Brickmold", {"head": "door", "colors": {"white"}, "materials": {"steel"}}),
+    (("Stanley Doors 32 in. x 80 in. Colonial 9 Lite 2-Panel Prefinished White Steel Prehung Front Door with "
+     "Internal Grille and Brickmold"), {"head": "door", "colors": {"white"}, "materials": {"steel"}}),
     ("doors exterior", {"head": "door"}),
     ("white vanity", {"head": "vanity", "colors": {"white"}}),
     ("brushed nickel cabinet pulls", {"head": "pull", "finishes": {"brushed", "nickel"}}),

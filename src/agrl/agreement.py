@@ -52,7 +52,7 @@ def _share(count: Counter) -> dict:
 
 def agreement_table(report: dict) -> str:
     """The report as plain text: one row per human class, then per evidence kind, then the threshold line."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
     lines = [f"{'human label':<16}{'pairs':>8}{'agree':>8}{'rules say':>11}"]
     for code, row in reversed(list(report["per_class"].items())):
         lines.append(f"{code + ' ' + row['name']:<16}{row['n']:>8}{fmt(row['agreement']):>8}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,8 @@ def load(path: str | Path) -> dict:
     path = input_file(path, "baseline model")
     try:
         model = joblib.load(path)
-    except Exception as err:  # a pickle can fail in any way: truncated, another format, a missing class
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, ImportError,
+            pickle.UnpicklingError) as err:  # truncated, another format, a class this install lacks
         raise UserError(f"{path}: not a baseline model written by `agrl baseline fit` ({type(err).__name__})") from None
     if not isinstance(model, dict) or model.get("format") != FORMAT:
         raise UserError(f"{path}: not a baseline model written by `agrl baseline fit`")

@@ -147,7 +147,7 @@ def facts(text: str) -> Facts:
     only = tuple(singular(m.group(1)) for m in _ONLY.finditer(bare) if m.group(1) not in _FUNCTION)
     bare = re.sub(r"\([^)]*\)?", " ", bare)  # "(4-Pack)", "(Valve Not Included)": read above, not the type
     cut = _BOUNDARY.search(bare)
-    head_part, tail = (bare[: cut.start()], bare[cut.start():]) if cut else (bare, "")
+    head_part, _tail = (bare[: cut.start()], bare[cut.start():]) if cut else (bare, "")
     phrase = [singular(w) for w in _words(head_part) if not _MODEL.fullmatch(w)]
     while phrase and phrase[-1] in _FUNCTION - CONTAINERS:
         phrase.pop()

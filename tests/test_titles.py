@@ -141,7 +141,9 @@ def test_singular(word, one):
 @pytest.mark.parametrize(
     "query, title, kind",
     [
-        ("camera lens", "Canon EF 50mm f/1.8 STM Lens", "head"),  # asks for a lens: a lens is one
+        ("camera lens", "Canon EF 50mm f/1.8 STM Camera Lens", "head"),  # asks for a lens: a lens is one
+        ("camera lens", "Canon EF 50mm f/1.8 STM Lens", "head_unconfirmed"),  # a lens; "camera" is not stated
+        ("canon camera lens", "Canon EF 50mm Camera Lens", "head"),  # canon: the brand step's word, if a brand
         ("camera lens", "Canon EOS Rebel T7 DSLR Camera", "absent"),  # the camera is not the lens
         ("canon camera", "Canon EOS Rebel T7 DSLR Camera", "head"),
         ("canon camera", "Canon Lens Cap for EOS Camera", "served"),  # a cap for a camera is no camera

@@ -21,12 +21,14 @@ def agreement(records: list[Record], engine: RulesEngine) -> dict:
     per_kind: dict[str, Counter] = defaultdict(Counter)
     confusion: Counter = Counter()
     above = Counter()
+    scored: list[tuple[float, bool]] = []
     for record in labelled:
         verdict, confidence, kind = engine.assess(record)
         hit = verdict.label == record.label
         per_class[record.label].update(n=1, agree=hit)
         confusion[(record.label, verdict.label)] += 1
         per_kind[kind or "fields"].update(n=1, agree=hit)
+        scored.append((confidence, hit))
         if confidence >= threshold:
             above.update(n=1, agree=hit)
     n = len(labelled)
@@ -43,7 +45,17 @@ def agreement(records: list[Record], engine: RulesEngine) -> dict:
         "per_evidence": {kind: _share(count) for kind, count in sorted(per_kind.items())},
         "gold_step_confidence": threshold,
         "above_threshold": {"share": above["n"] / n if n else None, **_share(above)},
+        "by_threshold": {f"{t:g}": _above(scored, t) for t in THRESHOLDS},
     }
+
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def _above(scored: list[tuple[float, bool]], threshold: float) -> dict:
+    hits = [hit for confidence, hit in scored if confidence >= threshold]
+    return {"share": len(hits) / len(scored) if scored else None,
+            "agreement": sum(hits) / len(hits) if hits else None}
 
 
 def _share(count: Counter) -> dict:
@@ -64,6 +76,8 @@ def agreement_table(report: dict) -> str:
         lines.append(f"{kind:<26}{row['n']:>8}{fmt(row['agreement']):>8}")
     above = report["above_threshold"]
     lines.append("")
+    lines.append("confidence >= " + ", ".join(f"{t}: {fmt(row['share'])} of pairs at {fmt(row['agreement'])}"
+                                               for t, row in report["by_threshold"].items()))
     lines.append(f"confidence >= {report['gold_step_confidence']:g} (gold steps): {fmt(above['share'])} of pairs, "
                  f"agreement {fmt(above['agreement'])}")
     return "\n".join(lines)

@@ -174,10 +174,10 @@ def _compare(step: str, want: str, got: str | None, source: str) -> Step:
 @register_rule("category")
 def category_rule(query: Query, view: ProductView) -> list[Step]:
     if query.facts is not None and view.facts is not None:  # a catalog of titles: head noun against head noun
-        kind, want = type_relation(query.facts, view.facts, view.lex.types)
+        kind, want = type_relation(query.facts, view.facts, view.lex.types, frozenset((query.brand or "").split()))
         view.kinds["category"] = kind
         got = view.facts.head or "unknown type"
-        evidence = {"head": f"{want} (title)", "no_type": "no type asked",
+        evidence = {"head": f"{want} (title)", "head_unconfirmed": f"{want} (title)", "no_type": "no type asked",
                     "not_included": f"{want} not included (title)"}.get(kind, f"{want} vs {got} (title)")
         return [Step("category", TYPE_EVIDENCE[kind][0], evidence)]
     got, source = view.category()

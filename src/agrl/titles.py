@@ -190,7 +190,8 @@ def attribute_values(f: Facts) -> dict[str, frozenset[str]]:
 # label for pairs read so (Home Depot train split, `bench/home_depot.py --agreement`; see README "Real data").
 # A verdict is used as a gold step where its confidence reaches the rules config's gold_step_confidence.
 TYPE_EVIDENCE = {
-    "head": ("match", "the query's head noun is the title's"),
+    "head": ("match", "the query's head noun is the title's, and so is every modifier of it"),
+    "head_unconfirmed": ("match", "the query's head noun is the title's; a modifier of it is not in the title"),
     "no_type": ("match", "the query names no product type"),
     "modifier": ("mismatch", "the title names it only as a modifier of another type"),
     "served": ("mismatch", "the title is for it (an accessory or part)"),
@@ -199,17 +200,21 @@ TYPE_EVIDENCE = {
 }
 
 
-def type_relation(query: Facts, title: Facts, known: set[str] | frozenset[str] | None = None) -> tuple[str, str]:
+def type_relation(query: Facts, title: Facts, known: set[str] | frozenset[str] | None = None,
+                  ignore: frozenset[str] = frozenset()) -> tuple[str, str]:
     """(evidence kind of TYPE_EVIDENCE, the query's product type or "") for a query against a title.
 
-    `known` are the product types of the catalog (title heads): a query head outside them names no type."""
+    `known` are the product types of the catalog (title heads): a query head outside them names no type.
+    `ignore`: modifier words other steps judge (the brand's)."""
     want = query.head
     if want is None:
         return "no_type", ""
     if want in title.not_included:
         return "not_included", want
     if want in title.types:
-        return "head", want
+        loose = [m for m in query.modifiers if m not in _FUNCTION | MATERIALS | ignore and not re.search(r"\d", m)
+                 and m not in title.words]
+        return ("head_unconfirmed" if loose else "head"), want
     if known is not None and want not in known:
         return "no_type", ""
     if want in title.served:
@@ -222,6 +227,6 @@ def type_relation(query: Facts, title: Facts, known: set[str] | frozenset[str] |
 # the human label among pairs whose least confident step rests on it (measured by bench/home_depot.py
 # --agreement, 2026-12-01; a verdict from product fields has confidence 1).
 CONFIDENCE = {
-    "head": 0.64, "no_type": 0.41, "not_included": 0.33, "absent": 0.25, "served": 0.22, "modifier": 0.15,
-    "title_attribute": 0.62, "title_model": 0.5, "title_brand": 0.48,  # a value / model / brand not matched
+    "head": 0.74, "head_unconfirmed": 0.53, "no_type": 0.41, "not_included": 0.33, "absent": 0.25, "served": 0.22,
+    "modifier": 0.15, "title_attribute": 0.62, "title_brand": 0.48, "title_model": 0.4,  # not matched (model: n 20-120, kept low)
 }

@@ -378,10 +378,17 @@ TestOpt = Annotated[float, typer.Option("--test", help="share of queries in the 
 ForceOpt = Annotated[bool, typer.Option("--force", help="write into a non-empty OUT (replacing its split files)")]
 
 
-def _import_done(splits: dict, out: str, manifest: dict) -> None:
-    from agrl.importers import write_splits
+def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, float, float], manifest: dict) -> None:
+    """Check OUT against the inputs, read the source (`load()`), split by query, write and print the sizes."""
+    from agrl import importers
 
-    for name, size in write_splits(splits, out, manifest).items():
+    importers.check_out(out, inputs, force)
+    splits = importers.split(load(), *shares)
+    seed, validation, test = shares
+    digests = {f"sha256 {name}": importers.sha256(path) for name, path in inputs.items() if Path(path).is_file()}
+    manifest |= {"seed": seed, "validation": validation, "test": test} | digests
+    sizes = importers.write_splits(splits, out, manifest)
+    for name, size in sizes.items():
         console.print(f"{name}: {Path(out) / (name + '.jsonl')} ({size['rows']} rows, {size['queries']} queries; "
                       f"labels {size['labels']})")
 
@@ -401,10 +408,8 @@ def import_home_depot(
     """Home Depot search relevance -> three_level records (mean >= 2.67 exact, 2-2.5 partial, < 2 irrelevant)."""
     from agrl import importers
 
-    importers.check_out(out, {"--input": input}, force)
-    splits = importers.split(importers.import_home_depot(input, encoding), seed, validation, test)
-    _import_done(splits, out, {"source": "home_depot", "input": input, "sha256": importers.sha256(input),
-                               "scheme": "three_level", "seed": seed, "validation": validation, "test": test})
+    _run_import(out, force, {"--input": input}, lambda: importers.import_home_depot(input, encoding),
+                (seed, validation, test), {"source": "home_depot", "input": input, "scheme": "three_level"})
 
 
 @import_app.command("qbqtc")
@@ -420,10 +425,8 @@ def import_qbqtc(
     """QBQTC (Chinese web search, labels 0/1/2) -> three_level records (code = label + 1), files pooled."""
     from agrl import importers
 
-    importers.check_out(out, {"--input": input}, force)
-    splits = importers.split(importers.import_qbqtc(input), seed, validation, test)
-    _import_done(splits, out, {"source": "qbqtc", "input": input, "scheme": "three_level", "seed": seed,
-                               "validation": validation, "test": test})
+    _run_import(out, force, {"--input": input}, lambda: importers.import_qbqtc(input), (seed, validation, test),
+                {"source": "qbqtc", "input": input, "scheme": "three_level"})
 
 
 @import_app.command("esci")
@@ -440,11 +443,10 @@ def import_esci(
     """Amazon ESCI (published parquet schema) -> esci records; its own test split, validation from its train."""
     from agrl import importers
 
-    importers.check_out(out, {"--examples": examples, "--products": products}, force)
-    records = importers.import_esci(examples, products, locale, version.value)
-    splits = importers.split(records, seed, validation, 0.0)
-    _import_done(splits, out, {"source": "esci", "examples": examples, "products": products, "scheme": "esci",
-                               "locale": locale, "version": version.value, "seed": seed, "validation": validation})
+    _run_import(out, force, {"--examples": examples, "--products": products},
+                lambda: importers.import_esci(examples, products, locale, version.value), (seed, validation, 0.0),
+                {"source": "esci", "examples": examples, "products": products, "scheme": "esci", "locale": locale,
+                 "version": version.value})
 
 
 class BaselineKind(str, Enum):

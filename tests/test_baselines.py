@@ -10,6 +10,7 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -127,9 +128,14 @@ def test_minilm_baseline_with_cache(splits, tmp_path):
     code, out = run(*argv)
     assert code == 0, out
     assert cache.is_file() and (tmp_path / "m.joblib").stat().st_size < 200_000  # no weights in the model file
-    code, out = run("baseline", "predict", "--model", tmp_path / "m.joblib", "--input", small,
+    cached = len(np.load(cache)["keys"])
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(Path(splits / "test.jsonl").read_text().splitlines(True)[:10]))
+    code, out = run("baseline", "predict", "--model", tmp_path / "m.joblib", "--input", other,
                     "--output", tmp_path / "p.jsonl")
-    assert code == 0, out and len(read_jsonl(tmp_path / "p.jsonl")) == 40
+    assert code == 0, out
+    assert len(read_jsonl(tmp_path / "p.jsonl")) == 10
+    assert len(np.load(cache)["keys"]) > cached  # the loaded model adds to the cache, never drops from it
 
 
 def test_real_data_pipeline_on_a_small_sample(splits, tmp_path):

@@ -219,3 +219,10 @@ def test_esci_missing_column_and_corrupt_file(tmp_path):
     (tmp_path / "examples.parquet").write_bytes(b"PAR1 not really")
     code, _, err = run("data", "import", "esci", *argv, "--out", str(tmp_path / "o"))
     assert code == 2 and "not a readable Parquet file" in err
+
+
+def test_malformed_csv_quote_is_named(tmp_path):
+    src = tmp_path / "hd.csv"
+    src.write_text(HEADER + '2,1,"Angle,angle,3\n', encoding="utf-8")  # an opening quote never closed
+    code, _, err = run("data", "import", "home-depot", "--input", str(src), "--out", str(tmp_path / "o"))
+    assert code == 2 and "hd.csv:2:" in err, err

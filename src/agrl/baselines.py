@@ -150,7 +150,10 @@ class Embedder:
                 self.cache = dict(zip(stored["keys"].tolist(), stored["vectors"]))
 
     def __getstate__(self):  # the model file keeps no weights or cache: they load again where it is used
-        return {"cache_path": self.cache_path, "_model": None, "cache": {}}
+        return {"cache_path": self.cache_path}
+
+    def __setstate__(self, state):
+        self.__init__(state["cache_path"])  # reads the cache file again, so new entries add to it
 
     def _load(self):
         if self._model is None:

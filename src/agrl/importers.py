@@ -99,6 +99,7 @@ def _text_cell(value: Any, name: str, required: bool = True) -> str | None:
 
 def _csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(first line of the row, row) for a CSV file; UserError naming FILE:LINE on a broken file."""
+    line = 1
     try:
         with _open_text(path, encoding) as handle:
             reader = csv.reader(handle)

@@ -382,9 +382,9 @@ def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, fl
     """Check OUT against the inputs, read the source (`load()`), split by query, write and print the sizes."""
     from agrl import importers
 
-    importers.check_out(out, inputs, force)
-    splits = importers.split(load(), *shares)
     seed, validation, test = shares
+    importers.check_out(out, inputs, force, (validation, test))
+    splits = importers.split(load(), *shares)
     digests = {f"sha256 {name}": importers.sha256(path) for name, path in inputs.items() if Path(path).is_file()}
     manifest |= {"seed": seed, "validation": validation, "test": test} | digests
     sizes = importers.write_splits(splits, out, manifest)

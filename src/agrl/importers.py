@@ -315,11 +315,7 @@ def split(records: list[Record], seed: int = 0, validation: float = 0.1, test: f
     """Query-disjoint train / validation / test, deterministic under `seed`.
 
     Records with `esci_split` keep ESCI's published test split; validation is then carved from its train."""
-    for name, share in (("--validation", validation), ("--test", test)):
-        if not 0.0 <= share < 1.0:
-            raise UserError(f"{name} {share}: must be a share in [0, 1)")
-    if validation + test >= 1.0:
-        raise UserError(f"--validation {validation} + --test {test}: leave some share for train")
+    check_shares(validation, test)
     if all("esci_split" in r.extra for r in records):
         published = [r for r in records if r.extra["esci_split"] == "test"]
         held = {normalize_query(r.query) for r in published}
@@ -329,8 +325,19 @@ def split(records: list[Record], seed: int = 0, validation: float = 0.1, test: f
     return split_by_query(records, {"train": 1.0 - validation - test, "validation": validation, "test": test}, seed)
 
 
-def check_out(out: str | Path, inputs: dict[str, str | Path | None], force: bool) -> None:
-    """Before any work: OUT may be filled (empty, or --force) and none of its files is an input."""
+def check_shares(validation: float, test: float) -> None:
+    for name, share in (("--validation", validation), ("--test", test)):
+        if not 0.0 <= share < 1.0:  # NaN fails this too
+            raise UserError(f"{name} {share}: must be a share in [0, 1)")
+    if validation + test >= 1.0:
+        raise UserError(f"--validation {validation} + --test {test}: leave some share for train")
+
+
+def check_out(out: str | Path, inputs: dict[str, str | Path | None], force: bool,
+              shares: tuple[float, float] = (0.1, 0.1)) -> None:
+    """Before any work: the split shares are shares, OUT may be filled (empty, or --force), none of its
+    files is an input."""
+    check_shares(*shares)
     empty_dir(out, "data", force)
     distinct({f"--out {name}.jsonl": Path(out) / f"{name}.jsonl" for name in SPLITS}, inputs)
 

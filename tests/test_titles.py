@@ -264,6 +264,10 @@ def test_gold_steps_only_where_confident(tmp_path):
         assert engine.gold(record).label == record.label
     guided = engine.guidance(records[confident.index(False)], 2)
     assert guided.startswith("check: category")
+    for record, ok in zip(records, confident):  # SFT targets: whole where the rules imply the label
+        lines = engine.teacher_reasoning(record).splitlines()
+        assert lines[0] == f"<label>{record.label}</label>"
+        assert any(line.startswith("category:") for line in lines) == (ok or engine.judge(record).label == record.label)
     labelled, _ = label_records([r for r in title_records()], engine)
     assert [r.steps is not None for r in labelled if engine.judge(r).label == r.label] == \
         [ok for r, ok in zip(records, confident) if engine.judge(r).label == r.label]

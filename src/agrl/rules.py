@@ -400,7 +400,14 @@ class RulesEngine:
         return Verdict(label, steps, reason)
 
     def teacher_reasoning(self, record: Record) -> str:
+        """SFT's target: the gold verdict rendered. Where the rules' steps are below gold_step_confidence
+        but imply the gold label, they are still rendered (the reasoning stays whole and consistent);
+        where they imply another label, only the label and decision are."""
         gold = self.gold(record)
+        if not gold.steps and record.steps is None:
+            judged = self.judge(record)
+            if judged.label == gold.label:
+                gold = judged
         return render(gold.label, gold.steps, gold.reason)
 
     def guidance(self, record: Record, level: int) -> str:

@@ -403,3 +403,178 @@ def demo(
     for table in results_tables(result["summary"]):
         console.print(table)
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")
+
+
+# ---------------------------------------------------------------------------- real data: import, baselines
+# `agrl data import home-depot|qbqtc|esci` (importers.py) and `agrl baseline fit|predict` (baselines.py).
+
+import_app = typer.Typer(no_args_is_help=True, help="Import a public relevance data set as records + query-disjoint splits.")
+baseline_app = typer.Typer(no_args_is_help=True, help="Classical baselines (scikit-learn): fit on records, predict posteriors.")
+data_app.add_typer(import_app, name="import")
+app.add_typer(baseline_app, name="baseline")
+
+
+class EsciVersion(str, Enum):
+    small = "small"
+    large = "large"
+
+
+OutOpt = Annotated[str, typer.Option("--out", help="output directory: train/validation/test .jsonl + manifest.json")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="seed of the query-disjoint split (deterministic under it)")]
+ValidationOpt = Annotated[float, typer.Option("--validation", help="share of queries in the validation split")]
+TestOpt = Annotated[float, typer.Option("--test", help="share of queries in the test split")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="write into a non-empty OUT (replacing its split files)")]
+
+
+def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, float, float], manifest: dict) -> None:
+    """Check OUT against the inputs, read the source (`load()`), split by query, write and print the sizes."""
+    from agrl import importers
+
+    seed, validation, test = shares
+    importers.check_out(out, inputs, force, (validation, test))
+    splits = importers.split(load(), *shares)
+    digests = {f"sha256 {name}": importers.sha256(path) for name, path in inputs.items() if Path(path).is_file()}
+    manifest |= {"seed": seed, "validation": validation, "test": test} | digests
+    sizes = importers.write_splits(splits, out, manifest)
+    for name, size in sizes.items():
+        console.print(f"{name}: {Path(out) / (name + '.jsonl')} ({size['rows']} rows, {size['queries']} queries; "
+                      f"labels {size['labels']})")
+
+
+@import_app.command("home-depot")
+def import_home_depot(
+    out: OutOpt,
+    input: Annotated[str, typer.Option("--input", help="the Home Depot CSV (plain or .gz): id, product_uid, "
+                                       "product_title, search_term, relevance")] = "../shared/data/home_depot/home_depot.csv.gz",
+    encoding: Annotated[str, typer.Option("--encoding", help="text encoding of the CSV (the Kaggle originals "
+                                          "are latin-1)")] = "utf-8",
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    test: TestOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """Home Depot search relevance -> three_level records (mean >= 2.67 exact, 2-2.5 partial, < 2 irrelevant)."""
+    from agrl import importers
+
+    _run_import(out, force, {"--input": input}, lambda: importers.import_home_depot(input, encoding),
+                (seed, validation, test), {"source": "home_depot", "input": input, "scheme": "three_level"})
+
+
+@import_app.command("qbqtc")
+def import_qbqtc(
+    out: OutOpt,
+    input: Annotated[str, typer.Option("--input", help="folder of QBQTC *.json / *.json.gz files "
+                                       "({id, query, title, label})")] = "../shared/data/qbqtc",
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    test: TestOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """QBQTC (Chinese web search, labels 0/1/2) -> three_level records (code = label + 1), files pooled."""
+    from agrl import importers
+
+    _run_import(out, force, {"--input": input}, lambda: importers.import_qbqtc(input), (seed, validation, test),
+                {"source": "qbqtc", "input": input, "scheme": "three_level"})
+
+
+@import_app.command("esci")
+def import_esci(
+    out: OutOpt,
+    examples: Annotated[str, typer.Option("--examples", help="shopping_queries_dataset_examples.parquet")],
+    products: Annotated[str, typer.Option("--products", help="shopping_queries_dataset_products.parquet")],
+    locale: Annotated[str, typer.Option("--locale", help="product_locale to keep (us, es, jp) or all")] = "us",
+    version: Annotated[EsciVersion, typer.Option("--version", help="the small (Task 1) or large set")] = EsciVersion.small,
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """Amazon ESCI (published parquet schema) -> esci records; its own test split, validation from its train."""
+    from agrl import importers
+
+    _run_import(out, force, {"--examples": examples, "--products": products},
+                lambda: importers.import_esci(examples, products, locale, version.value), (seed, validation, 0.0),
+                {"source": "esci", "examples": examples, "products": products, "scheme": "esci", "locale": locale,
+                 "version": version.value})
+
+
+class BaselineKind(str, Enum):
+    tfidf = "tfidf"
+    bm25 = "bm25"
+    minilm = "minilm"
+
+
+@baseline_app.command("fit")
+def baseline_fit(
+    kind: Annotated[BaselineKind, typer.Option("--kind", help="tfidf (+ logistic regression), bm25 (features + "
+                                               "gradient boosting) or minilm (embeddings + logistic regression)")],
+    train_file: Annotated[str, typer.Option("--train", help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
+    out: Annotated[str, typer.Option("--out", help="model file to write (joblib)")],
+    scheme: Annotated[str, typer.Option("--scheme", help="label scheme: built-in name or YAML file")] = "default",
+    limit: Annotated[int | None, typer.Option("--limit", help="fit on the first N records only")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the classifier")] = 0,
+    cache: Annotated[str | None, typer.Option("--cache", help="minilm: embedding cache file (.npz), reused "
+                                              "across runs")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing OUT model file")] = False,
+) -> None:
+    """Fit a classical baseline on labelled records and save it as one joblib file."""
+    from agrl import baselines
+    from agrl.data import check_source, load_records
+    from agrl.schemes import load_scheme
+
+    positive(limit, "--limit")
+    check_source(train_file, probe=True)
+    distinct({"--out": out, "--cache": cache}, {"--train": train_file})
+    if Path(out).exists() and not force:
+        raise UserError(f"--out {out}: exists; pass --force to replace it, or choose another")
+    if kind is BaselineKind.minilm:
+        baselines.minilm_path()
+    records = load_records(train_file, load_scheme(scheme))[:limit]
+    model = baselines.fit(records, kind.value, scheme, seed, cache)
+    baselines.save(model, out)
+    console.print(f"{kind.value} baseline fitted on {model['train_records']} records, written to {out}")
+
+
+@baseline_app.command("predict")
+def baseline_predict(
+    model: Annotated[str, typer.Option("--model", help="model file written by `agrl baseline fit`")],
+    input: Annotated[str, typer.Option("--input", help="records: JSONL, CSV, Parquet or hf:NAME")],
+    output: Annotated[str, typer.Option("--output", help="predictions JSONL: label, probabilities, score "
+                                        "(expected relevance)")],
+) -> None:
+    """Label posterior, expected relevance and argmax label for every record of INPUT."""
+    from agrl import baselines
+    from agrl.data import check_source, load_records
+    from agrl.schemes import load_scheme
+
+    check_source(input, probe=True)
+    distinct({"--output": output}, {"--input": input, "--model": model})
+    fitted = baselines.load(model)
+    rows = baselines.predict(fitted, load_records(input, load_scheme(fitted["scheme"])))
+    baselines.write_predictions(rows, output)
+    console.print(f"{output}: {len(rows)} prediction(s) by the {fitted['kind']} baseline")
+
+
+@data_app.command("agreement")
+def data_agreement(
+    file: Annotated[str, typer.Argument(help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
+    scheme: Annotated[str, typer.Option("--scheme", help="label scheme: built-in name or YAML file")] = "default",
+    rules: Annotated[str | None, typer.Option("--rules", help="rules config YAML (its gold_step_confidence "
+                                              "is the threshold reported)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="also write the report as JSON here")] = None,
+) -> None:
+    """How often the rules' label agrees with the records' labels: per class, per evidence, above the threshold."""
+    import json
+
+    from agrl.agreement import agreement, agreement_table
+    from agrl.data import check_source, load_records
+    from agrl.files import atomic_write
+    from agrl.rules import RulesEngine
+    from agrl.schemes import load_scheme
+
+    check_source(file, probe=True)
+    distinct({"--out": out}, {"FILE": file, "--rules": rules})
+    records = load_records(file, load_scheme(scheme))
+    report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))
+    typer.echo(agreement_table(report))
+    if out:
+        atomic_write(out, json.dumps(report, indent=2) + "\n")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agrl.data import Product
+from agrl.titles import Facts, attribute_values, facts, singular
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.\-'][a-z0-9]+)*")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -40,6 +41,8 @@ def number_forms(phrase: str) -> set[str]:
         forms.add(last[:-2])
     elif last.endswith("ies"):
         forms.add(last[:-3] + "y")
+    elif last.endswith("ses") and last[:-2].endswith("s"):  # lenses -> lens, buses -> bus
+        forms.add(last[:-2])
     elif last.endswith("s") and not last.endswith("ss"):
         forms.add(last[:-1])
     elif last.endswith(("ch", "sh", "ss", "x")):
@@ -69,6 +72,7 @@ class Query:
     negations: tuple[tuple[str, str], ...] = ()  # (kind, value): brand, model, attr "name=value", feature
     price: tuple[str, float] | None = None  # ("under" | "over", bound)
     alternative: tuple[str, str] | None = None  # (brand | model, value)
+    facts: Facts | None = None  # read from the text alone (titles.py), for a catalog of titles
 
 
 @dataclass
@@ -81,6 +85,10 @@ class Lexicon:
     accessories: dict[str, str] = field(default_factory=dict)
     negation_suffixes: tuple[str, ...] = ()
     max_len: int = 1
+    title_mode: bool = False  # products are read from their titles (titles.py): no category fields
+    types: set[str] = field(default_factory=set)  # product types of the catalog's titles (head nouns)
+    title_brands: set[str] = field(default_factory=set)  # brands read from the first words of titles
+    _facts: dict[str, Facts] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------ building
 
@@ -132,7 +140,49 @@ class Lexicon:
                 lex.add(f"{name.replace('_', ' ')} {value}", "attr", f"{name}={value}")
         lex.accessories = {lex.canonical(k): lex.canonical(v) for k, v in accessories.items()}
         lex.substitutes = {frozenset(lex.canonical(norm(c)) for c in pair) for pair in config.get("substitutes", ())}
+        mode = config.get("title_facts", "auto")
+        untyped = sum(not p.category for p in products)
+        lex.title_mode = mode == "on" or (mode == "auto" and untyped > len(products) / 2)
+        if lex.title_mode:
+            lex._read_titles(products, int(config.get("title_brand_min_count", 3)))
         return lex
+
+    def _read_titles(self, products: list[Product], min_count: int) -> None:
+        """Product types (title head nouns) and brands (first words shared by `min_count`+ titles)."""
+        first: dict[str, int] = {}
+        inside: dict[str, int] = {}  # a brand starts titles more often than it stands inside them ("heat", "air")
+        prefixes: dict[tuple[str, ...], int] = {}
+        for product in products:
+            self.types |= self.facts(product.title).types
+            words = tokens(product.title)
+            for word in set(words[1:]):
+                inside[word] = inside.get(word, 0) + 1
+            if product.brand or not words or not words[0][0].isalpha():
+                continue
+            first[words[0]] = first.get(words[0], 0) + 1
+            for size in (2, 3):
+                if len(words) >= size:
+                    prefixes[tuple(words[:size])] = prefixes.get(tuple(words[:size]), 0) + 1
+        for word, count in sorted(first.items()):
+            if (count < min_count or word in ("the", "a", "an", "new") or singular(word) in self.types
+                    or inside.get(word, 0) > count):
+                continue
+            brand = (word,)
+            for size in (2, 3):  # "hampton bay", "home decorators collection": a longer prefix nearly always follows
+                longer = max((p for p in prefixes if len(p) == size and p[: size - 1] == brand),
+                             key=lambda p: (prefixes[p], p), default=None)
+                if longer is None or prefixes[longer] < 0.8 * count:
+                    break
+                brand = longer
+            self.title_brands.add(" ".join(brand))
+        for brand in sorted(self.title_brands):
+            self.add(brand, "brand", brand)
+
+    def facts(self, text: str) -> Facts:
+        """titles.facts, cached (a catalog repeats titles across queries)."""
+        if text not in self._facts:
+            self._facts[text] = facts(text)
+        return self._facts[text]
 
     def _add_categories(self, config: dict) -> None:
         for category in sorted(self.categories):
@@ -220,13 +270,26 @@ class Lexicon:
                 name, _, val = value.partition("=")
                 attrs.setdefault(name, val)
             i += 1
-        return Query(text, self._query_category(cats, model), brand, model, tuple(attrs.items()),
-                     tuple(negs), price, alternative)
+        read = None
+        if self.title_mode:
+            read = self.facts(text)
+            for name, values in sorted(attribute_values(read).items()):
+                attrs.setdefault(name, " + ".join(sorted(values)))
+            model = model or min(read.models, default=None)
+        return Query(text, self._query_category(cats, model, self.head_categories(text)), brand, model,
+                     tuple(attrs.items()), tuple(negs), price, alternative, read)
 
-    def _query_category(self, cats: list[str], model: str | None) -> str | None:
+    def head_categories(self, text: str) -> list[str]:
+        """The categories named before the first "for" / "with" / comma: the head noun phrase's."""
+        head = re.split(r"\s(?:for|with|compatible with|fits)\s|[,(]", f" {text.lower()} ")[0]
+        return [m.value for m in self.scan(head) if m.kind == "category"]
+
+    def _query_category(self, cats: list[str], model: str | None, head: list[str] = ()) -> str | None:
         accessory = [c for c in cats if c in self.accessories and self.accessories[c] in cats]
         if accessory:  # "charger for a dell laptop" asks for the charger
             return accessory[0]
+        if head:  # the head noun is the last one: "camera lens" asks for a lens, "bike helmet" for a helmet
+            return head[-1]
         if cats:
             return cats[0]
         return self.model_category.get(model) if model else None
@@ -251,6 +314,9 @@ class ProductView:
     def __init__(self, product: Product, lex: Lexicon):
         self.product, self.lex = product, lex
         self.mentions = lex.scan(" ".join(t for t in (product.title, product.description) if t))
+        # A product with only a title is read through titles.py where the catalog is one of titles.
+        self.facts = lex.facts(product.title) if lex.title_mode and not product.category else None
+        self.kinds: dict[str, str] = {}  # step -> kind of title evidence it rests on (confidence, titles.py)
 
     def _from_text(self, kind: str, name: str | None = None) -> str | None:
         for i, mention in enumerate(self.mentions):
@@ -267,28 +333,46 @@ class ProductView:
     def category(self) -> tuple[str | None, str]:
         if self.product.category:
             return self.lex.canonical(leaf(self.product.category) or ""), "field"
+        if self.facts is not None:
+            return self.facts.head, "title" if self.facts.head else "none"
         found = [m.value for m in self.mentions if m.kind == "category"]
         accessory = [c for c in found if c in self.lex.accessories]
-        found = accessory or found
+        head = self.lex.head_categories(self.product.title)
+        found = accessory or head[-1:] or found  # the title's head noun: "lens cap for canon cameras" is a cap
         return (found[0], "title") if found else (None, "none")
 
     def brand(self) -> tuple[str | None, str]:
         if self.product.brand:
             return norm(self.product.brand), "field"
+        if self.facts is not None:
+            words = tokens(self.product.title)
+            value = next((" ".join(words[:n]) for n in (3, 2, 1) if " ".join(words[:n]) in self.lex.title_brands), None)
+            self.kinds["brand"] = "title_brand"  # counts for confidence where the verdict is not a match
+            return value, "title" if value else "none"
         value = self._from_text("brand")
         return value, "title" if value else "none"
 
-    def model(self) -> tuple[str | None, str]:
+    def model(self, want: str | None = None) -> tuple[str | None, str]:
         model = product_attributes(self.product).get("model")
         if model:
             return norm(model), "field"
         value = self._from_text("model")
+        if value is None and self.facts is not None and self.facts.models:
+            self.kinds["model"] = "title_model"
+            value = want if want in self.facts.models else min(self.facts.models)
         return value, "title" if value else "none"
 
-    def attribute(self, name: str) -> tuple[str | None, str]:
+    def attribute(self, name: str, want: str | None = None) -> tuple[str | None, str]:
+        """The product's value of an attribute; from a title, `want` when the title states it ("1 + 1.5": each)."""
         if self.product.attributes.get(name):
             return norm(self.product.attributes[name]), "field"
         value = self._from_text("attr", name)
+        if value is None and self.facts is not None:
+            stated = attribute_values(self.facts).get(name)
+            if stated:
+                self.kinds[f"attribute.{name}"] = "title_attribute"
+                wanted = set(want.split(" + ")) if want else set()
+                value = want if wanted and wanted <= stated else " + ".join(sorted(stated))
         return value, "title" if value else "none"
 
     def feature(self, name: str) -> tuple[str | None, str]:

@@ -24,6 +24,7 @@ from agrl.files import yaml_file
 from agrl.lexicon import YES, Lexicon, ProductView, Query
 from agrl.output import Judgement, Step, render
 from agrl.schemes import OUTCOMES, Scheme, load_scheme
+from agrl.titles import CONFIDENCE, TYPE_EVIDENCE, type_relation
 
 # ---------------------------------------------------------------------------- decision table
 
@@ -172,6 +173,13 @@ def _compare(step: str, want: str, got: str | None, source: str) -> Step:
 
 @register_rule("category")
 def category_rule(query: Query, view: ProductView) -> list[Step]:
+    if query.facts is not None and view.facts is not None:  # a catalog of titles: head noun against head noun
+        kind, want = type_relation(query.facts, view.facts, view.lex.types, frozenset((query.brand or "").split()))
+        view.kinds["category"] = kind
+        got = view.facts.head or "unknown type"
+        evidence = {"head": f"{want} (title)", "head_unconfirmed": f"{want} (title)", "no_type": "no type asked",
+                    "not_included": f"{want} not included (title)"}.get(kind, f"{want} vs {got} (title)")
+        return [Step("category", TYPE_EVIDENCE[kind][0], evidence)]
     got, source = view.category()
     if query.category is None:
         return [Step("category", "match", "no type asked")]
@@ -188,12 +196,12 @@ def brand_rule(query: Query, view: ProductView) -> list[Step]:
 
 @register_rule("model")
 def model_rule(query: Query, view: ProductView) -> list[Step]:
-    return [] if query.model is None else [_compare("model", query.model, *view.model())]
+    return [] if query.model is None else [_compare("model", query.model, *view.model(query.model))]
 
 
 @register_rule("attribute")
 def attribute_rule(query: Query, view: ProductView) -> list[Step]:
-    return [_compare(f"attribute.{name}", value, *view.attribute(name)) for name, value in query.attributes]
+    return [_compare(f"attribute.{name}", value, *view.attribute(name, value)) for name, value in query.attributes]
 
 
 def _has(view: ProductView, kind: str, value: str) -> bool | None:
@@ -271,6 +279,9 @@ def load_config(path: str | Path | None = None) -> dict:
     return config
 
 
+SCALAR_KEYS = ("title_facts", "title_brand_min_count", "gold_step_confidence")
+
+
 def _check_config(config: dict, where: str) -> None:
     """The shapes lexicon.py and the engine read, so a bad file fails here, naming the key."""
     if not isinstance(config["rules"], list) or not config["rules"]:
@@ -286,7 +297,17 @@ def _check_config(config: dict, where: str) -> None:
     for key in ("accessories", "category_aliases"):
         if not isinstance(config[key] or {}, dict):
             raise UserError(f"{where}: {key}: must be a mapping of name: category")
+    if config.get("title_facts", "auto") not in ("auto", "on", "off"):
+        raise UserError(f"{where}: title_facts: must be auto, on or off, got {config['title_facts']!r}")
+    count = config.get("title_brand_min_count", 3)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise UserError(f"{where}: title_brand_min_count: must be an integer >= 1, got {count!r}")
+    threshold = config.get("gold_step_confidence", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise UserError(f"{where}: gold_step_confidence: must be a number in [0, 1], got {threshold!r}")
     for key, value in config.items():
+        if key in SCALAR_KEYS:
+            continue
         if key not in ("rules", "decision_table", "substitutes", "accessories", "category_aliases") and not (
             isinstance(value, list) and all(isinstance(v, str) for v in value)
         ):
@@ -305,6 +326,7 @@ class RulesEngine:
         self.lexicon, self.table, self.rules, self.scheme = lexicon, table, rules, scheme
         self.names = [getattr(rule, "__name__", "rule") for rule in rules]  # for messages about a rule
         self._queries: dict[str, Query] = {}
+        self.gold_step_confidence = 0.0  # rules config: below it, a labelled record's rules steps are no gold steps
 
     @classmethod
     def from_records(cls, records: Iterable[Record], scheme: Scheme | None = None,
@@ -316,6 +338,7 @@ class RulesEngine:
         lexicon = Lexicon.build((r.product for r in records), cfg)
         engine = cls(lexicon, table, rules, scheme or load_scheme("default"))
         engine.names = [str(name) for name in cfg["rules"]]
+        engine.gold_step_confidence = float(cfg.get("gold_step_confidence", 0.0))
         return engine
 
     def understand(self, query: str) -> Query:
@@ -325,6 +348,12 @@ class RulesEngine:
 
     def judge(self, record: Record) -> Verdict:
         """The rules' verdicts on a record from its free-text query and its product data."""
+        return self.assess(record)[0]
+
+    def assess(self, record: Record) -> tuple[Verdict, float, str | None]:
+        """The rules' verdict, its confidence and the kind of evidence that sets it: confidence 1 (kind None)
+        from product fields; from a title, the least confident kind of title evidence its steps rest on
+        (titles.CONFIDENCE)."""
         query, view = self.understand(record.query), ProductView(record.product, self.lexicon)
         steps: list[Step] = []
         for name, rule in zip(self.names, self.rules):
@@ -340,14 +369,23 @@ class RulesEngine:
             steps.extend(written)
         verdicts = {step.name: step.verdict for step in steps}
         label, reason = self.table.decide(verdicts, self.scheme)
-        return Verdict(label, tuple(steps), reason)
+        # The type step's evidence always counts; another title fact only where it does not match (a title
+        # that states the asked-for value is good evidence; one that states another value, or none, is weak).
+        weak = {step.name for step in steps if step.name == "category" or step.verdict != "match"}
+        kinds = sorted((CONFIDENCE[kind], kind) for name, kind in view.kinds.items() if name in weak)
+        confidence, kind = kinds[0] if kinds else (1.0, None)
+        return Verdict(label, tuple(steps), reason), confidence, kind
 
     def gold(self, record: Record) -> Verdict:
-        """The record's own label/steps where present (evidence from the rules), else the rules' verdict."""
-        judged = self.judge(record)
+        """The record's own label/steps where present (evidence from the rules), else the rules' verdict.
+
+        A labelled record without steps takes the rules' steps as gold only where their confidence
+        reaches `gold_step_confidence`; below it, it has no gold steps (reward shaping and guidance
+        then rest on the label alone)."""
+        judged, confidence, _ = self.assess(record)
         if record.label is None and record.steps is None:
             return judged
-        steps = judged.steps
+        steps = judged.steps if confidence >= self.gold_step_confidence else ()
         if record.steps is not None:
             mine = {step.name: step for step in judged.steps}
             steps = tuple(
@@ -367,7 +405,14 @@ class RulesEngine:
         return {step.name: step.verdict for step in self.gold(record).steps}
 
     def teacher_reasoning(self, record: Record) -> str:
+        """SFT's target: the gold verdict rendered. Where the rules' steps are below gold_step_confidence
+        but imply the gold label, they are still rendered (the reasoning stays whole and consistent);
+        where they imply another label, only the label and decision are."""
         gold = self.gold(record)
+        if not gold.steps and record.steps is None:
+            judged = self.judge(record)
+            if judged.label == gold.label:
+                gold = judged
         return render(gold.label, gold.steps, gold.reason)
 
     def guidance(self, record: Record, level: int) -> str:
@@ -379,7 +424,7 @@ class RulesEngine:
         deciding = [s.name for s in gold.steps if wanted is None or s.verdict in wanted]
         if outcome == "off_category":
             deciding = ["category"]
-        parts = ["check: " + ", ".join(deciding or [s.name for s in gold.steps])]
+        parts = ["check: " + ", ".join(deciding or [s.name for s in gold.steps] or ["category"])]
         if level >= 2:
             parts.append("verdicts: " + ", ".join(
                 f"{s.name}={s.verdict}" + (f" ({s.evidence})" if s.evidence else "") for s in gold.steps))
@@ -396,16 +441,18 @@ def label_records(records: list[Record], engine: RulesEngine) -> tuple[list[Reco
     """Fill label and steps from the rules where a record has none; keep gold labels.
 
     Returns the records and the (record, rules verdict) pairs where the rules disagree with a gold label.
-    Steps are filled for a labelled record only when the rules agree with its label.
+    Steps are filled for a labelled record only when the rules agree with its label, confidently
+    (engine.gold_step_confidence).
     """
     disagreements = []
     for record in records:
-        verdict = engine.judge(record)
+        verdict, confidence, _ = engine.assess(record)
         if record.label is not None and record.label != verdict.label:
             disagreements.append((record, verdict))
             continue
+        gold_label = record.label is not None
         if record.label is None:  # steps given without a label: the table decides from those steps
             record.label = engine.gold(record).label
-        if record.steps is None:
+        if record.steps is None and (not gold_label or confidence >= engine.gold_step_confidence):
             record.steps = verdict.verdicts
     return records, disagreements

@@ -1,0 +1,363 @@
+"""Importers of public relevance data sets into agrl records, with query-disjoint splits.
+
+Home Depot (Kaggle 2016: search term, product title, mean grade 1..3 -> the three_level scheme, the
+mean kept as `grade` for RMSE), QBQTC (CLUE's Chinese query-title corpus, graded 0/1/2 -> three_level)
+and Amazon ESCI (its published parquet schema -> the esci scheme). Every bad row is `FILE:LINE: field:
+message` (exit 2 through errors.UserError); the splits are written atomically, one JSONL file each.
+
+    splits = import_home_depot("../shared/data/home_depot/home_depot.csv.gz"); write_splits(splits, "data/hd")
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from agrl.data import (
+    MAX_TEXT_CHARS,
+    BadRow,
+    Record,
+    RowError,
+    dedupe,
+    normalize_query,
+    parse_record,
+    split_by_query,
+    write_jsonl,
+)
+from agrl.errors import UserError
+from agrl.files import atomic_write, distinct, empty_dir, input_file
+from agrl.schemes import Scheme, load_scheme
+
+SPLITS = ("train", "validation", "test")
+HOME_DEPOT = Path("../shared/data/home_depot/home_depot.csv.gz")
+QBQTC = Path("../shared/data/qbqtc")
+ESCI_EXAMPLES = ("example_id", "query", "query_id", "product_id", "product_locale", "esci_label",
+                 "small_version", "large_version", "split")
+ESCI_PRODUCTS = ("product_id", "product_title", "product_description", "product_bullet_point", "product_brand",
+                 "product_color", "product_locale")
+ESCI_LABELS = {"E": "Exact", "S": "Substitute", "C": "Complement", "I": "Irrelevant"}
+
+
+def grade_level(grade: float) -> int:
+    """A Home Depot mean grade (1..3) -> three_level code: >= 2.67 exact (3), 2.0-2.5 partial (2), < 2 irrelevant.
+
+    Means are of 3+ raters, written to 2 decimals (2.67 is 8/3), so compare at that precision."""
+    grade = round(grade, 2)
+    return 3 if grade >= 2.67 else 2 if grade >= 2.0 else 1
+
+
+class BadRows(UserError):
+    """Bad rows in a source file: one line naming the first, and how many more."""
+
+    def __init__(self, bad: list[BadRow]):
+        more = f" (and {len(bad) - 1} more bad row(s))" if len(bad) > 1 else ""
+        super().__init__(f"{bad[0]}{more}")
+        self.bad = bad
+
+
+# ---------------------------------------------------------------------------- reading sources
+
+
+def _open_text(path: Path, encoding: str) -> IO[str]:
+    """A text handle on a plain or gzipped file; undecodable bytes become surrogates, named per row later."""
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise UserError(f"--encoding {encoding}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
+    errors = "surrogateescape" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else "strict"
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding=encoding, errors=errors, newline="")
+    return path.open(encoding=encoding, errors=errors, newline="")
+
+
+def _text_cell(value: Any, name: str, required: bool = True) -> str | None:
+    """A text cell: surrogates (bytes that were not UTF-8) and empty required cells are RowErrors."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if required:
+            raise RowError(name, "is required")
+        return None
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        byte = ord(text[err.start]) - 0xDC00 if 0xDC80 <= ord(text[err.start]) <= 0xDCFF else None
+        raise RowError(name, f"not UTF-8 text (byte 0x{byte:02x} at character {err.start + 1}); "
+                       "give the file's encoding with --encoding (e.g. latin-1)" if byte is not None
+                       else f"lone surrogate at character {err.start + 1}") from None
+    if required and not text.strip():
+        raise RowError(name, "is empty")
+    return text if text.strip() else None
+
+
+def _csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(first line of the row, row) for a CSV file; UserError naming FILE:LINE on a broken file."""
+    line = 1
+    try:
+        with _open_text(path, encoding) as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise UserError(f"{path}: empty CSV file (expected a header with {', '.join(required)})")
+            header = [_text_cell(h, f"header column {i + 1}", required=False) or "" for i, h in enumerate(header)]
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            missing = [name for name in required if name not in header]
+            if missing:
+                raise UserError(f"{path}:1: header: missing column(s) {missing} (found {header})")
+            line = reader.line_num + 1
+            for cells in reader:
+                if len(cells) != len(header):
+                    raise UserError(f"{path}:{line}: row: {len(cells)} cells, the header has {len(header)}")
+                yield line, dict(zip(header, cells))
+                line = reader.line_num + 1
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise UserError(f"{path}: not a readable gzip file ({err or 'cut short'})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not {encoding} text ({err.reason}); give the right --encoding") from None
+    except csv.Error as err:
+        raise UserError(f"{path}:{line}: malformed CSV: {err}") from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, object or RowError) of a plain or gzipped JSONL file."""
+    try:
+        with _open_text(path, "utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    _text_cell(line, "row")
+                    yield line_no, json.loads(line)
+                except RowError as err:
+                    yield line_no, err
+                except ValueError as err:
+                    yield line_no, RowError("json", f"bad JSON: {getattr(err, 'msg', err)}")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise UserError(f"{path}: not a readable gzip file ({err or 'cut short'})") from None
+
+
+def _collect(rows: Iterator[tuple[int, Any]], source: Path, build) -> list[Record]:
+    """Records built by `build(row)` for every row; every bad row is collected and the first raised."""
+    good, bad = [], []
+    for line, row in rows:
+        try:
+            if isinstance(row, RowError):
+                raise row
+            good.append(build(row))
+        except RowError as err:
+            bad.append(BadRow(str(source), line, err.field, err.message))
+    if bad:
+        raise BadRows(bad)
+    if not good:
+        raise UserError(f"{source}: no rows to import")
+    return good
+
+
+def _record(obj: dict, scheme: Scheme, column: dict[str, str]) -> Record:
+    """parse_record, with a bad field renamed to the source column it came from."""
+    try:
+        return parse_record(obj, scheme)
+    except RowError as err:
+        raise RowError(column.get(err.field, err.field), err.message) from None
+
+
+# ---------------------------------------------------------------------------- the three sources
+
+
+def import_home_depot(path: str | Path = HOME_DEPOT, encoding: str = "utf-8") -> list[Record]:
+    """Home Depot CSV (id, product_uid, product_title, search_term, relevance) -> three_level records."""
+    path = input_file(path, "Home Depot CSV")
+    scheme = load_scheme("three_level")
+    columns = {"query": "search_term", "product.title": "product_title", "id": "id"}
+
+    def build(row: dict[str, str]) -> Record:
+        query = _text_cell(row["search_term"], "search_term")
+        title = _text_cell(row["product_title"], "product_title")
+        raw = _text_cell(row["relevance"], "relevance")
+        try:
+            grade = float(raw)
+        except ValueError:
+            raise RowError("relevance", f"must be a number 1..3, got {raw!r}") from None
+        if not (math.isfinite(grade) and 1.0 <= grade <= 3.0):
+            raise RowError("relevance", f"must be a mean grade in 1..3, got {raw!r}")
+        product = {"title": title}
+        if row.get("product_uid"):
+            product["product_uid"] = _text_cell(row["product_uid"], "product_uid")
+        rid = _text_cell(row.get("id"), "id", required=False)
+        obj = {"id": f"hd-{rid}" if rid else None, "query": query, "product": product,
+               "label": grade_level(grade), "grade": grade}
+        return _record(obj, scheme, columns)
+
+    rows = _csv_rows(path, encoding, ("search_term", "product_title", "relevance"))
+    return _number(_collect(rows, path, build), "hd")
+
+
+def import_qbqtc(folder: str | Path = QBQTC) -> list[Record]:
+    """QBQTC JSON lines ({id, query, title, label 0/1/2}, plain or .gz) -> three_level records (code = label + 1);
+    the folder's files are pooled, a repeated query-title pair kept once."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such QBQTC directory (expected *.json or *.json.gz files); check the path")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz")))
+    if not files:
+        raise UserError(f"{folder}: no *.json or *.json.gz files to import")
+    scheme = load_scheme("three_level")
+    records: list[Record] = []
+    for path in files:
+        stem = path.name.split(".")[0]
+
+        def build(row: Any, stem: str = stem) -> Record:
+            if not isinstance(row, dict):
+                raise RowError("row", f"must be a JSON object, got {type(row).__name__}")
+            label = row.get("label")
+            if str(label).strip() not in ("0", "1", "2") or isinstance(label, bool):
+                raise RowError("label", f"must be 0, 1 or 2, got {label!r}")
+            code = int(str(label).strip()) + 1
+            rid = row.get("id")
+            obj = {"id": None if rid is None else f"qbqtc-{stem}-{rid}", "query": row.get("query"),
+                   "product": {"title": row.get("title")}, "label": code, "grade": float(code)}
+            return _record(obj, scheme, {"product.title": "title"})
+
+        records += _collect(_jsonl_rows(input_file(path, "QBQTC")), path, build)
+    return _number(dedupe(records), "qbqtc")  # dev and test_public share some pairs: keep the first
+
+
+def _parquet(path: str | Path, what: str, required: tuple[str, ...]):
+    import pandas as pd
+
+    path = input_file(path, what)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing} (the published ESCI schema has {list(required)})")
+    return path, frame
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def import_esci(examples: str | Path, products: str | Path, locale: str = "us",
+                version: str = "small") -> list[Record]:
+    """ESCI examples + products parquet (published schema) -> esci records; `split` kept for the test split."""
+    ex_path, ex = _parquet(examples, "ESCI examples", ESCI_EXAMPLES)
+    pr_path, pr = _parquet(products, "ESCI products", ESCI_PRODUCTS)
+    flag = {"small": "small_version", "large": "large_version"}[version]
+    catalog: dict[tuple[str, str], dict] = {}
+    for offset, row in enumerate(pr.to_dict(orient="records")):
+        catalog.setdefault((str(row["product_id"]), str(row["product_locale"])), row | {"_row": offset + 1})
+    scheme = load_scheme("esci")
+    bad: list[BadRow] = []
+    good: list[Record] = []
+    for offset, row in enumerate(ex.to_dict(orient="records")):
+        row = {k: _cell(v) for k, v in row.items()}
+        if (locale != "all" and row["product_locale"] != locale) or not row[flag]:
+            continue
+        try:
+            good.append(_esci_record(row, catalog, scheme, pr_path))
+        except RowError as err:
+            bad.append(BadRow(str(ex_path), offset + 1, err.field, err.message))
+    if bad:
+        raise BadRows(bad)
+    if not good:
+        raise UserError(f"{ex_path}: no rows with product_locale {locale!r} and {flag} = 1")
+    return good
+
+
+def _esci_record(row: dict, catalog: dict, scheme: Scheme, products: Path) -> Record:
+    label = row["esci_label"]
+    if label not in ESCI_LABELS:
+        raise RowError("esci_label", f"must be one of {list(ESCI_LABELS)}, got {label!r}")
+    if row["split"] not in ("train", "test"):
+        raise RowError("split", f"must be 'train' or 'test', got {row['split']!r}")
+    item = catalog.get((str(row["product_id"]), str(row["product_locale"])))
+    if item is None:
+        raise RowError("product_id", f"{row['product_id']!r} ({row['product_locale']}) is not in {products}")
+    item = {k: _cell(v) for k, v in item.items()}
+    product: dict[str, Any] = {"title": item["product_title"], "product_id": str(row["product_id"])}
+    for source, name in (("product_brand", "brand"), ("product_description", "description")):
+        if item[source] and str(item[source]).strip():
+            product[name] = str(item[source])[:MAX_TEXT_CHARS]
+    if item["product_color"] and str(item["product_color"]).strip():
+        product["attributes"] = {"color": str(item["product_color"])}
+    if item["product_bullet_point"]:
+        product["bullet_points"] = str(item["product_bullet_point"])[:MAX_TEXT_CHARS]
+    obj = {"id": f"esci-{row['example_id']}", "query": row["query"], "product": product,
+           "label": ESCI_LABELS[label], "query_id": str(row["query_id"]), "locale": row["product_locale"],
+           "esci_split": row["split"]}
+    return _record(obj, scheme, {"product.title": "product_title", "product.brand": "product_brand",
+                                 "product.description": "product_description"})
+
+
+def _number(records: list[Record], prefix: str) -> list[Record]:
+    """Give rows without an id one from their position (ids name rows in every later message)."""
+    for index, record in enumerate(records):
+        record.id = record.id or f"{prefix}-row{index + 1}"
+    return records
+
+
+# ---------------------------------------------------------------------------- splits and writing
+
+
+def split(records: list[Record], seed: int = 0, validation: float = 0.1, test: float = 0.1) -> dict[str, list[Record]]:
+    """Query-disjoint train / validation / test, deterministic under `seed`.
+
+    Records with `esci_split` keep ESCI's published test split; validation is then carved from its train."""
+    check_shares(validation, test)
+    if all("esci_split" in r.extra for r in records):
+        published = [r for r in records if r.extra["esci_split"] == "test"]
+        held = {normalize_query(r.query) for r in published}
+        rest = [r for r in records if r.extra["esci_split"] == "train" and normalize_query(r.query) not in held]
+        parts = split_by_query(rest, {"train": 1.0 - validation, "validation": validation}, seed)
+        return {"train": parts["train"], "validation": parts["validation"], "test": published}
+    return split_by_query(records, {"train": 1.0 - validation - test, "validation": validation, "test": test}, seed)
+
+
+def check_shares(validation: float, test: float) -> None:
+    for name, share in (("--validation", validation), ("--test", test)):
+        if not 0.0 <= share < 1.0:  # NaN fails this too
+            raise UserError(f"{name} {share}: must be a share in [0, 1)")
+    if validation + test >= 1.0:
+        raise UserError(f"--validation {validation} + --test {test}: leave some share for train")
+
+
+def check_out(out: str | Path, inputs: dict[str, str | Path | None], force: bool,
+              shares: tuple[float, float] = (0.1, 0.1)) -> None:
+    """Before any work: the split shares are shares, OUT may be filled (empty, or --force), none of its
+    files is an input."""
+    check_shares(*shares)
+    empty_dir(out, "data", force)
+    distinct({f"--out {name}.jsonl": Path(out) / f"{name}.jsonl" for name in SPLITS}, inputs)
+
+
+def write_splits(splits: dict[str, list[Record]], out: str | Path, manifest: dict) -> dict[str, dict]:
+    """OUT/<split>.jsonl (atomically each) and OUT/manifest.json: sizes, labels, source, seed."""
+    out = Path(out)
+    sizes = {}
+    for name in SPLITS:
+        records = splits[name]
+        write_jsonl(records, out / f"{name}.jsonl")
+        sizes[name] = {"rows": len(records), "queries": len({normalize_query(r.query) for r in records}),
+                       "labels": dict(sorted(Counter(r.label for r in records).items()))}
+    atomic_write(out / "manifest.json", json.dumps(manifest | {"splits": sizes}, indent=2, ensure_ascii=False) + "\n")
+    return sizes
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -83,14 +83,20 @@ class Run:
     method: str  # "sft" or one of METHODS
     seed: int
     lr: float | None = None
-    sets: tuple[tuple[str, str], ...] = ()  # extra `agrl train --set`s
+    sets: tuple[tuple[str, object], ...] = ()  # extra `agrl train --set`s
+    sft: tuple[tuple[str, object], ...] = ()  # extra `--set`s of the SFT run it starts from
 
     @property
     def name(self) -> str:
+        extra = "".join(f"-{k}={v}" for k, v in (*self.sets, *self.sft))
         if self.method == "sft":
-            return f"sft-s{self.seed}"
-        extra = "".join(f"-{k}={v}" for k, v in self.sets)
+            return f"sft{extra}-s{self.seed}"
         return f"{self.phase}-{self.method}-lr{self.lr:g}{extra}-s{self.seed}"
+
+    @property
+    def start(self) -> Run:
+        """The SFT run this run starts from."""
+        return Run("sft", "sft", self.seed, sets=self.sft)
 
 
 # ---------------------------------------------------------------------------- data
@@ -128,13 +134,13 @@ def sft_argv(run: Run, work: Path) -> list[str]:
     stage = {k: v for k, v in recipe["stages"]["sft"].items() if k not in ("config", "from", "data")}
     sets = {"report_to": "none", "disable_tqdm": True, "logging_steps": 1, "save_strategy": "no", **stage,
             "model": base_judge_dir(recipe["model"]["base"]), "train_file": work / "data" / "sft.jsonl",
-            "output_dir": work / "runs" / run.name, "seed": run.seed}
+            "output_dir": work / "runs" / run.name, "seed": run.seed, **dict(run.sets)}
     return ["train", str(ROOT / "configs" / recipe["stages"]["sft"]["config"]), *_sets(sets)]
 
 
 def train_argv(run: Run, work: Path, s: Settings) -> list[str]:
     """configs/METHOD.yaml with the protocol's budget, paths, seed and learning rate."""
-    sets = {"model": work / "runs" / f"sft-s{run.seed}", "train_file": work / "data" / "rl_train.jsonl",
+    sets = {"model": work / "runs" / run.start.name, "train_file": work / "data" / "rl_train.jsonl",
             "output_dir": work / "runs" / run.name, "seed": run.seed, "learning_rate": run.lr,
             "report_to": "none", "disable_tqdm": True}
     if run.method == "dpo":  # pairs mined from as many sampled completions as an RL run generates
@@ -247,7 +253,7 @@ def execute(run: Run, work: Path, s: Settings, results: Path, eval_sets: bool = 
         evals[split] = {"metrics": json.loads(path.read_text())["metrics"],
                         "columns": columns(path.with_suffix(".predictions.jsonl"))}
     result = {"name": run.name, "phase": run.phase, "method": run.method, "seed": run.seed, "lr": run.lr,
-              "sets": dict(run.sets), "code": code_version(), "settings": _jsonable(vars(s)),
+              "sets": dict(run.sets), "sft": dict(run.sft), "code": code_version(), "settings": _jsonable(vars(s)),
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cpus, 1 torch thread",
               "train_s": train_s, "wall_s": time.perf_counter() - start,
@@ -288,6 +294,12 @@ def choose(results: Path, s: Settings) -> dict[str, float]:
     return choices
 
 
+# Design choices the paper leaves open (issue 10, item 5), one at a time, seed 0, chosen rates, validation
+# only: (method, its extra --sets, extra --sets of the SFT it starts from). Picked after the main study
+# from its validation counters (PROTOCOL.md, notes).
+VARIANTS: list[tuple[str, tuple, tuple]] = []
+
+
 def phase_runs(phase: str, results: Path, s: Settings) -> list[Run]:
     if phase == "pilot":  # sizing before the protocol: GRPO and AGRL at the grid's middle rate
         return [Run("pilot", m, s.seeds[0], s.lrs[len(s.lrs) // 2]) for m in ("grpo", "agrl")]
@@ -301,11 +313,15 @@ def phase_runs(phase: str, results: Path, s: Settings) -> list[Run]:
         return [Run("stability", m, s.seeds[0], 4 * choices[m]) for m in RL]
     if phase == "immediate":
         return [Run("immediate", "agrl", s.seeds[0], choices["agrl"], (("agr_mode", "immediate"),))]
+    if phase == "variants":
+        return [Run("variant", method, s.seeds[0], choices[method], sets, sft) for method, sets, sft in VARIANTS]
     raise ValueError(phase)
 
 
 def eval_sets(run: Run, phase: list[Run]) -> bool:
     """The eval sets are read only by runs that enter a table: not by the sweep's other rates."""
+    if run.phase == "variant":  # chosen on validation, reported on validation
+        return False
     return run.phase != "sweep" or any(r.phase == "main" for r in phase)
 
 
@@ -314,8 +330,7 @@ def run_all(runs: list[Run], work: Path, s: Settings, results: Path, jobs: int) 
     from concurrent.futures import ThreadPoolExecutor
 
     prepare_data(work, s)
-    sfts = sorted({r.seed for r in runs})
-    todo = [Run("sft", "sft", seed) for seed in sfts] + runs
+    todo = sorted({r.start for r in runs}, key=lambda r: r.name) + runs
     todo = [r for r in todo if not done(r, results, eval_sets(r, runs))]
     print(f"[{time.strftime('%H:%M:%S')}] {len(todo)} runs to do", flush=True)
 
@@ -375,7 +390,7 @@ def by_method(results: Path) -> dict[str, list[dict]]:
     """method -> its main runs in seed order (seed 0 from the sweep at the chosen rate; SFT per seed)."""
     choices = json.loads((results / "choices.json").read_text())
     runs = load(results)
-    out = {"sft": sorted([r for r in runs if r["method"] == "sft"], key=lambda r: r["seed"])}
+    out = {"sft": sorted([r for r in runs if r["method"] == "sft" and not r["sets"]], key=lambda r: r["seed"])}
     for method, lr in choices.items():
         out[method] = sorted([r for r in runs if r["method"] == method and r["lr"] == lr and not r["sets"]
                               and r["phase"] in ("sweep", "main")], key=lambda r: r["seed"])
@@ -594,7 +609,7 @@ def plot(groups: dict[str, list[dict]], curves: dict, results: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase", required=True,
-                        choices=("pilot", "sweep", "main", "stability", "immediate", "all", "report"))
+                        choices=("pilot", "sweep", "main", "stability", "immediate", "variants", "all", "report"))
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
     parser.add_argument("--work", default="runs/study", help="checkpoints, eval files and logs")
     parser.add_argument("--out", help="result files (default bench/results/study; quick: WORK/results)")

@@ -15,11 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["drill", "faucet", "vanity", "rug", "wire", "paint", "bulb", "hose"]
 BRANDS = ["Dewalt", "Delta", "Glacier Bay", "Nourison", "Southwire", "Behr"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def hd_csv(path: Path, queries: int = 40, seed: int = 0) -> Path:

@@ -495,6 +495,18 @@ def split_by_query(
     return out
 
 
+def dedupe(records: list[Record]) -> list[Record]:
+    """Drop repeated (query, product title) pairs, keeping the first."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for record in records:
+        key = (normalize_query(record.query), " ".join(record.product.title.lower().split()))
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
+
+
 def balance(records: list[Record], seed: int = 0, per_class: int | None = None) -> list[Record]:
     """Equal counts per label: down-sample each class to the rarest (or to `per_class`)."""
     by_label: dict[int, list[Record]] = defaultdict(list)

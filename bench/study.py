@@ -258,6 +258,8 @@ def execute(run: Run, work: Path, s: Settings, results: Path, eval_sets: bool = 
               "machine": f"{platform.machine()}, {os.cpu_count()} cpus, 1 torch thread",
               "train_s": train_s, "wall_s": time.perf_counter() - start,
               "curve": curve, "counters": counters(out)} | ({"eval": evals} if eval_sets else {})
+    if target.exists():  # adding the eval sets to a finished run: it trained on the code and time it recorded
+        result |= {k: v for k, v in json.loads(target.read_text()).items() if k in ("code", "date", "train_s")}
     results.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(result) + "\n")

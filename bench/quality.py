@@ -32,16 +32,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from study import score as column_score  # bench/ is on sys.path: the same metrics as the study
 
-from agrl.metrics import bootstrap_interval, good_f1, macro_f1
-from agrl.schemes import load_scheme
+from agrl.metrics import bootstrap_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("sft", "dpo", "grpo", "grpo_dynamic", "grpo_pr", "agr_only", "agrl")
 RL_METHODS = ("grpo", "grpo_dynamic", "grpo_pr", "agr_only", "agrl")
 SPLITS = ("eval_balanced", "eval_wild")
-HARD = ("negation", "alternative", "accessory", "model")
-SCHEME = load_scheme("default")
 
 
 @dataclass
@@ -199,37 +197,23 @@ def run_tasks(tasks: dict[str, Task], jobs: int, logs: Path) -> dict[str, float]
 
 @dataclass
 class Preds:
-    """One run's predictions on a split as aligned numpy columns (pred -1: rejected by the parser)."""
+    """One run's predictions on a split as columns (pred -1: rejected by the parser), scored by study.py."""
 
-    gold: np.ndarray
-    pred: np.ndarray
-    hard: np.ndarray  # the record is of a hard family
-    adheres: np.ndarray  # 0/1, NaN for a rejected completion
+    cols: dict
 
     @classmethod
     def read(cls, path: Path, ids: list[str] | None = None) -> Preds:
         rows = {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
         rows = [rows[i] for i in (ids or sorted(rows))]
-        return cls(np.array([r["gold"] for r in rows]), np.array([-1 if r["pred"] is None else r["pred"] for r in rows]),
-                   np.array([r["family"] in HARD for r in rows]),
-                   np.array([np.nan if r["adheres"] is None else float(r["adheres"]) for r in rows]))
+        return cls({"gold": [r["gold"] for r in rows], "pred": [-1 if r["pred"] is None else r["pred"] for r in rows],
+                    "family": [r["family"] for r in rows], "adheres": [r["adheres"] for r in rows]})
+
+    @property
+    def gold(self) -> list[int]:
+        return self.cols["gold"]
 
     def score(self, metric: str, index: np.ndarray | None = None) -> float | None:
-        index = np.arange(len(self.gold)) if index is None else index
-        gold, pred = self.gold[index], self.pred[index]
-        if metric == "macro_f1":
-            return macro_f1(gold, pred, SCHEME.codes)
-        if metric == "hard_macro_f1":
-            hard = self.hard[index]
-            return macro_f1(gold[hard], pred[hard], SCHEME.codes) if hard.any() else None
-        if metric == "accuracy":
-            return float(np.mean(gold == pred))
-        if metric == "good_f1":
-            return good_f1(gold, pred, SCHEME.good)
-        if metric == "format_valid":
-            return float(np.mean(pred != -1))
-        adheres = self.adheres[index]  # adherence: over valid completions
-        return float(np.nanmean(adheres)) if (~np.isnan(adheres)).any() else None
+        return column_score(self.cols, metric, np.arange(len(self.gold)) if index is None else index)
 
 
 METRICS = ("macro_f1", "accuracy", "good_f1", "adherence", "hard_macro_f1", "format_valid")

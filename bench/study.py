@@ -290,7 +290,7 @@ def choose(results: Path, s: Settings) -> dict[str, float]:
         if len(runs) < len(s.lrs):
             raise SystemExit(f"the sweep of {method} is not finished ({len(runs)}/{len(s.lrs)} runs); "
                              "run --phase sweep first")
-        final = lambda r: r["curve"][str(max(map(int, r["curve"])))]["macro_f1"]  # noqa: E731
+        final = lambda r: r["curve"][str(max(map(int, r["curve"])))]["macro_f1"]
         choices[method] = min(runs, key=lambda r: (-final(r), r["lr"]))["lr"]
     (results / "choices.json").write_text(json.dumps(choices, indent=2) + "\n")
     return choices
@@ -299,7 +299,12 @@ def choose(results: Path, s: Settings) -> dict[str, float]:
 # Design choices the paper leaves open (issue 10, item 5), one at a time, seed 0, chosen rates, validation
 # only: (method, its extra --sets, extra --sets of the SFT it starts from). Picked after the main study
 # from its validation counters (PROTOCOL.md, notes).
-VARIANTS: list[tuple[str, tuple, tuple]] = []
+VARIANTS: list[tuple[str, tuple, tuple]] = [
+    # guided rollouts were right 9% of the time in the main study (agr/guided_acc): the SFT judge never
+    # saw a guided prompt. 30% of SFT rows again with guidance (random level) in the prompt, same target.
+    ("agrl", (), (("sft_guided_share", 0.3),)),
+    ("grpo", (), (("sft_guided_share", 0.3),)),
+]
 
 
 def phase_runs(phase: str, results: Path, s: Settings) -> list[Run]:
@@ -317,14 +322,18 @@ def phase_runs(phase: str, results: Path, s: Settings) -> list[Run]:
         return [Run("immediate", "agrl", s.seeds[0], choices["agrl"], (("agr_mode", "immediate"),))]
     if phase == "variants":
         return [Run("variant", method, s.seeds[0], choices[method], sets, sft) for method, sets, sft in VARIANTS]
+    if phase == "variant_seeds":  # the variants on every seed, with the eval sets (seed 0: the variant run)
+        return [Run("variant", method, s.seeds[0], choices[method], sets, sft) for method, sets, sft in VARIANTS] + [
+            Run("vseeds", method, seed, choices[method], sets, sft) for method, sets, sft in VARIANTS
+            for seed in s.seeds[1:]]
     raise ValueError(phase)
 
 
 def eval_sets(run: Run, phase: list[Run]) -> bool:
     """The eval sets are read only by runs that enter a table: not by the sweep's other rates."""
-    if run.phase == "variant":  # chosen on validation, reported on validation
-        return False
-    return run.phase != "sweep" or any(r.phase == "main" for r in phase)
+    if run.phase in ("sweep", "variant"):  # unless its seed 0 joins the runs of the other seeds
+        return any(r.phase == {"sweep": "main", "variant": "vseeds"}[run.phase] for r in phase)
+    return True
 
 
 def run_all(runs: list[Run], work: Path, s: Settings, results: Path, jobs: int) -> None:
@@ -408,7 +417,7 @@ def table(groups: dict[str, list[dict]], split: str, resamples: int) -> dict:
         row = {}
         for metric in METRICS:
             per_seed = [score(r["eval"][split]["columns"], metric, every[0]) for r in runs]
-            interval = bootstrap(lambda i, s_, m=metric: seed_mean(runs, split, m, i, s_), n, len(runs), resamples)
+            interval = bootstrap(lambda i, s_, m=metric, rs=runs: seed_mean(rs, split, m, i, s_), n, len(runs), resamples)
             row[metric] = {"mean": seed_mean(runs, split, metric, *every), "per_seed": per_seed,
                            "std": float(np.std([v for v in per_seed if v is not None], ddof=1)) if len(runs) > 1
                            else None, "interval": interval}
@@ -496,12 +505,12 @@ def report(results: Path, s: Settings, meta: dict) -> str:
         for r in groups.get(method, []):
             r["curve"].setdefault("0", sft[r["seed"]]["curve"]["0"])
     lines = [f"# The method study ({meta['date']}, {meta['machine']})", "",
-             f"Protocol: bench/PROTOCOL.md. Command: `{meta['command']}`. Result files: bench/results/study/*.json "
-             f"(code {', '.join(sorted({r['code'] for rs in groups.values() for r in rs}))}).",
-             f"Seeds {list(s.seeds)}; {s.steps} RL steps x {s.prompts} prompts x {s.generations} completions; "
-             f"learning rates chosen per method on validation (seed 0) from {list(s.lrs)}.",
-             "Cells: percent, mean over seeds [95% bootstrap interval, seeds and records resampled] ±std across "
-             "seeds. hard = negation, alternative, accessory and model families.", ""]
+             (f"Protocol: bench/PROTOCOL.md. Command: `{meta['command']}`. Result files: bench/results/study/*.json "
+              f"(code {', '.join(sorted({r['code'] for rs in groups.values() for r in rs}))})."),
+             (f"Seeds {list(s.seeds)}; {s.steps} RL steps x {s.prompts} prompts x {s.generations} completions; "
+              f"learning rates chosen per method on validation (seed 0) from {list(s.lrs)}."),
+             ("Cells: percent, mean over seeds [95% bootstrap interval, seeds and records resampled] ±std across "
+              "seeds. hard = negation, alternative, accessory and model families."), ""]
     choices = json.loads((results / "choices.json").read_text())
     stats = {}
     for split in SPLITS:
@@ -566,17 +575,60 @@ def report(results: Path, s: Settings, meta: dict) -> str:
     immediate = load(results, "immediate")
     if immediate and "agrl" in groups:
         deferred = groups["agrl"][0]
-        lines += ["", "## AGRL: immediate against deferred mode (seed 0)", "", "| mode | eval_balanced | eval_wild | "
-                  "validation | train seconds |", "|---|---|---|---|---|"]
+        lines += ["", "## AGRL: immediate against deferred mode (seed 0)", "",
+                  "| mode | eval_balanced | eval_wild | validation | train seconds |", "|---|---|---|---|---|"]
         for mode, r in (("deferred", deferred), ("immediate", immediate[0])):
             lines.append(f"| {mode} | {100 * r['eval']['eval_balanced']['metrics']['macro_f1']:.1f} | "
                          f"{100 * r['eval']['eval_wild']['metrics']['macro_f1']:.1f} | {100 * _final(r):.1f} | "
                          f"{r['train_s']:.0f} |")
+    lines += variant_lines(results, groups, s)
     walls = [r["wall_s"] for r in load(results)]
     lines += ["", f"Runs: {len(walls)}; summed run wall time {sum(walls) / 3600:.1f} h (1 torch thread each)."]
     plot(groups, curves, results)
     (results / "study_stats.json").write_text(json.dumps({"stats": stats, "choices": choices}, indent=1) + "\n")
     return "\n".join(lines) + "\n"
+
+
+def _mean_counter(run: dict, name: str) -> str:
+    values = [v for _, v in run["counters"].get(name, [])]
+    return f"{100 * np.mean(values):.1f}" if values else "–"
+
+
+def variant_lines(results: Path, groups: dict[str, list[dict]], s: Settings) -> list[str]:
+    """Variants on validation (seed 0) beside their method's main run, then on every seed if run."""
+    variants = load(results, "variant")
+    if not variants:
+        return []
+    lines = ["", "## Variants (seed 0, validation; chosen on validation only)", "",
+             "| run | validation macro-F1 (step: value) | guided_acc | all_wrong_hard |", "|---|---|---|---|"]
+    for r in [*(groups[m][0] for m in dict.fromkeys(v["method"] for v in variants) if m in groups), *variants]:
+        curve = ", ".join(f"{k}: {100 * v['macro_f1']:.1f}" for k, v in sorted(r["curve"].items(), key=lambda x: int(x[0])))
+        lines.append(f"| {r['name']} | {curve} | {_mean_counter(r, 'agr/guided_acc')} | "
+                     f"{_mean_counter(r, 'groups/all_wrong_hard')} |")
+    seeded: dict[str, list[dict]] = {}
+    for r in sorted([v for v in variants if "eval" in v] + load(results, "vseeds"), key=lambda r: r["seed"]):
+        seeded.setdefault(r["method"] + "".join(f" {k}={v}" for k, v in (*r["sets"].items(), *r["sft"].items())),
+                          []).append(r)
+    if not seeded:
+        return lines
+    starts = {r["seed"]: r for r in load(results) if r["method"] == "sft" and r["sets"]}
+    seeded = {"sft " + " ".join(f"{k}={v}" for k, v in next(iter(starts.values()))["sets"].items()):
+              [starts[k] for k in sorted(starts)], **seeded}
+    for split in SPLITS:
+        stats = table(seeded, split, s.resamples)
+        lines += ["", f"### Variants on every seed: {split}", "", "| run | " + " | ".join(METRICS) + " |",
+                  "|---|" + "---|" * len(METRICS)]
+        lines += [f"| {name} | " + " | ".join(_pct(row[m]) for m in METRICS) + " |" for name, row in stats.items()]
+        names = list(seeded)
+        agrl = [n for n in names if n.startswith("agrl")]
+        for other in [n for n in names if not n.startswith("agrl")] + ["grpo", "dpo"]:
+            runs = seeded.get(other) or groups.get(other)
+            for metric in ("macro_f1", "hard_macro_f1") if agrl and runs else ():
+                d = difference(seeded[agrl[0]], runs, split, metric, s.resamples)
+                iv = d["interval"]
+                lines.append(f"- {agrl[0]} - {other}, {metric}: {100 * d['delta']:+.1f}"
+                             + (f" [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else ""))
+    return lines
 
 
 def plot(groups: dict[str, list[dict]], curves: dict, results: Path) -> None:
@@ -611,7 +663,8 @@ def plot(groups: dict[str, list[dict]], curves: dict, results: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase", required=True,
-                        choices=("pilot", "sweep", "main", "stability", "immediate", "variants", "all", "report"))
+                        choices=("pilot", "sweep", "main", "stability", "immediate", "variants", "variant_seeds", "all",
+                                 "report"))
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
     parser.add_argument("--work", default="runs/study", help="checkpoints, eval files and logs")
     parser.add_argument("--out", help="result files (default bench/results/study; quick: WORK/results)")

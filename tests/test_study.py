@@ -43,6 +43,9 @@ def test_a_sweep_result_without_eval_sets_is_redone_only_where_a_table_needs_it(
     _result(tmp_path, run, 0.5)
     assert study.done(run, tmp_path, eval_sets=False) and not study.done(run, tmp_path, eval_sets=True)
     assert not study.eval_sets(run, [run]) and study.eval_sets(run, [run, study.Run("main", "grpo", 1, 6e-5)])
+    variant = study.Run("variant", "agrl", 0, 6e-5, sft=(("sft_guided_share", 0.3),))
+    assert not study.eval_sets(variant, [variant]) and study.eval_sets(variant, [variant, study.Run("vseeds", "agrl", 1, 6e-5)])
+    assert variant.start.name == "sft-sft_guided_share=0.3-s0"
 
 
 def _cols(pred: list[int]) -> dict:

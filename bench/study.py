@@ -277,7 +277,8 @@ def _jsonable(value):
 
 
 def load(results: Path, phase: str | None = None) -> list[dict]:
-    out = [json.loads(p.read_text()) for p in sorted(results.glob("*.json")) if p.name != "choices.json"]
+    out = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))
+           if p.name not in ("choices.json", "study_stats.json")]
     return [r for r in out if phase is None or r["phase"] == phase]
 
 

@@ -124,6 +124,9 @@ class AGRLTrainer(CountingGRPOTrainer):
             "beta != 0": self.beta != 0.0,
             "normalize_then_sum": self.multi_objective_aggregation != "sum_then_normalize",
             "no `outcome` reward function": "outcome" not in self.reward_func_names,
+            # the guided rows' log-prob pass runs only on ranks that hold guided rows; sharded forwards are collective
+            "FSDP / DeepSpeed ZeRO-3": self.is_fsdp_enabled
+            or (self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3),
         }
         if any(unsupported.values()):
             raise ValueError(f"AGRLTrainer does not support {[k for k, v in unsupported.items() if v]}")

@@ -8,13 +8,14 @@ named; the ESCI parquet schema joins; splits are query-disjoint and the same und
 
 import gzip
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import load_records, normalize_query, read_jsonl
+from agrl.data import load_records, normalize_query
 from agrl.importers import grade_level, import_home_depot, split
 from agrl.schemes import load_scheme
 
@@ -29,6 +30,10 @@ ROWS = [
      "shower only faucet", "2.67"),
     ("18", "100006", "Whirlpool 1.9 cu. ft. Over the Range Microwave in Bisque", "microwave over stove", "1.67"),
 ]
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_csv(path, rows=ROWS, header=HEADER, encoding="utf-8"):

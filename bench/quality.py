@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from study import score as column_score  # bench/ is on sys.path: the same metrics as the study
+from study import _pct as _cell  # bench/ is on sys.path: the study's metrics and cells
+from study import score as column_score
 
 from agrl.metrics import bootstrap_interval
 
@@ -288,15 +289,6 @@ def collect(out: Path, seeds: list[int], methods: list[str], s: Settings) -> dic
 
 
 # ---------------------------------------------------------------------------- report
-
-
-def _cell(stat: dict) -> str:
-    if stat["mean"] is None:
-        return "–"
-    text = f"{100 * stat['mean']:.1f}"
-    if stat["interval"]:
-        text += f" [{100 * stat['interval'][0]:.1f}, {100 * stat['interval'][1]:.1f}]"
-    return text + (f" ±{100 * stat['std']:.1f}" if stat["std"] is not None else "")
 
 
 def markdown(results: dict, meta: dict) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from study import _pct as _cell  # bench/ is on sys.path: the study's metrics and cells
+from study import cell as _cell  # bench/ is on sys.path: the study's metrics and cells
 from study import score as column_score
 
 from agrl.metrics import bootstrap_interval

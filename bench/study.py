@@ -462,7 +462,7 @@ def _curve_points(runs: list[dict]) -> dict[int, list[float]]:
 # ---------------------------------------------------------------------------- report
 
 
-def _pct(stat: dict) -> str:
+def cell(stat: dict) -> str:
     if stat["mean"] is None:
         return "–"
     text = f"{100 * stat['mean']:.1f}"
@@ -521,7 +521,7 @@ def report(results: Path, s: Settings, meta: dict) -> str:
                   "|---|---|" + "---|" * len(METRICS)]
         for method, row in stats[split].items():
             lr = f"{choices[method]:g}" if method in choices else "–"
-            lines.append(f"| {method} | {lr} | " + " | ".join(_pct(row[m]) for m in METRICS) + " |")
+            lines.append(f"| {method} | {lr} | " + " | ".join(cell(row[m]) for m in METRICS) + " |")
         lines += ["", "Paired differences (points, [95% interval]):", ""]
         for base in ("grpo", "dpo", "grpo_pr", "sft"):
             if "agrl" in groups and base in groups:
@@ -619,7 +619,7 @@ def variant_lines(results: Path, groups: dict[str, list[dict]], s: Settings) -> 
         stats = table(seeded, split, s.resamples)
         lines += ["", f"### Variants on every seed: {split}", "", "| run | " + " | ".join(METRICS) + " |",
                   "|---|" + "---|" * len(METRICS)]
-        lines += [f"| {name} | " + " | ".join(_pct(row[m]) for m in METRICS) + " |" for name, row in stats.items()]
+        lines += [f"| {name} | " + " | ".join(cell(row[m]) for m in METRICS) + " |" for name, row in stats.items()]
         names = list(seeded)
         agrl = [n for n in names if n.startswith("agrl")]
         for other in [n for n in names if not n.startswith("agrl")] + ["grpo", "dpo"]:

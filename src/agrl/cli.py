@@ -126,11 +126,7 @@ def model_import(
     """Write a GGUF model (dequantised to fp32) and its tokenizer as a local HF checkpoint in OUT."""
     from agrl.pretrained import import_gguf
 
-    try:
-        path = import_gguf(source, out)
-    except ValueError as err:  # missing package or file, non-empty OUT, a tokenizer the format cannot use
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    path = import_gguf(source, out)  # UserError: missing package or file, non-empty OUT, an unusable tokenizer
     console.print(f"{source} imported to {path}")
 
 
@@ -142,11 +138,7 @@ def model_merge(
     """Fold a LoRA adapter into its base model and write a plain HF checkpoint (fp32) to OUT."""
     from agrl.models import merge
 
-    try:
-        path = merge(adapter, out)
-    except ValueError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    path = merge(adapter, out)
     console.print(f"merged model written to {path}")
 
 

@@ -61,7 +61,7 @@ def adapter_base(path: str | Path) -> str:
     """The base checkpoint an adapter directory was trained on (its `base_model_name_or_path`)."""
     base = json.loads((Path(path) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base or not Path(base).is_dir():
-        raise ValueError(f"{path}: the adapter's base model {base!r} is not a local model directory")
+        raise UserError(f"{path}: the adapter's base model {base!r} is not a local model directory")
     return base
 
 
@@ -106,10 +106,10 @@ def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype |
 def merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Write base + adapter, merged (fp32), with the tokenizer, as a plain checkpoint in `out_dir`."""
     if not is_adapter(adapter_dir):
-        raise ValueError(f"{adapter_dir}: not a LoRA adapter directory (no {ADAPTER_CONFIG})")
+        raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no {ADAPTER_CONFIG})")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out}: exists and is not an empty directory; choose a new --out")
+        raise UserError(f"{out}: exists and is not an empty directory; choose a new --out")
     model = load_model(adapter_dir, torch.float32, merge=True)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

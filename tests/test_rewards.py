@@ -1,5 +1,6 @@
 """Rule-aware Reward Shaping: each term on hand-written completions, and their weighted sum == R."""
 
+import json
 import pickle
 
 import pytest
@@ -158,3 +159,29 @@ def test_docstring_examples():
     import agrl.rewards
 
     assert doctest.testmod(agrl.rewards).failed == 0
+
+
+def test_dense_terms_stay_off_where_a_labelled_record_has_no_gold_steps():
+    """A human-labelled title pair the rules are not trusted on (confidence below gold_step_confidence)
+    has no gold steps: step and adherence give 0 to every completion, whatever steps it writes, so RL
+    cannot earn them by writing no steps and the table's all-match label (what Home Depot showed)."""
+    from agrl.data import parse_record
+    from agrl.rules import RulesEngine
+
+    scheme = load_scheme("three_level")
+    rows = [("cordless drill", "DEWALT 20-Volt Max Cordless Drill", 3), ("shower faucet", "Glacier Bay Shower Faucet Trim Kit", 2)]
+    records = [parse_record({"id": str(i), "query": q, "product": {"title": t}, "label": label}, scheme)
+               for i, (q, t, label) in enumerate(rows)]
+    engine = RulesEngine.from_records(records, scheme)
+    trusted, untrusted = (engine.gold_steps(r) for r in records)
+    assert trusted == {"category": "match"} and untrusted is None
+    funcs, _ = reward_funcs(list(REWARD_NAMES), scheme)
+    terms = {f.__name__: f for f in funcs}
+    bare = "<label>3</label>\n<think>\ndecision: 3\n</think>"  # no steps: the table says all match -> 3
+    stepped = "<label>3</label>\n<think>\ncategory: match\ndecision: 3\n</think>"
+    for text in (bare, stepped):
+        assert terms["step"]([text], label=[2], steps=[json.dumps(untrusted)]) == [0.0]
+        assert terms["adherence"]([text], label=[2], steps=[json.dumps(untrusted)]) == [0.0]
+    assert terms["step"]([stepped], label=[3], steps=[json.dumps(trusted)]) == [1.0]
+    assert terms["adherence"]([stepped], label=[3], steps=[json.dumps(trusted)]) == [1.0]
+    assert terms["step"]([bare], label=[3], steps=[json.dumps(trusted)]) == [0.0]  # a missing gold step is wrong

@@ -2,7 +2,9 @@
 
 Each term is its own TRL reward callable, so TRL logs it separately; with the weights from
 `reward_funcs` their sum is exactly R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh) behind the
-hard gate (r_invalid for a completion the parser rejects). Pure Python: no torch, no TRL import.
+hard gate (r_invalid for a completion the parser rejects). The dense terms count only where the record
+has gold steps (`RulesEngine.gold_steps` is None where the rules are not trusted on it): there the label
+alone is rewarded. Pure Python: no torch, no TRL import.
 
     funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], load_scheme("default"))
     GRPOTrainer(..., reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))
@@ -45,13 +47,11 @@ def completion_text(completion: str | list[dict[str, Any]]) -> str:
     )
 
 
-def read_steps(steps: str | dict[str, str] | None) -> dict[str, str]:
-    """Gold step verdicts from a dataset cell (JSON text or a dict); missing -> {}."""
-    if steps is None or steps == "":
-        return {}
+def read_steps(steps: str | dict[str, str] | None) -> dict[str, str] | None:
+    """Gold step verdicts from a dataset cell (JSON text or a dict); missing or null -> None (no gold steps)."""
     if isinstance(steps, str):
-        steps = json.loads(steps)
-    return dict(steps)
+        steps = json.loads(steps) if steps else None
+    return None if steps is None else dict(steps)
 
 
 def _ordinal_credit(predicted: int, gold: int, scheme: Scheme) -> float:
@@ -201,7 +201,7 @@ class StepReward(_Reward):
     __name__ = "step"
 
     def value(self, graded: Grade, label: int) -> float:
-        return self.gain(graded) * graded.step_accuracy
+        return 0.0 if graded.step_accuracy is None else self.gain(graded) * graded.step_accuracy
 
 
 class Adherence(_Reward):
@@ -211,13 +211,20 @@ class Adherence(_Reward):
     >>> adherence = Adherence(load_scheme("default"))
     >>> follows = "<label>2</label>\\n<think>\\ncategory: match\\nbrand: mismatch\\ndecision: 2\\n</think>"
     >>> breaks = "<label>4</label>\\n<think>\\ncategory: match\\nbrand: mismatch\\ndecision: 4\\n</think>"
-    >>> adherence([follows, breaks], label=[2, 2])
+    >>> adherence([follows, breaks], label=[2, 2], steps=['{"category": "match"}'] * 2)
     [1.0, 0.0]
+    >>> adherence([follows], label=[2], steps=[None])  # no gold steps: the label alone is rewarded
+    [0.0]
     """
 
     __name__ = "adherence"
 
     def value(self, graded: Grade, label: int) -> float:
+        # Only where the record has gold steps (the rules are trusted on it): elsewhere a completion
+        # without steps would "adhere" only with the table's all-match label (measured on Home Depot:
+        # RL then collapses onto it; README, "LLM judges on Home Depot").
+        if graded.step_accuracy is None:
+            return 0.0
         return self.gain(graded) * (1.0 if graded.adheres else 0.0)
 
 

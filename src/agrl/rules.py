@@ -399,10 +399,15 @@ class RulesEngine:
             reason = next((REASONS[o] for o, code in self.scheme.outcomes.items() if code == label), "")
         return Verdict(label, steps, reason)
 
-    def gold_steps(self, record: Record) -> dict[str, str]:
+    def gold_steps(self, record: Record) -> dict[str, str] | None:
         """The gold verdicts as {step: verdict} (category + every step that applies): the one source
-        of gold steps for rewards (the RL rows' `steps`), eval's step accuracy and guidance."""
-        return {step.name: step.verdict for step in self.gold(record).steps}
+        of gold steps for rewards (the RL rows' `steps`) and eval's step accuracy. None where a
+        labelled record has none (the rules' confidence is below gold_step_confidence): the dense
+        rewards then stay off and the label alone is rewarded."""
+        steps = self.gold(record).steps
+        if not steps and record.steps is None and record.label is not None:
+            return None
+        return {step.name: step.verdict for step in steps}
 
     def teacher_reasoning(self, record: Record) -> str:
         """SFT's target: the gold verdict rendered. Where the rules' steps are below gold_step_confidence

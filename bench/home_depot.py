@@ -1,14 +1,16 @@
-"""Home Depot: classical baselines and the rules engine on human labels, query-disjoint test split.
+"""Home Depot: classical baselines, the rules engine and LLM judges on human labels, query-disjoint test split.
 
 Claim (issue 13): what a search team gets from the baselines it tries first, on real queries and
 human grades: macro-F1, accuracy, Good-F1 (partial or exact vs irrelevant), RMSE of expected relevance
 (the label posterior's mean) against the mean grade (the competition's metric), NDCG@10 per query;
 95% bootstrap intervals (records resampled; NDCG over queries). Also the rules' agreement with the
 human labels on the train split (per class, per kind of title evidence, above gold_step_confidence).
+LLM judges (`--judges`): the stages bench/hd_judges.py trained and scored, with their training budget.
 Imports the data first when --data has no splits (`agrl data import home-depot`); never writes the data
 anywhere but --data. Prints Markdown and writes JSON + .md beside it (machine, date, command).
 
-    PYTHONPATH=src python bench/home_depot.py --data runs/home_depot --out bench/results/home_depot_baselines.json
+    PYTHONPATH=src python bench/home_depot.py --data runs/home_depot --minilm-train 10000 \
+        --judges runs/hd_judges/tiny,runs/hd_judges/smollm2 --out bench/results/home_depot.json
     PYTHONPATH=src python bench/home_depot.py --data runs/hd --kinds rules,tfidf --train-limit 2000   # minutes
 """
 
@@ -48,7 +50,7 @@ def load_splits(data: Path, source: Path, seed: int) -> dict:
         splits = importers.split(importers.import_home_depot(source), seed)
         importers.write_splits(splits, data, {"source": "home_depot", "input": str(source), "seed": seed,
                                               "scheme": "three_level"})
-    return {name: load_records(data / f"{name}.jsonl", SCHEME) for name in ("train", "test")}
+    return {name: load_records(data / f"{name}.jsonl", SCHEME) for name in ("train", "validation", "test")}
 
 
 def subsample(records: list, limit: int | None, seed: int) -> list:
@@ -95,6 +97,70 @@ def evaluate(rows: list[dict], test: list, resamples: int, seed: int) -> dict:
             "confusion": summary["confusion"], "ndcg_queries": summary["counts"]["ndcg_queries"]}
 
 
+def judge_models(folders: list[str], test: list, validation: list, resamples: int, seed: int) -> dict:
+    """Rows for the LLM judges that bench/hd_judges.py trained and scored: one per stage whose test
+    split is scored in full, named "FOLDER STAGE". The budget: training wall seconds as each trainer
+    logged them (train_runtime), summed along the stage's `from` chain, and the CPU seconds of scoring."""
+    import yaml
+
+    models = {}
+    for folder in map(Path, folders):
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        for stage, spec in recipe["stages"].items():
+            scored = {split: read_scores(folder / "scores" / f"{stage}.{split}.jsonl")
+                      for split in ("test", "validation")}
+            if any(r.id not in scored["test"] for r in test):
+                continue
+            chain, at = [], stage
+            while at != "model":
+                chain.append(at)
+                at = recipe["stages"][at]["from"]
+            info = {"train_records": spec.get("records", "train"), "train_wall_s": round(sum(map(
+                train_runtime, (folder / s for s in chain))), 1), "stages": chain[::-1]}
+            cost = folder / "scores" / f"{stage}.test.cost.json"
+            info["cpu_s"] = json.loads(cost.read_text())["cpu_s"] if cost.is_file() else None
+            info["training"] = training_signals(folder / stage)
+            rows = [scored["test"][r.id] for r in test]
+            info["label_share"] = {c: round(sum(row["label"] == int(c) for row in rows) / len(rows), 3)
+                                   for c in map(str, sorted(SCHEME.codes))}
+            info |= evaluate(rows, test, resamples, seed)
+            if all(r.id in scored["validation"] for r in validation):
+                info["validation"] = evaluate([scored["validation"][r.id] for r in validation], validation, 0,
+                                              seed)["metrics"]
+            models[f"{folder.name} {stage}"] = info
+    return models
+
+
+def read_scores(path: Path) -> dict[str, dict]:
+    """`agrl score` output by record id ({} when the file is not there)."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {row["id"]: row for row in rows}
+
+
+SIGNALS = ("rewards/outcome/mean", "rewards/step/mean", "rewards/adherence/mean", "groups/all_wrong")
+
+
+def training_signals(run_dir: Path, window: int = 20) -> dict:
+    """An RL run's reward terms and all-wrong group share: mean of its first and last `window` steps."""
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    out = {}
+    for key in SIGNALS:
+        values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
+        if len(values) >= 2 * window:
+            out[key] = [round(float(np.mean(values[:window])), 3), round(float(np.mean(values[-window:])), 3)]
+    return out
+
+
+def train_runtime(run_dir: Path) -> float:
+    """Seconds of training the trainer logged (summed over resumed segments)."""
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return sum(row.get("train_runtime", 0.0) for row in rows)
+
+
 def run_kind(kind: str, train: list, test: list, args, work: Path) -> tuple[list[dict], dict]:
     start = time.process_time(), time.time()
     info: dict = {}
@@ -116,14 +182,30 @@ def run_kind(kind: str, train: list, test: list, args, work: Path) -> tuple[list
 def markdown(result: dict) -> str:
     lines = [(f"Home Depot, query-disjoint test split ({result['test_records']} pairs, {result['test_queries']} "
              f"queries); {result['machine']['summary']}, {result['date']}"), "",
-             "| model | trained on | macro-F1 | accuracy | Good-F1 | RMSE | NDCG@10 | CPU s |", "|---|---:|"
-             + "---:|" * 6]
+             "| model | trained on | macro-F1 | accuracy | Good-F1 | RMSE | NDCG@10 | CPU s | train wall s |",
+             "|---|---:|" + "---:|" * 7]
     for kind, row in result["models"].items():
         cells = []
         for name in SHOWN:
             value, iv = row["metrics"][name], row["intervals"][name]
             cells.append("-" if value is None else f"{value:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
-        lines.append(f"| {kind} | {row.get('train_records', '-')} | " + " | ".join(cells) + f" | {row['cpu_s']} |")
+        lines.append(f"| {kind} | {row.get('train_records', '-')} | " + " | ".join(cells)
+                     + f" | {row['cpu_s']} | {row.get('train_wall_s', '-')} |")
+    judges = {kind: row for kind, row in result["models"].items() if "validation" in row}
+    if judges:
+        lines += ["", "LLM judges on validation (read, never chosen on):", "",
+                  "| model | macro-F1 | accuracy | RMSE |", "|---|---:|---:|---:|"]
+        lines += [f"| {kind} | " + " | ".join(f"{row['validation'][k]:.3f}" for k in ("macro_f1", "accuracy", "rmse"))
+                  + " |" for kind, row in judges.items()]
+    trained = {kind: row for kind, row in result["models"].items() if row.get("training")}
+    if trained:
+        lines += ["", "RL training signals (mean of the first -> last 20 steps) and the test labels' shares:", "",
+                  "| model | outcome | step | adherence | all-wrong groups | labels 1 / 2 / 3 |", "|---|---|---|---|---|---|"]
+        for kind, row in trained.items():
+            cells = [" -> ".join(f"{v:.2f}" for v in row["training"][k]) if k in row["training"] else "-"
+                     for k in SIGNALS]
+            lines.append(f"| {kind} | " + " | ".join(cells) + " | "
+                         + " / ".join(f"{v:.2f}" for v in row["label_share"].values()) + " |")
     lines += ["", "Rules vs human labels, train split:", "", "```", result["agreement_table"], "```", "",
               f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
@@ -134,12 +216,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default="runs/home_depot", help="import folder (train/validation/test.jsonl)")
     parser.add_argument("--source", default="../shared/data/home_depot/home_depot.csv.gz",
                         help="the Home Depot CSV, imported into --data when it has no splits")
-    parser.add_argument("--out", default="bench/results/home_depot_baselines.json", help="result JSON (+ .md)")
+    parser.add_argument("--out", default="bench/results/home_depot.json", help="result JSON (+ .md)")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
     parser.add_argument("--train-limit", type=int, default=None, help="fit tfidf/bm25 on this many train pairs")
     parser.add_argument("--minilm-train", type=int, default=5000,
                         help="fit minilm on this many train pairs (embedding costs CPU: ~80 texts/s/thread)")
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test queries' pairs")
+    parser.add_argument("--judges", default="", help="comma-separated bench/hd_judges.py output folders")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -162,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows, info = run_kind(kind, train, test, args, data)
         models[kind] = info | evaluate(rows, test, args.resamples, args.seed)
         print(f"{kind}: {models[kind]['metrics']} ({info['cpu_s']} CPU s)", file=sys.stderr)
+    if args.judges:
+        models |= judge_models(args.judges.split(","), test, splits["validation"], args.resamples, args.seed)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     result = {
@@ -172,7 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
         "scheme": "three_level", "split_seed": args.seed, "train_records": len(train), "test_records": len(test),
         "test_queries": len({r.query for r in test}), "metrics_note": "RMSE: expected relevance (sum of code x "
         "posterior, codes 1..3) vs the mean human grade; NDCG@10 gains = three_level code - 1; intervals: "
-        "percentile bootstrap over pairs (NDCG: over queries)",
+        "percentile bootstrap over pairs (NDCG: over queries); CPU s: baselines fit + predict, LLM judges "
+        "scoring the test split (one forward pass a pair); train wall s: the judges' training, as the trainer "
+        "logged it, along the stage chain",
         "agreement_train": report, "agreement_table": table, "models": models,
     }
     out = Path(args.out)

@@ -165,3 +165,45 @@ def test_real_data_pipeline_on_a_small_sample(splits, tmp_path):
     assert code == 0, out
     rows = read_jsonl(scores)
     assert len(rows) == len(read_jsonl(splits / "test.jsonl")) and all(1 <= r["score"] <= 3 for r in rows)
+
+
+def test_llm_judges_train_score_and_enter_the_table(splits, tmp_path):
+    """bench/hd_judges.py on the small sample: a tiny judge with its tokenizer built on the sample, SFT
+    then AGRL (a couple of steps each), both scored on validation and test; bench/home_depot.py puts
+    them in the table with their budget; a rerun skips every finished step."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import hd_judges
+        import home_depot
+    finally:
+        sys.path.pop(0)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "data": {"dir": str(splits), "scheme": "three_level"},
+        "model": {"init": {"size": "tiny", "seed": 0}},
+        "common": {"seed": 0, "logging_steps": 1, "save_steps": 100, "per_device_train_batch_size": 8},
+        "stages": {"sft": {"config": "sft.yaml", "from": "model", "max_steps": 2, "records": 40},
+                   "agrl": {"config": "agrl.yaml", "from": "sft", "max_steps": 1, "num_generations": 4,
+                            "max_completion_length": 16}},
+        "score": {"batch_size": 16, "splits": ["validation", "test"]},
+    }))  # JSON is YAML
+    out = tmp_path / "judges"
+    hd_judges.main(["--recipe", str(recipe), "--out", str(out)])
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "corpus.txt").read_text().count("query: ") >= 40
+    assert len(read_jsonl(out / "data" / "train_40_seed0.jsonl")) == 40
+    assert "train_40_seed0.jsonl" in (out / "sft" / "config.yaml").read_text()
+    runs = read_jsonl(out / "runs.jsonl")
+    assert [r["what"] for r in runs] == ["model", "sft", "score.sft.validation", "score.sft.test", "agrl",
+                                         "score.agrl.validation", "score.agrl.test"]
+    scored = read_jsonl(out / "scores" / "agrl.test.jsonl")  # scored without --scheme: the model's own
+    assert len(scored) == len(read_jsonl(splits / "test.jsonl")) and all(set(r["probabilities"]) == {"1", "2", "3"}
+                                                                         for r in scored)
+    hd_judges.main(["--recipe", str(recipe), "--out", str(out)])
+    assert len(read_jsonl(out / "runs.jsonl")) == len(runs)  # nothing redone
+    result = home_depot.main(["--data", str(splits), "--kinds", "constant", "--judges", str(out),
+                              "--resamples", "20", "--out", str(tmp_path / "hd.json")])
+    sft, agrl = result["models"]["judges sft"], result["models"]["judges agrl"]
+    assert sft["train_records"] == 40 and agrl["stages"] == ["sft", "agrl"]
+    assert 0 < sft["train_wall_s"] < agrl["train_wall_s"]  # the chain's budget adds up
+    assert sft["cpu_s"] > 0 and 0 <= agrl["metrics"]["rmse"] <= 2 and "macro_f1" in agrl["validation"]
+    assert "| judges agrl |" in (tmp_path / "hd.md").read_text()

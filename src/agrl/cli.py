@@ -53,6 +53,14 @@ model_app = typer.Typer(no_args_is_help=True, help="Build, import and merge loca
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
+MODEL_SCHEME_HELP = "label scheme: built-in name or YAML file (default: the one the model trained with, else default)"
+
+
+def model_scheme(scheme: str | None, model: str) -> str:
+    """--scheme, else the scheme the model's run trained with (its config.yaml), else the default scheme."""
+    from agrl.score import trained_scheme
+
+    return scheme or trained_scheme(model) or "default"
 
 
 class ModelSize(str, Enum):
@@ -152,7 +160,7 @@ def score(
     output: Annotated[str, typer.Option(help="results JSONL (appended to; a rerun resumes)")],
     rejects: Annotated[str | None, typer.Option(help="bad rows JSONL (default: OUTPUT.rejects.jsonl)")] = None,
     shard: Annotated[str, typer.Option(help="i/N: score the i-th of N shards (by hash of id)")] = "0/1",
-    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option(help=MODEL_SCHEME_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="pairs per forward pass")] = 32,
     tier_threshold: Annotated[float, typer.Option(help="CumPT threshold for tiers")] = 0.6,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
@@ -167,6 +175,7 @@ def score(
     part = parse_shard(shard)
     positive(batch_size, "--batch-size")
     check_threshold(tier_threshold)
+    scheme = model_scheme(scheme, model)
     check_source(input, probe=True)
     distinct({"--output": output, "--rejects": rejects_path(output, rejects)}, {"--input": input, "--model": model})
     load_scheme(scheme)
@@ -189,7 +198,7 @@ def serve(
     model: Annotated[str, typer.Option(help="local HF model directory or LoRA adapter directory")],
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port, 1-65535")] = 8000,
-    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option(help=MODEL_SCHEME_HELP)] = None,
     max_items: Annotated[int, typer.Option(help="items per request")] = 64,
     max_batch: Annotated[int, typer.Option(help="items per micro-batch (one forward pass)")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="how long a micro-batch waits to fill")] = 5.0,
@@ -212,6 +221,7 @@ def serve(
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: must be 1-65535")
     check_threshold(tier_threshold)
+    scheme = model_scheme(scheme, model)
     load_scheme(scheme)
     model_dir(model)
     check_device(device)
@@ -229,7 +239,7 @@ def eval_command(
     data: Annotated[str, typer.Option(help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
     out: Annotated[str, typer.Option(help="metrics JSON to write")],
     predictions: Annotated[str | None, typer.Option(help="predictions JSONL (default: OUT with .predictions.jsonl)")] = None,
-    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option(help=MODEL_SCHEME_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="prompts per generation / scoring batch")] = 32,
     max_new_tokens: Annotated[int, typer.Option(help="greedy decoding budget per completion")] = 160,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first N records")] = None,
@@ -253,6 +263,7 @@ def eval_command(
     positive(resamples, "--resamples", zero_ok=True)
     check_source(data, probe=True)
     distinct({"--out": out, "--predictions": predictions_path(out, predictions)}, {"--data": data, "--model": model})
+    scheme = model_scheme(scheme, model)
     load_scheme(scheme)
     model_dir(model)
     check_device(device)

@@ -72,18 +72,22 @@ def check_threshold(threshold: float) -> None:
         raise UserError(f"--tier-threshold {threshold}: must be in (0, 1]")
 
 
-def check_model_scheme(model_dir: str | Path, scheme: Scheme) -> None:
-    """Refuse a scheme other than the one the model was trained with (its run's config.yaml), unless
-    both have the same label codes: the posterior is read from those tokens, so they must mean the same."""
+def trained_scheme(model_dir: str | Path) -> str | None:
+    """The scheme the model's run trained with (its config.yaml), None for a model agrl did not train."""
     import yaml
 
     config = Path(model_dir) / "config.yaml"
-    if not config.is_file():
-        return  # not trained by agrl: nothing to compare with
     try:
-        trained = (yaml.safe_load(config.read_text()) or {}).get("scheme")
+        trained = (yaml.safe_load(config.read_text()) or {}).get("scheme") if config.is_file() else None
     except (yaml.YAMLError, AttributeError):
-        return
+        return None
+    return trained if isinstance(trained, str) else None
+
+
+def check_model_scheme(model_dir: str | Path, scheme: Scheme) -> None:
+    """Refuse a scheme other than the one the model was trained with (its run's config.yaml), unless
+    both have the same label codes: the posterior is read from those tokens, so they must mean the same."""
+    trained = trained_scheme(model_dir)
     if not trained or trained == scheme.name:
         return
     try:
@@ -119,12 +123,14 @@ class Scorer:
     def __init__(
         self,
         model: str | Path | tuple,
-        scheme: str | Scheme = "default",
+        scheme: str | Scheme | None = None,
         batch_size: int = 32,
         tier_threshold: float = 0.6,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
     ):
+        if scheme is None:  # the model's own, else the default scheme
+            scheme = (None if isinstance(model, tuple) else trained_scheme(model)) or "default"
         self.scheme = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
         check_threshold(tier_threshold)
         if batch_size < 1:

@@ -40,7 +40,7 @@ from agrl.schemes import load_scheme
 
 SCHEME = load_scheme("three_level")
 KINDS = ("constant", "rules", "tfidf", "bm25", "minilm")
-SHOWN = ("macro_f1", "accuracy", "good_f1", "rmse", "ndcg@10")
+SHOWN = ("macro_f1", "accuracy", "good_f1", "rmse", "spearman", "ndcg@10")
 
 
 def load_splits(data: Path, source: Path, seed: int) -> dict:
@@ -87,12 +87,16 @@ def evaluate(rows: list[dict], test: list, resamples: int, seed: int) -> dict:
                         posterior={int(c): p for c, p in row["probabilities"].items()})
              for r, row in zip(test, rows, strict=True)]
     summary = summarize(preds, SCHEME, resamples=resamples, seed=seed)
-    err = np.array([row["score"] for row in rows]) - np.array([r.extra["grade"] for r in test])
-    rmse = float(np.sqrt(np.mean(err**2)))
-    boot = [float(np.sqrt(np.mean(err[index] ** 2))) for index in resamples_of(len(err), resamples, seed)]
-    metrics = {k: summary["metrics"][k] for k in ("macro_f1", "accuracy", "good_f1", "ndcg@10")} | {"rmse": rmse}
+    score, grade = np.array([row["score"] for row in rows]), np.array([r.extra["grade"] for r in test])
+    err = score - grade
+    draws = list(resamples_of(len(err), resamples, seed))
+    metrics = {k: summary["metrics"][k] for k in ("macro_f1", "accuracy", "good_f1", "ndcg@10")}
     intervals = {k: summary["intervals"][k] for k in ("macro_f1", "accuracy", "good_f1", "ndcg@10")}
-    intervals["rmse"] = list(percentile_interval(boot)) if boot else None
+    for name, fn in (("rmse", lambda i: float(np.sqrt(np.mean(err[i] ** 2)))),
+                     ("spearman", lambda i: rank_correlation(score[i], grade[i]))):
+        metrics[name] = fn(slice(None))
+        boot = [fn(index) for index in draws]
+        intervals[name] = list(percentile_interval(boot)) if boot else None
     return {"metrics": metrics, "intervals": intervals, "per_class_f1": summary["per_class_f1"],
             "confusion": summary["confusion"], "ndcg_queries": summary["counts"]["ndcg_queries"]}
 
@@ -161,6 +165,13 @@ def train_runtime(run_dir: Path) -> float:
     return sum(row.get("train_runtime", 0.0) for row in rows)
 
 
+def rank_correlation(score: np.ndarray, grade: np.ndarray) -> float:
+    """Spearman's rho of expected relevance against the mean grade (0 for a constant score)."""
+    from scipy.stats import spearmanr
+
+    return 0.0 if np.ptp(score) == 0 else float(spearmanr(score, grade).statistic)
+
+
 def run_kind(kind: str, train: list, test: list, args, work: Path) -> tuple[list[dict], dict]:
     start = time.process_time(), time.time()
     info: dict = {}
@@ -182,8 +193,8 @@ def run_kind(kind: str, train: list, test: list, args, work: Path) -> tuple[list
 def markdown(result: dict) -> str:
     lines = [(f"Home Depot, query-disjoint test split ({result['test_records']} pairs, {result['test_queries']} "
              f"queries); {result['machine']['summary']}, {result['date']}"), "",
-             "| model | trained on | macro-F1 | accuracy | Good-F1 | RMSE | NDCG@10 | CPU s | train wall s |",
-             "|---|---:|" + "---:|" * 7]
+             "| model | trained on | macro-F1 | accuracy | Good-F1 | RMSE | Spearman | NDCG@10 | CPU s | train wall s |",
+             "|---|---:|" + "---:|" * 8]
     for kind, row in result["models"].items():
         cells = []
         for name in SHOWN:
@@ -197,9 +208,9 @@ def markdown(result: dict) -> str:
                   "| model | macro-F1 | accuracy | RMSE |", "|---|---:|---:|---:|"]
         lines += [f"| {kind} | " + " | ".join(f"{row['validation'][k]:.3f}" for k in ("macro_f1", "accuracy", "rmse"))
                   + " |" for kind, row in judges.items()]
-    trained = {kind: row for kind, row in result["models"].items() if row.get("training")}
+    trained = {kind: row for kind, row in result["models"].items() if "label_share" in row}
     if trained:
-        lines += ["", "RL training signals (mean of the first -> last 20 steps) and the test labels' shares:", "",
+        lines += ["", "LLM judges: RL training signals (mean of the first -> last 20 steps), test labels' shares:", "",
                   "| model | outcome | step | adherence | all-wrong groups | labels 1 / 2 / 3 |", "|---|---|---|---|---|---|"]
         for kind, row in trained.items():
             cells = [" -> ".join(f"{v:.2f}" for v in row["training"][k]) if k in row["training"] else "-"
@@ -256,10 +267,10 @@ def main(argv: list[str] | None = None) -> dict:
                                f"Python {platform.python_version()}", "platform": platform.platform()},
         "scheme": "three_level", "split_seed": args.seed, "train_records": len(train), "test_records": len(test),
         "test_queries": len({r.query for r in test}), "metrics_note": "RMSE: expected relevance (sum of code x "
-        "posterior, codes 1..3) vs the mean human grade; NDCG@10 gains = three_level code - 1; intervals: "
-        "percentile bootstrap over pairs (NDCG: over queries); CPU s: baselines fit + predict, LLM judges "
-        "scoring the test split (one forward pass a pair); train wall s: the judges' training, as the trainer "
-        "logged it, along the stage chain",
+        "posterior, codes 1..3) vs the mean human grade; Spearman: its rank correlation with the mean grade; "
+        "NDCG@10 gains = three_level code - 1; intervals: percentile bootstrap over pairs (NDCG: over "
+        "queries); CPU s: baselines fit + predict, LLM judges scoring the test split (one forward pass a "
+        "pair); train wall s: the judges' training, as the trainer logged it, along the stage chain",
         "agreement_train": report, "agreement_table": table, "models": models,
     }
     out = Path(args.out)

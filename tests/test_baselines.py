@@ -155,9 +155,11 @@ def test_real_data_pipeline_on_a_small_sample(splits, tmp_path):
     saved = json.loads((tmp_path / "hd.json").read_text())
     assert saved["models"].keys() == {"constant", "rules", "tfidf", "bm25"} == result["models"].keys()
     for row in saved["models"].values():
-        assert set(row["metrics"]) == {"macro_f1", "accuracy", "good_f1", "rmse", "ndcg@10"}
+        assert set(row["metrics"]) == {"macro_f1", "accuracy", "good_f1", "rmse", "spearman", "ndcg@10"}
         assert 0 <= row["metrics"]["rmse"] <= 2 and row["intervals"]["rmse"][0] <= row["intervals"]["rmse"][1]
+        assert -1 <= row["metrics"]["spearman"] <= 1
     assert saved["models"]["tfidf"]["metrics"]["macro_f1"] > saved["models"]["constant"]["metrics"]["macro_f1"]
+    assert saved["models"]["constant"]["metrics"]["spearman"] == 0 < saved["models"]["tfidf"]["metrics"]["spearman"]
     assert "machine" in saved and "command" in saved and (tmp_path / "hd.md").read_text().startswith("Home Depot")
     scores = tmp_path / "scores.jsonl"
     code, out = run("score", "--model", ROOT / "src/agrl/judges/tiny-base", "--input", splits / "test.jsonl",

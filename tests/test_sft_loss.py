@@ -40,3 +40,16 @@ def test_label_token_counts_weight_times(batch):
     # The Trainer's token count across the whole accumulated batch is the denominator when given.
     assert torch.allclose(label_weighted_loss(LABEL_OPEN, 10.0)(outputs, labels, num_items_in_batch=20),
                           expected * count / 20)
+
+
+def test_a_tag_split_into_several_tokens_marks_the_token_after_all_of_them(batch):
+    """SmolLM2's tokenizer writes `<label>` as `<`, `label`, `>`: the code after the whole sequence is
+    weighted, and a lone `>` (another tag's end) or a partial sequence is not."""
+    outputs, _ = batch
+    lt, word, gt = 5, 6, 7
+    labels = torch.tensor([[-100, lt, word, gt, 3, 1], [-100, word, gt, 2, lt, word]])
+    per_token = token_losses(outputs.logits, labels)
+    count = (labels[:, 1:] != -100).sum()
+    expected = (per_token.sum() + 9.0 * per_token[0, 3]) / count  # only row 0, predicting the 3
+    assert torch.allclose(label_weighted_loss([lt, word, gt], 10.0)(outputs, labels), expected)
+    assert torch.allclose(label_weighted_loss([lt, word, gt], 1.0)(outputs, labels), per_token.sum() / count)

@@ -3,8 +3,8 @@
 Each row is conversational prompt-completion: the prompt is `prompt.prompt_messages(record)`, the
 completion the record's `reasoning` (teacher text, possibly noisy, as sft.jsonl carries it) or else
 the rules engine's rendering of the gold verdicts. The loss covers the completion only.
-With `sft_label_weight` > 1 the label token (the one right after `<label>`) weighs that many tokens in
-the loss: the judge states its label before its reasoning, so the label is decided in one position
+With `sft_label_weight` > 1 the label token (the one right after `<label>`, one token or, in a pretrained
+tokenizer, several) weighs that many tokens in the loss: the judge states its label before its reasoning, so the label is decided in one position
 while ~40 reasoning tokens share the plain token mean (our choice; README, "The embedded judge").
 With `sft_guided_share` > 0, that share of records is added again with AGR guidance (a random level
 1-3) in the prompt and the same target: a model that never saw guidance cannot use it in AGRL
@@ -52,14 +52,22 @@ def _row(prompt: list[dict[str, str]], target: str) -> dict[str, Any]:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
 
 
-def label_weighted_loss(label_open_id: int, weight: float):
+def label_weighted_loss(label_open: int | list[int], weight: float):
     """A `compute_loss_func` for the Trainer: token-mean cross-entropy where the token that follows
-    `<label>` counts `weight` times (the denominator stays the token count, so weight 1 is TRL's loss)."""
+    `<label>` counts `weight` times (the denominator stays the token count, so weight 1 is TRL's loss).
+    `label_open`: the tag's token id, or its ids where the tokenizer splits it (a pretrained one)."""
+    tag = [label_open] if isinstance(label_open, int) else list(label_open)
 
     def loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None):
         logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
         per_token = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
-        weights = torch.where(labels[:, :-1] == label_open_id, weight, 1.0)
+        before = labels[:, :-1]
+        ends_tag = torch.ones_like(before, dtype=torch.bool)  # position i holds the tag's last token
+        for back, token in enumerate(reversed(tag)):
+            shifted = torch.full_like(before, -100)
+            shifted[:, back:] = before[:, : before.shape[1] - back]
+            ends_tag &= shifted == token
+        weights = torch.where(ends_tag, weight, 1.0)
         count = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
         return (per_token * weights).sum() / torch.as_tensor(count).clamp(min=1)
 
@@ -78,8 +86,7 @@ def main(run: RunArgs, args: SFTConfig, callbacks: tuple = ()) -> None:
         train_dataset=Dataset.from_list(sft_rows(records, engine, run.sft_guided_share, args.seed)),
     )
     if run.sft_label_weight != 1.0:  # set after init: the tokenizer is the trainer's own
+        # a pretrained tokenizer keeps the tags as text (agrl model import): `<`, `label`, `>` for SmolLM2
         ids = trainer.processing_class.encode(LABEL_OPEN, add_special_tokens=False)
-        if len(ids) != 1:  # a pretrained tokenizer keeps the tags as text (agrl model import)
-            raise ValueError(f"sft: sft_label_weight needs {LABEL_OPEN} as one token; this tokenizer splits it")
-        trainer.compute_loss_func = label_weighted_loss(ids[0], run.sft_label_weight)
+        trainer.compute_loss_func = label_weighted_loss(ids, run.sft_label_weight)
     fit(trainer, run, args, callbacks)

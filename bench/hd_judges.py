@@ -153,10 +153,10 @@ def first_queries(data: Path, split: str, count: int | None, out: Path) -> Path:
         return source
     path = out / "data" / f"{split}_first{count}queries.jsonl"
     if not path.is_file():
-        rows = lines(source)
-        keep = set(list(dict.fromkeys(json.loads(row)["query"] for row in rows))[:count])
+        rows = [(row, json.loads(row)["query"]) for row in lines(source)]
+        keep = set(list(dict.fromkeys(query for _, query in rows))[:count])
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, "".join(row + "\n" for row in rows if json.loads(row)["query"] in keep))
+        atomic_write(path, "".join(row + "\n" for row, query in rows if query in keep))
     return path
 
 

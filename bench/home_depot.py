@@ -33,7 +33,7 @@ import numpy as np
 from agrl import baselines, importers
 from agrl.agreement import agreement, agreement_table
 from agrl.data import load_records
-from agrl.files import atomic_write
+from agrl.files import atomic_write, read_jsonl_tolerant
 from agrl.metrics import Prediction, percentile_interval, resamples_of, summarize
 from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
@@ -137,10 +137,13 @@ def judge_models(folders: list[str], test: list, validation: list, resamples: in
 
 def read_scores(path: Path) -> dict[str, dict]:
     """`agrl score` output by record id ({} when the file is not there)."""
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["id"]: row for row in rows}
+    return {row["id"]: row for row in read_jsonl_tolerant(path)} if path.is_file() else {}
+
+
+def run_metrics(run_dir: Path) -> list[dict]:
+    """A stage's metrics.jsonl rows ([] when it has none)."""
+    path = run_dir / "metrics.jsonl"
+    return read_jsonl_tolerant(path) if path.is_file() else []
 
 
 SIGNALS = ("rewards/outcome/mean", "rewards/step/mean", "rewards/adherence/mean", "groups/all_wrong")
@@ -148,8 +151,7 @@ SIGNALS = ("rewards/outcome/mean", "rewards/step/mean", "rewards/adherence/mean"
 
 def training_signals(run_dir: Path, window: int = 20) -> dict:
     """An RL run's reward terms and all-wrong group share: mean of its first and last `window` steps."""
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = run_metrics(run_dir)
     out = {}
     for key in SIGNALS:
         values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
@@ -160,9 +162,7 @@ def training_signals(run_dir: Path, window: int = 20) -> dict:
 
 def train_runtime(run_dir: Path) -> float:
     """Seconds of training the trainer logged (summed over resumed segments)."""
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    return sum(row.get("train_runtime", 0.0) for row in rows)
+    return sum(row.get("train_runtime", 0.0) for row in run_metrics(run_dir))
 
 
 def rank_correlation(score: np.ndarray, grade: np.ndarray) -> float:

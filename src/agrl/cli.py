@@ -58,9 +58,9 @@ MODEL_SCHEME_HELP = "label scheme: built-in name or YAML file (default: the one 
 
 def model_scheme(scheme: str | None, model: str) -> str:
     """--scheme, else the scheme the model's run trained with (its config.yaml), else the default scheme."""
-    from agrl.score import trained_scheme
+    from agrl.files import trained_with
 
-    return scheme or trained_scheme(model) or "default"
+    return scheme or trained_with(model, "scheme") or "default"
 
 
 class ModelSize(str, Enum):

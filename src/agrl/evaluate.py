@@ -23,7 +23,7 @@ from rich.table import Table
 from agrl import __version__, models
 from agrl.data import Record, load_records, write_jsonl
 from agrl.errors import UserError
-from agrl.files import atomic_write, distinct
+from agrl.files import atomic_write, distinct, trained_with
 from agrl.metrics import Prediction, expected_relevance, summarize
 from agrl.output import Rejected
 from agrl.prompt import prompt_text
@@ -146,13 +146,7 @@ def predictions_path(out: str | Path, predictions: str | Path | None) -> Path:
 
 def trained_rules(model_dir: str | Path) -> str | None:
     """The `rules_config` the model's run trained with (its config.yaml), None for the default rules."""
-    import yaml
-
-    config = Path(model_dir) / "config.yaml"
-    try:
-        return (yaml.safe_load(config.read_text()) or {}).get("rules_config") if config.is_file() else None
-    except (yaml.YAMLError, AttributeError, OSError):
-        return None
+    return trained_with(model_dir, "rules_config")
 
 
 def evaluate(

@@ -47,6 +47,17 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return Path(path)
 
 
+def trained_with(model_dir: str | Path, key: str) -> str | None:
+    """A key of the run config (config.yaml) that `agrl train` wrote beside a model: the scheme or the
+    rules it trained with; None for a model agrl did not train (or an unreadable config)."""
+    config = Path(model_dir) / "config.yaml"
+    try:
+        value = (yaml.safe_load(config.read_text()) or {}).get(key) if config.is_file() else None
+    except (yaml.YAMLError, AttributeError, OSError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSONL log written by appending: a last line cut by a kill is dropped, not fatal.
 

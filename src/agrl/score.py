@@ -22,7 +22,7 @@ import torch
 from agrl import models
 from agrl.data import Record, RowError, check_source, iter_rows, parse_record
 from agrl.errors import UserError
-from agrl.files import atomic_open
+from agrl.files import atomic_open, trained_with
 from agrl.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.prompt import prompt_text
 from agrl.schemes import Scheme, load_scheme
@@ -72,22 +72,10 @@ def check_threshold(threshold: float) -> None:
         raise UserError(f"--tier-threshold {threshold}: must be in (0, 1]")
 
 
-def trained_scheme(model_dir: str | Path) -> str | None:
-    """The scheme the model's run trained with (its config.yaml), None for a model agrl did not train."""
-    import yaml
-
-    config = Path(model_dir) / "config.yaml"
-    try:
-        trained = (yaml.safe_load(config.read_text()) or {}).get("scheme") if config.is_file() else None
-    except (yaml.YAMLError, AttributeError):
-        return None
-    return trained if isinstance(trained, str) else None
-
-
 def check_model_scheme(model_dir: str | Path, scheme: Scheme) -> None:
     """Refuse a scheme other than the one the model was trained with (its run's config.yaml), unless
     both have the same label codes: the posterior is read from those tokens, so they must mean the same."""
-    trained = trained_scheme(model_dir)
+    trained = trained_with(model_dir, "scheme")
     if not trained or trained == scheme.name:
         return
     try:
@@ -130,7 +118,7 @@ class Scorer:
         dtype: str | torch.dtype | None = None,
     ):
         if scheme is None:  # the model's own, else the default scheme
-            scheme = (None if isinstance(model, tuple) else trained_scheme(model)) or "default"
+            scheme = (None if isinstance(model, tuple) else trained_with(model, "scheme")) or "default"
         self.scheme = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
         check_threshold(tier_threshold)
         if batch_size < 1:

@@ -53,7 +53,9 @@ model_app = typer.Typer(no_args_is_help=True, help="Build, import and merge loca
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
-MODEL_SCHEME_HELP = "label scheme: built-in name or YAML file (default: the one the model trained with, else default)"
+MODEL_SCHEME_HELP = ("label scheme: built-in name or YAML file (default: the one the data's manifest.json names, "
+                     "else the one the model trained with, else default)")
+DATA_SCHEME_HELP = "label scheme: built-in name or YAML file (default: the one the data's manifest.json names, else default)"
 
 
 def model_scheme(scheme: str | None, model: str) -> str:
@@ -85,14 +87,15 @@ class DataSize(str, Enum):
 @data_app.command("validate")
 def data_validate(
     file: Annotated[str, typer.Argument(help="JSONL, CSV, Parquet file or hf:NAME")],
-    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option(help=DATA_SCHEME_HELP)] = None,
 ) -> None:
     """Report every bad row as FILE:LINE: field: message; exit 1 if there is any."""
-    from agrl.data import read_records
+    from agrl.data import read_records, resolve_scheme
     from agrl.output import check_reasoning
     from agrl.schemes import load_scheme
 
-    records, bad = read_records(file, load_scheme(scheme), checks=[check_reasoning])
+    records, bad = read_records(file, load_scheme(resolve_scheme(file, scheme)), checks=[check_reasoning],
+                                unique_ids=True)
     for row in bad:
         typer.echo(str(row))
     console.print(f"{file}: {len(records)} good row(s), {len(bad)} bad row(s)")
@@ -166,23 +169,27 @@ def score(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
 ) -> None:
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
-    from agrl.data import check_source
+    from agrl.data import check_source, resolve_scheme
     from agrl.files import model_dir
     from agrl.models import check_device
     from agrl.schemes import load_scheme
-    from agrl.score import Scorer, check_threshold, done_ids, parse_shard, rejects_path, score_file
+    from agrl.score import (Scorer, check_threshold, claim_output, done_ids, made_by, made_by_path, parse_shard,
+                            rejects_path, score_file)
 
     part = parse_shard(shard)
     positive(batch_size, "--batch-size")
     check_threshold(tier_threshold)
-    scheme = model_scheme(scheme, model)
     check_source(input, probe=True)
-    distinct({"--output": output, "--rejects": rejects_path(output, rejects)}, {"--input": input, "--model": model})
-    load_scheme(scheme)
+    scheme = resolve_scheme(input, scheme, model)
+    distinct({"--output": output, "--rejects": rejects_path(output, rejects), "--output's record": made_by_path(output)},
+             {"--input": input, "--model": model})
     model_dir(model)
     check_device(device)
     done_ids(Path(output), repair=False)  # a damaged output is reported before the model loads
+    maker = made_by(model, load_scheme(scheme), tier_threshold)
+    claim_output(output, maker, write=False)  # another model's (or scheme's) output is refused before it loads
     scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
+    claim_output(output, maker)
     report = score_file(scorer, input, output, rejects, shard=part)
     for line in report.first_rejects:
         console.print(line, markup=False)
@@ -251,7 +258,7 @@ def eval_command(
                                                "one the model's run trained with, from its config.yaml)")] = None,
 ) -> None:
     """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
-    from agrl.data import check_source
+    from agrl.data import check_source, resolve_scheme
     from agrl.evaluate import evaluate, predictions_path, summary_table
     from agrl.files import model_dir
     from agrl.models import check_device
@@ -263,7 +270,7 @@ def eval_command(
     positive(resamples, "--resamples", zero_ok=True)
     check_source(data, probe=True)
     distinct({"--out": out, "--predictions": predictions_path(out, predictions)}, {"--data": data, "--model": model})
-    scheme = model_scheme(scheme, model)
+    scheme = resolve_scheme(data, scheme, model)
     load_scheme(scheme)
     model_dir(model)
     check_device(device)
@@ -338,17 +345,18 @@ def train(
 def data_label(
     file: Annotated[str, typer.Argument(help="records: JSONL, CSV, Parquet or hf:NAME")],
     out: Annotated[str, typer.Argument(help="output JSONL")],
-    scheme: Annotated[str, typer.Option(help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option(help=DATA_SCHEME_HELP)] = None,
     rules: Annotated[str | None, typer.Option(help="rules config YAML (overrides recipes/rules/default.yaml)")] = None,
 ) -> None:
     """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
-    from agrl.data import check_source, load_records, write_jsonl
+    from agrl.data import check_source, load_records, resolve_scheme, write_jsonl
     from agrl.output import check_reasoning
     from agrl.rules import RulesEngine, label_records
     from agrl.schemes import load_scheme
 
     check_source(file)
     distinct({"OUT": out}, {"FILE": file, "--rules": rules})
+    scheme = resolve_scheme(file, scheme)
     records = load_records(file, load_scheme(scheme), checks=[check_reasoning])
     engine = RulesEngine.from_records(records, load_scheme(scheme), rules)
     unlabelled = sum(r.label is None for r in records)
@@ -512,7 +520,7 @@ def baseline_fit(
                                                "gradient boosting) or minilm (embeddings + logistic regression)")],
     train_file: Annotated[str, typer.Option("--train", help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
     out: Annotated[str, typer.Option("--out", help="model file to write (joblib)")],
-    scheme: Annotated[str, typer.Option("--scheme", help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option("--scheme", help=DATA_SCHEME_HELP)] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="fit on the first N records only")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed of the classifier")] = 0,
     cache: Annotated[str | None, typer.Option("--cache", help="minilm: embedding cache file (.npz), reused "
@@ -521,14 +529,15 @@ def baseline_fit(
 ) -> None:
     """Fit a classical baseline on labelled records and save it as one joblib file."""
     from agrl import baselines
-    from agrl.data import check_source, load_records
+    from agrl.data import check_source, load_records, resolve_scheme
+    from agrl.files import output_file
     from agrl.schemes import load_scheme
 
     positive(limit, "--limit")
     check_source(train_file, probe=True)
+    scheme = resolve_scheme(train_file, scheme)
     distinct({"--out": out, "--cache": cache}, {"--train": train_file})
-    if Path(out).exists() and not force:
-        raise UserError(f"--out {out}: exists; pass --force to replace it, or choose another")
+    output_file(out, "--out", force)
     if kind is BaselineKind.minilm:
         baselines.minilm_path()
     records = load_records(train_file, load_scheme(scheme))[:limit]
@@ -543,16 +552,26 @@ def baseline_predict(
     input: Annotated[str, typer.Option("--input", help="records: JSONL, CSV, Parquet or hf:NAME")],
     output: Annotated[str, typer.Option("--output", help="predictions JSONL: label, probabilities, score "
                                         "(expected relevance)")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing OUTPUT file")] = False,
 ) -> None:
     """Label posterior, expected relevance and argmax label for every record of INPUT."""
     from agrl import baselines
-    from agrl.data import check_source, load_records
+    from agrl.data import check_source, data_scheme, load_records, same_scheme
+    from agrl.files import output_file
     from agrl.schemes import load_scheme
 
     check_source(input, probe=True)
     distinct({"--output": output}, {"--input": input, "--model": model})
+    output_file(output, "--output", force)
     fitted = baselines.load(model)
-    rows = baselines.predict(fitted, load_records(input, load_scheme(fitted["scheme"])))
+    said = data_scheme(input)
+    if said and not same_scheme(fitted["scheme"], said[0]):
+        raise UserError(f"--model {model}: fitted on scheme {fitted['scheme']!r}, but {input} is labelled in "
+                        f"scheme {said[0]!r} ({said[1]} says so); fit a baseline on this scheme")
+    records = load_records(input, load_scheme(fitted["scheme"]))
+    if not records:
+        raise UserError(f"--input {input}: no records to predict")
+    rows = baselines.predict(fitted, records)
     baselines.write_predictions(rows, output)
     console.print(f"{output}: {len(rows)} prediction(s) by the {fitted['kind']} baseline")
 
@@ -560,7 +579,7 @@ def baseline_predict(
 @data_app.command("agreement")
 def data_agreement(
     file: Annotated[str, typer.Argument(help="labelled records: JSONL, CSV, Parquet or hf:NAME")],
-    scheme: Annotated[str, typer.Option("--scheme", help="label scheme: built-in name or YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option("--scheme", help=DATA_SCHEME_HELP)] = None,
     rules: Annotated[str | None, typer.Option("--rules", help="rules config YAML (its gold_step_confidence "
                                               "is the threshold reported)")] = None,
     out: Annotated[str | None, typer.Option("--out", help="also write the report as JSON here")] = None,
@@ -569,13 +588,14 @@ def data_agreement(
     import json
 
     from agrl.agreement import agreement, agreement_table
-    from agrl.data import check_source, load_records
+    from agrl.data import check_source, load_records, resolve_scheme
     from agrl.files import atomic_write
     from agrl.rules import RulesEngine
     from agrl.schemes import load_scheme
 
     check_source(file, probe=True)
     distinct({"--out": out}, {"FILE": file, "--rules": rules})
+    scheme = resolve_scheme(file, scheme)
     records = load_records(file, load_scheme(scheme))
     report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))
     typer.echo(agreement_table(report))

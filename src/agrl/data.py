@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agrl.errors import UserError
-from agrl.files import atomic_open, input_file
+from agrl.files import atomic_open, input_file, trained_with
 from agrl.schemes import Scheme, load_scheme
 
 # The reasoning steps and the verdicts each may take (spec section 2). `attribute.<name>` is one
@@ -417,14 +417,67 @@ def check_source(source: str | Path, probe: bool = False) -> Path:
     return path
 
 
+MANIFEST = "manifest.json"  # written by `agrl data import` beside its splits: source, scheme, sizes
+
+
+def data_scheme(source: str | Path) -> tuple[str, Path] | None:
+    """(scheme, manifest) when the data says which scheme its labels are in: a manifest.json beside the
+    file that lists it among its splits (`agrl data import` writes one); None when nothing says."""
+    if str(source).startswith("hf:"):
+        return None
+    path = Path(source)
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{manifest}: not valid JSON; it says which label scheme {path.name} uses, "
+                        "so repair it or import the data again") from None
+    if not isinstance(info, dict) or path.stem not in (info.get("splits") or {}):
+        return None
+    scheme = info.get("scheme")
+    if not isinstance(scheme, str) or not scheme:
+        raise UserError(f"{manifest}: scheme: must name the label scheme of {path.name}, got {scheme!r}")
+    return scheme, manifest
+
+
+def same_scheme(a: str, b: str) -> bool:
+    """Two scheme names or files with the same levels (codes and names): labels mean the same in both."""
+    return a == b or load_scheme(a).levels == load_scheme(b).levels
+
+
+def resolve_scheme(source: str | Path, given: str | None, model: str | Path | None = None,
+                   option: str = "--scheme") -> str:
+    """The scheme to read `source`'s labels under; the one rule every command uses.
+
+    The data's own word (its manifest.json) wins over nothing and must agree with `given` (an option,
+    or a fitted model's scheme) and with the scheme `model`'s run trained with; then `given`, the
+    model's, the default. Labels of one scheme are never read as another's: a mismatch is a UserError."""
+    said = data_scheme(source)
+    trained = trained_with(model, "scheme") if model is not None else None
+    if said is not None:
+        scheme, manifest = said
+        if given is not None and not same_scheme(given, scheme):
+            raise UserError(f"{option} {given}: {source} is labelled in scheme {scheme!r} ({manifest} says so); "
+                            f"pass {option} {scheme}, or leave {option} out")
+        if given is None and trained is not None and not same_scheme(trained, scheme):
+            raise UserError(f"{source}: labelled in scheme {scheme!r} ({manifest} says so), but --model {model} "
+                            f"was trained with scheme {trained!r}; use a model trained on this scheme")
+        return given or scheme
+    return given or trained or "default"
+
+
 def read_records(
-    source: str | Path, scheme: Scheme | None = None, checks: Iterable = ()
+    source: str | Path, scheme: Scheme | None = None, checks: Iterable = (), unique_ids: bool = False
 ) -> tuple[list[Record], list[BadRow]]:
     """All good records and every bad row of a source; `checks` are f(record, scheme) raising RowError
-    (output.check_reasoning: the layer above owns the completion format)."""
+    (output.check_reasoning: the layer above owns the completion format). `unique_ids`: a row whose id
+    repeats an earlier row's is bad (`agrl score` scores each id once; `data validate` says so first)."""
     scheme = scheme or load_scheme("default")
     good: list[Record] = []
     bad: list[BadRow] = []
+    first_line: dict[str, int] = {}
     for line, raw in iter_rows(source):
         try:
             if isinstance(raw, RowError):
@@ -432,6 +485,10 @@ def read_records(
             record = parse_record(raw, scheme)
             for check in checks:
                 check(record, scheme)
+            if unique_ids and record.id is not None:
+                if record.id in first_line:
+                    raise RowError("id", f"{record.id!r} repeats the id of line {first_line[record.id]}")
+                first_line[record.id] = line
         except RowError as err:
             bad.append(BadRow(str(source), line, err.field, err.message))
             continue

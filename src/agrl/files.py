@@ -114,6 +114,22 @@ def yaml_file(path: str | Path, what: str) -> Any:
         raise UserError(f"{where}: malformed YAML in the {what}: {problem}") from None
 
 
+def output_file(path: str | Path, option: str, force: bool | None = None) -> Path:
+    """An output file we may write: not a directory, its folder not a file, and (when `force` is given)
+    not an existing file unless forced. Checked before any work, so a long run does not fail at its end."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a directory, expected a file path")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write in {parent} (permission denied)")
+    if force is False and path.exists():
+        raise UserError(f"{option} {path}: exists; pass --force to replace it, or choose another")
+    return path
+
+
 def _same(a: str | Path, b: str | Path) -> bool:
     pa, pb = Path(a), Path(b)
     if pa.exists() and pb.exists():

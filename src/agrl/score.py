@@ -263,6 +263,68 @@ def done_ids(output: Path, repair: bool = True) -> set[str]:
     return done
 
 
+def made_by_path(output: str | Path) -> Path:
+    """The record beside a resumable output of what made its lines: OUTPUT.meta.json."""
+    output = Path(output)
+    return output.with_name(output.name + ".meta.json")
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over a model folder's config and weights (and an adapter's base): equal only for the same model."""
+    from agrl.files import ADAPTER_FILES, WEIGHT_FILES
+
+    folder = Path(model_dir)
+    digest = hashlib.sha256()
+    names = ("config.json", "adapter_config.json", *WEIGHT_FILES, *ADAPTER_FILES)
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0")
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+    if (folder / "adapter_config.json").is_file():  # an adapter scores through its base: another base, another maker
+        settings = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        digest.update(model_fingerprint(settings["base_model_name_or_path"]).encode())
+    return digest.hexdigest()
+
+
+def made_by(model: str | Path, scheme: Scheme, tier_threshold: float) -> dict:
+    """What makes a score result line what it is: the model (path + content fingerprint), the scheme, the
+    tier threshold. Recorded beside the output; a resume by another maker is refused (`claim_output`)."""
+    return {"model": str(Path(model).resolve()), "fingerprint": model_fingerprint(model), "scheme": scheme.name,
+            "codes": list(scheme.codes), "tier_threshold": tier_threshold}
+
+
+def claim_output(output: str | Path, maker: dict, write: bool = True) -> None:
+    """Refuse to resume into `output` if its lines were made by another maker (or by an unknown one);
+    else record `maker` in OUTPUT.meta.json (`write`). An empty or missing output is anybody's."""
+    output, meta = Path(output), made_by_path(output)
+    if output.is_file() and output.stat().st_size > 0:
+        if not meta.is_file():
+            raise UserError(f"--output {output}: holds results but no {meta.name} saying which model made them; "
+                            "write to a new --output")
+        try:
+            theirs = json.loads(meta.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"{meta}: not valid JSON; it records what made {output.name}, so write to a new "
+                            "--output") from None
+        differ = [key for key in maker if not isinstance(theirs, dict) or theirs.get(key) != maker[key]]
+        if differ:
+            key = "model" if "fingerprint" in differ else differ[0]
+            were = theirs.get(key) if isinstance(theirs, dict) else None
+            what = (f"written by model {were!r} as it was before (its weights or config changed since)"
+                    if key == "model" and were == maker["model"] else
+                    f"written with {key} {were!r}, this run has {maker[key]!r}")
+            raise UserError(f"--output {output}: {what} ({meta.name}); resume with the same model and options, "
+                            "or write to a new --output")
+        return
+    if write:
+        from agrl.files import atomic_write
+
+        atomic_write(meta, json.dumps(maker, indent=2) + "\n")
+
+
 def rejects_path(output: str | Path, rejects: str | Path | None) -> Path:
     output = Path(output)
     return Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")

@@ -438,14 +438,18 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="write into a non-empty 
 
 
 def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, float, float], manifest: dict) -> None:
-    """Check OUT against the inputs, read the source (`load()`), split by query, write and print the sizes."""
+    """Check OUT against the inputs, read the source (`load(notes)`), split by query, write and print the
+    sizes and what was merged (also kept in manifest.json)."""
     from agrl import importers
 
     seed, validation, test = shares
     importers.check_out(out, inputs, force, (validation, test))
-    splits = importers.split(load(), *shares)
+    notes: list[str] = []
+    splits = importers.split(load(notes), *shares)
+    for note in notes:
+        typer.echo(note, err=True)
     digests = {f"sha256 {name}": importers.sha256(path) for name, path in inputs.items() if Path(path).is_file()}
-    manifest |= {"seed": seed, "validation": validation, "test": test} | digests
+    manifest |= {"seed": seed, "validation": validation, "test": test, "merged": notes} | digests
     sizes = importers.write_splits(splits, out, manifest)
     for name, size in sizes.items():
         console.print(f"{name}: {Path(out) / (name + '.jsonl')} ({size['rows']} rows, {size['queries']} queries; "
@@ -467,7 +471,7 @@ def import_home_depot(
     """Home Depot search relevance -> three_level records (mean >= 2.67 exact, 2-2.5 partial, < 2 irrelevant)."""
     from agrl import importers
 
-    _run_import(out, force, {"--input": input}, lambda: importers.import_home_depot(input, encoding),
+    _run_import(out, force, {"--input": input}, lambda notes: importers.import_home_depot(input, encoding, notes),
                 (seed, validation, test), {"source": "home_depot", "input": input, "scheme": "three_level"})
 
 
@@ -484,7 +488,7 @@ def import_qbqtc(
     """QBQTC (Chinese web search, labels 0/1/2) -> three_level records (code = label + 1), files pooled."""
     from agrl import importers
 
-    _run_import(out, force, {"--input": input}, lambda: importers.import_qbqtc(input), (seed, validation, test),
+    _run_import(out, force, {"--input": input}, lambda notes: importers.import_qbqtc(input, notes), (seed, validation, test),
                 {"source": "qbqtc", "input": input, "scheme": "three_level"})
 
 
@@ -503,7 +507,7 @@ def import_esci(
     from agrl import importers
 
     _run_import(out, force, {"--examples": examples, "--products": products},
-                lambda: importers.import_esci(examples, products, locale, version.value), (seed, validation, 0.0),
+                lambda notes: importers.import_esci(examples, products, locale, version.value, notes), (seed, validation, 0.0),
                 {"source": "esci", "examples": examples, "products": products, "scheme": "esci", "locale": locale,
                  "version": version.value})
 

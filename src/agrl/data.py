@@ -344,7 +344,10 @@ def _read_table(path: Path):
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        _check_header(path)
         return frame.replace({"": None})
+    except UserError:
+        raise
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: empty CSV file (expected a header line with query, title, ...)") from None
     except pd.errors.ParserError as err:
@@ -354,6 +357,19 @@ def _read_table(path: Path):
                         "save it as UTF-8") from None
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a CSV header that names a column twice (pandas would rename one `NAME.1` and read the other)."""
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        header = [h.strip().lstrip("\ufeff") for h in next(csv.reader(handle), [])]
+    twice = next((h for h in header if h and header.count(h) > 1), None)
+    if twice is not None:
+        columns = [i + 1 for i, h in enumerate(header) if h == twice]
+        raise UserError(f"{path}:1: header: column {twice!r} appears {len(columns)} times (columns "
+                        f"{', '.join(map(str, columns))}); keep one")
 
 
 def _table_rows(path: Path) -> Iterator[tuple[int, Any]]:

@@ -26,7 +26,6 @@ from agrl.data import (
     BadRow,
     Record,
     RowError,
-    dedupe,
     normalize_query,
     parse_record,
     split_by_query,
@@ -73,12 +72,23 @@ def _open_text(path: Path, encoding: str) -> IO[str]:
     except LookupError:
         raise UserError(f"--encoding {encoding}: unknown text encoding (e.g. utf-8, latin-1, cp1252)") from None
     errors = "surrogateescape" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else "strict"
-    if path.suffix == ".gz":
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head[:2] == b"\x1f\x8b":  # gzip bytes, whatever the name says
         return gzip.open(path, "rt", encoding=encoding, errors=errors, newline="")
+    if path.suffix == ".gz":
+        raise UserError(f"{path}: not a gzip file (named .gz, but it does not start with gzip's bytes); "
+                        "rename it without .gz if it is plain text")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") and not encoding.lower().startswith("utf-16"):
+        raise UserError(f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); pass --encoding utf-16, "
+                        "or save it as UTF-8")
     return path.open(encoding=encoding, errors=errors, newline="")
 
 
-def _text_cell(value: Any, name: str, required: bool = True) -> str | None:
+ENCODING_HINT = "give the file's encoding with --encoding (e.g. latin-1)"
+
+
+def _text_cell(value: Any, name: str, required: bool = True, hint: str = ENCODING_HINT) -> str | None:
     """A text cell: surrogates (bytes that were not UTF-8) and empty required cells are RowErrors."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if required:
@@ -89,8 +99,8 @@ def _text_cell(value: Any, name: str, required: bool = True) -> str | None:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
         byte = ord(text[err.start]) - 0xDC00 if 0xDC80 <= ord(text[err.start]) <= 0xDCFF else None
-        raise RowError(name, f"not UTF-8 text (byte 0x{byte:02x} at character {err.start + 1}); "
-                       "give the file's encoding with --encoding (e.g. latin-1)" if byte is not None
+        raise RowError(name, f"not UTF-8 text (byte 0x{byte:02x} at character {err.start + 1}); {hint}"
+                       if byte is not None
                        else f"lone surrogate at character {err.start + 1}") from None
     if required and not text.strip():
         raise RowError(name, "is empty")
@@ -106,8 +116,16 @@ def _csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> Iterator[
             header = next(reader, None)
             if header is None:
                 raise UserError(f"{path}: empty CSV file (expected a header with {', '.join(required)})")
-            header = [_text_cell(h, f"header column {i + 1}", required=False) or "" for i, h in enumerate(header)]
+            try:
+                header = [_text_cell(h, f"header column {i + 1}", required=False) or "" for i, h in enumerate(header)]
+            except RowError as err:
+                raise UserError(f"{path}:1: {err}") from None
             header = [h.strip().lstrip("\ufeff") for h in header]
+            twice = next((h for h in header if h and header.count(h) > 1), None)
+            if twice is not None:
+                columns = [i + 1 for i, h in enumerate(header) if h == twice]
+                raise UserError(f"{path}:1: header: column {twice!r} appears {len(columns)} times (columns "
+                                f"{', '.join(map(str, columns))}); keep one")
             missing = [name for name in required if name not in header]
             if missing:
                 raise UserError(f"{path}:1: header: missing column(s) {missing} (found {header})")
@@ -133,7 +151,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    _text_cell(line, "row")
+                    _text_cell(line, "row", hint="save the file as UTF-8")
                     yield line_no, json.loads(line)
                 except RowError as err:
                     yield line_no, err
@@ -143,14 +161,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
         raise UserError(f"{path}: not a readable gzip file ({err or 'cut short'})") from None
 
 
-def _collect(rows: Iterator[tuple[int, Any]], source: Path, build) -> list[Record]:
-    """Records built by `build(row)` for every row; every bad row is collected and the first raised."""
+def _collect(rows: Iterator[tuple[int, Any]], source: Path, build) -> list[tuple[int, Record]]:
+    """(line, record) built by `build(row)` for every row; every bad row is collected and the first raised."""
     good, bad = [], []
     for line, row in rows:
         try:
             if isinstance(row, RowError):
                 raise row
-            good.append(build(row))
+            good.append((line, build(row)))
         except RowError as err:
             bad.append(BadRow(str(source), line, err.field, err.message))
     if bad:
@@ -158,6 +176,89 @@ def _collect(rows: Iterator[tuple[int, Any]], source: Path, build) -> list[Recor
     if not good:
         raise UserError(f"{source}: no rows to import")
     return good
+
+
+# ---------------------------------------------------------------------------- duplicates and conflicts
+# A source may hold one query-product pair more than once (Home Depot repeats rows; QBQTC's dev and
+# test_public files share pairs, some with another label). Each pair becomes one record, never two with
+# one id, and what was merged is said: on the console, in manifest.json ("merged") and in the record
+# (`merged_rows`, and the labels or grades it had).
+
+
+def majority(group: list[Record]) -> Record | None:
+    """One record for repeated single-annotator labels (QBQTC, ESCI): the majority label; None on a tie
+    (the pair is dropped: no label can be said to be its label)."""
+    counts = Counter(r.label for r in group).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return None
+    merged = group[0]
+    merged.label = counts[0][0]
+    if "grade" in merged.extra:
+        merged.extra["grade"] = float(merged.label)
+    merged.extra |= {"merged_rows": len(group), "merged_labels": [r.label for r in group]}
+    return merged
+
+
+def mean_grade(group: list[Record]) -> Record:
+    """One record for a repeated Home Depot pair: each row's relevance is a mean of raters, so the rows are
+    pooled as the mean of their grades (unweighted: the rater counts are not published), then leveled."""
+    merged = group[0]
+    grades = [r.extra["grade"] for r in group]
+    merged.extra["grade"] = round(sum(grades) / len(grades), 4)
+    merged.label = grade_level(merged.extra["grade"])
+    merged.extra |= {"merged_rows": len(group), "merged_grades": grades}
+    return merged
+
+
+def merge_duplicates(rows: list[tuple[int, Record]], sources: dict[int, Path] | Path, key, combine,
+                     how: str, notes: list[str] | None) -> list[Record]:
+    """Records with one record per `key(record)` (`combine` merges a repeated pair or drops it), and
+    unique ids (a repeated id on another pair is a bad row naming both lines). Appends one line on
+    what was merged to `notes`."""
+    where = (lambda i: f"{sources[i]}:{rows[i][0]}") if isinstance(sources, dict) else (
+        lambda i: f"{sources}:{rows[i][0]}")
+    groups: dict[Any, list[int]] = {}
+    for index, (_, record) in enumerate(rows):
+        groups.setdefault(key(record), []).append(index)
+    out: list[Record] = []
+    first_id: dict[str, int] = {}
+    bad: list[BadRow] = []
+    merged = pairs = conflicts = dropped = 0
+    example = ""
+    for members in groups.values():
+        record = rows[members[0]][1]
+        if len(members) > 1:
+            group = [rows[i][1] for i in members]
+            labels = [r.label for r in group]
+            conflict = len(set(labels)) > 1 or len({r.extra.get("grade") for r in group}) > 1
+            record = combine(group)
+            merged += len(members) - 1
+            pairs += 1
+            conflicts += conflict
+            dropped += record is None
+            if conflict and not example:
+                places = [where(i) for i in members]
+                files = {p.rsplit(":", 1)[0] for p in places}
+                at = (f"{files.pop()} lines {', '.join(p.rsplit(':', 1)[1] for p in places)}" if len(files) == 1
+                      else ", ".join(places))
+                example = f"; e.g. {at}: labels {labels} -> " + ("dropped (a tie)" if record is None
+                                                                  else f"{record.label}")
+            if record is None:
+                continue
+        if record.id is not None:
+            if record.id in first_id:
+                line = rows[members[0]][0]
+                source = where(members[0]).rsplit(":", 1)[0]
+                bad.append(BadRow(source, line, "id", f"{record.id!r} repeats the id of {where(first_id[record.id])} "
+                                  "on another query-product pair; ids must be unique"))
+                continue
+            first_id[record.id] = members[0]
+        out.append(record)
+    if bad:
+        raise BadRows(bad)
+    if merged and notes is not None:
+        notes.append(f"merged {merged + pairs} row(s) of {pairs} repeated query-product pair(s) by {how}: {conflicts} with conflicting labels, {dropped} dropped as ties{example}")
+    return out
 
 
 def _record(obj: dict, scheme: Scheme, column: dict[str, str]) -> Record:
@@ -171,8 +272,10 @@ def _record(obj: dict, scheme: Scheme, column: dict[str, str]) -> Record:
 # ---------------------------------------------------------------------------- the three sources
 
 
-def import_home_depot(path: str | Path = HOME_DEPOT, encoding: str = "utf-8") -> list[Record]:
-    """Home Depot CSV (id, product_uid, product_title, search_term, relevance) -> three_level records."""
+def import_home_depot(path: str | Path = HOME_DEPOT, encoding: str = "utf-8",
+                      notes: list[str] | None = None) -> list[Record]:
+    """Home Depot CSV (id, product_uid, product_title, search_term, relevance) -> three_level records;
+    a repeated (search term, product) pair becomes one record with the mean grade (`mean_grade`)."""
     path = input_file(path, "Home Depot CSV")
     scheme = load_scheme("three_level")
     columns = {"query": "search_term", "product.title": "product_title", "id": "id"}
@@ -195,13 +298,14 @@ def import_home_depot(path: str | Path = HOME_DEPOT, encoding: str = "utf-8") ->
                "label": grade_level(grade), "grade": grade}
         return _record(obj, scheme, columns)
 
-    rows = _csv_rows(path, encoding, ("search_term", "product_title", "relevance"))
-    return _number(_collect(rows, path, build), "hd")
+    rows = _collect(_csv_rows(path, encoding, ("search_term", "product_title", "relevance")), path, build)
+    key = lambda r: (normalize_query(r.query), r.product.extra.get("product_uid") or _norm(r.product.title))
+    return _number(merge_duplicates(rows, path, key, mean_grade, "the mean of their grades", notes), "hd")
 
 
-def import_qbqtc(folder: str | Path = QBQTC) -> list[Record]:
+def import_qbqtc(folder: str | Path = QBQTC, notes: list[str] | None = None) -> list[Record]:
     """QBQTC JSON lines ({id, query, title, label 0/1/2}, plain or .gz) -> three_level records (code = label + 1);
-    the folder's files are pooled, a repeated query-title pair kept once."""
+    the folder's files are pooled, a repeated query-title pair merged by `majority` (a tie is dropped)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such QBQTC directory (expected *.json or *.json.gz files); check the path")
@@ -209,7 +313,8 @@ def import_qbqtc(folder: str | Path = QBQTC) -> list[Record]:
     if not files:
         raise UserError(f"{folder}: no *.json or *.json.gz files to import")
     scheme = load_scheme("three_level")
-    records: list[Record] = []
+    rows: list[tuple[int, Record]] = []
+    sources: dict[int, Path] = {}
     for path in files:
         stem = path.name.split(".")[0]
 
@@ -225,8 +330,15 @@ def import_qbqtc(folder: str | Path = QBQTC) -> list[Record]:
                    "product": {"title": row.get("title")}, "label": code, "grade": float(code)}
             return _record(obj, scheme, {"product.title": "title"})
 
-        records += _collect(_jsonl_rows(input_file(path, "QBQTC")), path, build)
-    return _number(dedupe(records), "qbqtc")  # dev and test_public share some pairs: keep the first
+        for pair in _collect(_jsonl_rows(input_file(path, "QBQTC")), path, build):
+            sources[len(rows)] = path
+            rows.append(pair)
+    key = lambda r: (normalize_query(r.query), _norm(r.product.title))  # dev and test_public share pairs
+    return _number(merge_duplicates(rows, sources, key, majority, "majority label", notes), "qbqtc")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def _parquet(path: str | Path, what: str, required: tuple[str, ...]):
@@ -250,7 +362,7 @@ def _cell(value: Any) -> Any:
 
 
 def import_esci(examples: str | Path, products: str | Path, locale: str = "us",
-                version: str = "small") -> list[Record]:
+                version: str = "small", notes: list[str] | None = None) -> list[Record]:
     """ESCI examples + products parquet (published schema) -> esci records; `split` kept for the test split."""
     ex_path, ex = _parquet(examples, "ESCI examples", ESCI_EXAMPLES)
     pr_path, pr = _parquet(products, "ESCI products", ESCI_PRODUCTS)
@@ -260,20 +372,42 @@ def import_esci(examples: str | Path, products: str | Path, locale: str = "us",
         catalog.setdefault((str(row["product_id"]), str(row["product_locale"])), row | {"_row": offset + 1})
     scheme = load_scheme("esci")
     bad: list[BadRow] = []
-    good: list[Record] = []
+    good: list[tuple[int, Record]] = []
     for offset, row in enumerate(ex.to_dict(orient="records")):
         row = {k: _cell(v) for k, v in row.items()}
-        if (locale != "all" and row["product_locale"] != locale) or not row[flag]:
-            continue
         try:
-            good.append(_esci_record(row, catalog, scheme, pr_path))
+            if (locale != "all" and row["product_locale"] != locale) or not _flag(row[flag], flag):
+                continue
+            good.append((offset + 1, _esci_record(row, catalog, scheme, pr_path)))
         except RowError as err:
-            bad.append(BadRow(str(ex_path), offset + 1, err.field, err.message))
+            bad.append(BadRow(err.source if isinstance(err, ProductError) else str(ex_path),
+                              err.line if isinstance(err, ProductError) else offset + 1, err.field, err.message))
     if bad:
         raise BadRows(bad)
     if not good:
         raise UserError(f"{ex_path}: no rows with product_locale {locale!r} and {flag} = 1")
-    return good
+    key = lambda r: (normalize_query(r.query), r.product.extra["product_id"], r.extra["locale"])
+    return merge_duplicates(good, ex_path, key, majority, "majority label", notes)
+
+
+class ProductError(RowError):
+    """A bad field of a row of the products file (named as that file's row, not the example's)."""
+
+    def __init__(self, field_name: str, message: str, source: Path, line: int):
+        super().__init__(field_name, message)
+        self.source, self.line = str(source), line
+
+
+def _flag(value: Any, name: str) -> bool:
+    """An ESCI 0/1 flag as stored: bool, 0/1, or the text "0"/"1"/"true"/"false" ("0" is false)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("0", "1", "true", "false"):
+        return text in ("1", "true")
+    raise RowError(name, f"must be 0 or 1, got {value!r}")
 
 
 def _esci_record(row: dict, catalog: dict, scheme: Scheme, products: Path) -> Record:
@@ -294,11 +428,19 @@ def _esci_record(row: dict, catalog: dict, scheme: Scheme, products: Path) -> Re
         product["attributes"] = {"color": str(item["product_color"])}
     if item["product_bullet_point"]:
         product["bullet_points"] = str(item["product_bullet_point"])[:MAX_TEXT_CHARS]
+    if row["example_id"] is None or not str(row["example_id"]).strip():
+        raise RowError("example_id", "is required (it names the record: esci-<example_id>)")
     obj = {"id": f"esci-{row['example_id']}", "query": row["query"], "product": product,
            "label": ESCI_LABELS[label], "query_id": str(row["query_id"]), "locale": row["product_locale"],
            "esci_split": row["split"]}
-    return _record(obj, scheme, {"product.title": "product_title", "product.brand": "product_brand",
-                                 "product.description": "product_description"})
+    try:
+        return _record(obj, scheme, {"product.title": "product_title", "product.brand": "product_brand",
+                                     "product.description": "product_description"})
+    except RowError as err:  # a bad product field is the products file's row, not this example's
+        if err.field.startswith("product_") or err.field.startswith("product."):
+            raise ProductError(err.field, f"{err.message} (product {row['product_id']!r}, used by example row)",
+                               products, item["_row"]) from None
+        raise
 
 
 def _number(records: list[Record], prefix: str) -> list[Record]:

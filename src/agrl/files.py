@@ -23,13 +23,36 @@ import yaml
 from agrl.errors import UserError
 
 
+def umask() -> int:
+    """The process's umask (read from /proc without changing it where Linux offers that)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(path: Path, directory: bool = False) -> int:
+    """The mode a plain write would leave: an existing file's own, else 0666 (0777 for a folder) less the
+    umask. mkstemp/mkdtemp create 0600/0700, which would hide outputs from a teammate or a service user."""
+    if not directory and path.is_file():
+        return path.stat().st_mode & 0o7777
+    return (0o777 if directory else 0o666) & ~umask()
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """A handle on a temporary file in path's directory; renamed over `path` only when the block succeeds."""
+    """A handle on a temporary file in path's directory; renamed over `path` only when the block succeeds.
+    The file gets the mode a plain write would give it (`plain_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, plain_mode(path))
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
@@ -201,9 +224,13 @@ def model_dir(path: str | Path, what: str = "--model") -> Path:
     config = "adapter_config.json" if adapter else "config.json"
     missing = [name for name in (config,) if not (path / name).is_file()]
     weights = [path / name for name in (ADAPTER_FILES if adapter else WEIGHT_FILES) if (path / name).is_file()]
-    tokenizer = any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = adapter or any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    # (an adapter saved without a tokenizer uses its base's: models.load_tokenizer)
     if missing or not weights or not tokenizer:
         lacks = missing + ([] if weights else ["weights (model.safetensors)"]) + ([] if tokenizer else ["tokenizer"])
+        if adapter:
+            raise UserError(f"{what} {path}: not a LoRA adapter directory (no adapter weights: "
+                            f"{' or '.join(ADAPTER_FILES)}); give a folder written by a lora_r > 0 run")
         raise UserError(f"{what} {path}: not a model directory (no {', '.join(lacks)}); "
                         "give a folder written by `agrl model init`, `agrl train` or save_pretrained")
     try:
@@ -222,9 +249,21 @@ def model_dir(path: str | Path, what: str = "--model") -> Path:
     return path
 
 
+def plain_modes(folder: str | Path) -> None:
+    """Give every file and folder under a folder we just wrote the mode a plain write gives (0666/0777 less
+    the umask): libraries that write through temporary files (safetensors' save) leave 0600."""
+    files, folders = 0o666 & ~umask(), 0o777 & ~umask()
+    for root, dirs, names in os.walk(folder):
+        os.chmod(root, folders)
+        for name in names:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), files)
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """A fresh temporary directory beside `path`, swapped in for it when the block succeeds."""
+    """A fresh temporary directory beside `path`, swapped in for it when the block succeeds; what it holds
+    then gets the modes a plain write would give (`plain_modes`)."""
     import shutil
 
     path = Path(path)
@@ -232,6 +271,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        plain_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -105,15 +105,18 @@ def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype |
 
 def merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Write base + adapter, merged (fp32), with the tokenizer, as a plain checkpoint in `out_dir`."""
+    from agrl.files import atomic_dir
+
     if not is_adapter(adapter_dir):
         raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no {ADAPTER_CONFIG})")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty directory; choose a new --out")
+    model_dir(adapter_dir, "ADAPTER")  # its config, weights and base, each named when unusable
     model = load_model(adapter_dir, torch.float32, merge=True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    load_tokenizer(adapter_dir).save_pretrained(out)
+    with atomic_dir(out) as tmp:  # a failed write leaves no half model behind
+        model.save_pretrained(tmp)
+        load_tokenizer(adapter_dir).save_pretrained(tmp)
     return out
 
 

@@ -42,7 +42,32 @@ def resolve_source(source: str | Path) -> Path:
         raise UserError(f"{source}: no such GGUF file (SOURCE is `smollm2` or a path to a .gguf file)")
     if path.suffix != ".gguf":
         raise UserError(f"{source}: not a .gguf file")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if not magic:
+        raise UserError(f"{source}: empty file, not a GGUF model")
+    if magic != b"GGUF":
+        raise UserError(f"{source}: not a GGUF file (it does not start with GGUF's magic bytes)")
     return path
+
+
+# What transformers and the gguf reader raise on a damaged or foreign GGUF file (a truncated one reads
+# past the end: ValueError from numpy's memmap, IndexError, struct errors; one with no tokenizer: KeyError).
+GGUF_ERRORS = (ValueError, KeyError, IndexError, OSError, EOFError, TypeError, AttributeError, RuntimeError)
+
+
+def _read_gguf(path: Path, what: str, read):
+    """`read()`, with a damaged or foreign file as a UserError naming it."""
+    import struct
+
+    try:
+        return read()
+    except UserError:
+        raise
+    except (*GGUF_ERRORS, struct.error) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path}: cannot read its {what} ({detail[:200]}); the GGUF file is truncated, "
+                        "damaged or of an architecture transformers does not read") from None
 
 
 def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default") -> Path:
@@ -54,13 +79,17 @@ def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default"
     from agrl.score import label_token_ids
     from agrl.tiny import judge_generation_config
 
+    from agrl.files import atomic_dir
+
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty directory; choose a new --out")
     path = resolve_source(source)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer = _read_gguf(path, "tokenizer", lambda: AutoTokenizer.from_pretrained(str(path.parent),
+                                                                                    gguf_file=path.name))
     label_token_ids(tokenizer, load_scheme(scheme))  # UserError before any weights are read
-    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    loaded = _read_gguf(path, "model", lambda: AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32))
     # A plain config: without quantization_config the copy saves (and reloads) as an ordinary checkpoint.
     settings = {k: v for k, v in loaded.config.to_dict().items() if k not in ("quantization_config", "dtype")}
     config = type(loaded.config).from_dict(settings)
@@ -70,7 +99,7 @@ def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config = judge_generation_config(tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with atomic_dir(out) as tmp:  # a failed write leaves no half model behind
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
+from agrl.errors import UserError
 from agrl.output import SPECIAL_TAGS
 
 BOS, EOS, PAD, UNK = "<|im_start|>", "<|im_end|>", "<|pad|>", "<|unk|>"
@@ -168,5 +169,12 @@ def read_corpus(files: Iterable[str | Path]) -> list[str]:
     """Corpus files: plain text, one document per line (JSONL lines are used as text too)."""
     texts: list[str] = []
     for file in files:
-        texts += [line for line in Path(file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = Path(file).read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1
+            raise UserError(f"--corpus {file}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                            "save the corpus as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+        texts += [line for line in text.splitlines() if line.strip()]
     return texts

@@ -23,7 +23,7 @@ from rich.table import Table
 from agrl import __version__, models
 from agrl.data import Record, load_records, write_jsonl
 from agrl.errors import UserError
-from agrl.files import atomic_write, distinct, trained_with
+from agrl.files import atomic_write, distinct, output_file, trained_with
 from agrl.metrics import Prediction, expected_relevance, summarize
 from agrl.output import Rejected
 from agrl.prompt import prompt_text
@@ -139,6 +139,16 @@ def load_eval_records(data: str | Path, scheme: Scheme, limit: int | None = None
     return records
 
 
+def check_lengths(scorer: Scorer, records: list[Record], data: str | Path) -> None:
+    """Refuse, before any generation, a record whose prompt does not fit the model's context."""
+    lengths = [len(ids) for ids in scorer.tokenizer([scorer.prefill_text(r) for r in records],
+                                                    add_special_tokens=False)["input_ids"]]
+    for index, (record, length) in enumerate(zip(records, lengths), start=1):
+        if length > scorer.max_length:
+            raise UserError(f"{data}: record {index} (id {record.id}): prompt is {length} tokens, over the model's "
+                            f"context of {scorer.max_length}; shorten its text or drop the record")
+
+
 def predictions_path(out: str | Path, predictions: str | Path | None) -> Path:
     """Where the predictions JSONL goes: given, or OUT with the suffix `.predictions.jsonl`."""
     return Path(predictions) if predictions else Path(out).with_suffix(".predictions.jsonl")
@@ -174,11 +184,15 @@ def evaluate(
     out = Path(out)
     predictions = predictions_path(out, predictions)
     distinct({"out": out, "predictions": predictions}, {"data": data, "model": model})
+    output_file(out, "--out")  # checked now, not after an hour of generation
+    output_file(predictions, "--predictions")
     records = load_eval_records(data, label_scheme, limit)
     check_model_scheme(model, label_scheme)
     loaded = models.load(model, device=device)
+    scorer = Scorer(loaded, label_scheme, batch_size)
+    check_lengths(scorer, records, data)
     completions = generate_completions(*loaded, records, batch_size, max_new_tokens)
-    posteriors = label_posteriors(Scorer(loaded, label_scheme, batch_size), records) if posterior else None
+    posteriors = label_posteriors(scorer, records) if posterior else None
     engine = RulesEngine.from_records(records, scheme=label_scheme, config=rules_config)
     preds, rows = judge_outputs(records, completions, posteriors, label_scheme, engine)
     result = {

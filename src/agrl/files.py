@@ -116,6 +116,8 @@ def input_file(path: str | Path, what: str = "input") -> Path:
         raise UserError(f"{path}: no such {what} file; check the path")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a {what} file")
+    if not path.is_file():  # a FIFO would block the reader forever, a device never ends
+        raise UserError(f"{path}: not a regular file (a pipe, socket or device); give a {what} file")
     if not os.access(path, os.R_OK):
         raise UserError(f"{path}: cannot read the {what} file (permission denied)")
     return path

@@ -86,15 +86,53 @@ def load_run(path: str | Path) -> Run:
             raise UserError(f"{path / 'trl_args.json'}: not a JSON object; delete it or rerun the stage") from None
     run = Run(path, str(config.get("method") or path.name), seed)
     run.log = _read_log(log_path) if log_path.exists() else []
-    for eval_path in sorted((path / "eval").glob("*.json")):
+    for eval_path in sorted(p for p in (path / "eval").glob("*.json") if p.is_file()):
         try:
-            run.evals[eval_path.stem] = json.loads(eval_path.read_text())
+            run.evals[eval_path.stem] = check_eval(json.loads(eval_path.read_text()), eval_path)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             where = f"{eval_path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(eval_path)
             raise UserError(f"{where}: bad JSON; rerun `agrl eval` for this split") from None
     if not run.log and not run.evals:
         raise UserError(f"{path}: neither metrics.jsonl nor eval/*.json found; is it a run directory?")
     return run
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_eval(data: object, path: Path) -> dict:
+    """An eval JSON in the shape `agrl eval` writes, as far as the report reads it; UserError naming the key."""
+    def bad(key: str, want: str) -> UserError:
+        return UserError(f"{path}: {key}: must be {want}; rerun `agrl eval` for this split")
+
+    if not isinstance(data, dict):
+        raise bad("(top level)", "an object written by `agrl eval`")
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict):
+        raise bad("metrics", "an object of metric -> number")
+    for name, value in metrics.items():
+        if value is not None and not _number(value):
+            raise bad(f"metrics.{name}", "a number or null")
+    intervals = data.get("intervals") or {}
+    if not isinstance(intervals, dict):
+        raise bad("intervals", "an object of metric -> [low, high]")
+    for name, interval in intervals.items():
+        if interval is not None and not (isinstance(interval, list) and len(interval) == 2
+                                         and all(map(_number, interval))):
+            raise bad(f"intervals.{name}", "[low, high] or null")
+    if not isinstance(data.get("n", 0), int) or isinstance(data.get("n"), bool):
+        raise bad("n", "an integer")
+    conf = data.get("confusion")
+    if conf is not None:
+        matrix = conf.get("matrix") if isinstance(conf, dict) else None
+        if not (isinstance(matrix, list) and matrix and all(isinstance(r, list) and len(r) == len(matrix[0])
+                                                              and all(map(_number, r)) for r in matrix)):
+            raise bad("confusion.matrix", "a list of equal-length rows of counts")
+    slices = data.get("slices", {})
+    if not isinstance(slices, dict) or not all(isinstance(v, dict) for v in slices.values()):
+        raise bad("slices", "an object of family -> metrics")
+    return data
 
 
 def by_method(runs: list[Run]) -> dict[str, list[Run]]:
@@ -237,7 +275,10 @@ def plot_confusions(groups: dict[str, list[Run]], split: str, out: Path) -> Path
     """Row-normalised confusion matrix per method (counts summed over seeds), counts annotated."""
     mats = {}
     for method, runs in groups.items():
-        evals = [run.evals[split]["confusion"] for run in runs if split in run.evals]
+        evals = [run.evals[split]["confusion"] for run in runs if split in run.evals and "confusion" in run.evals[split]]
+        if len({np.shape(e["matrix"]) for e in evals}) > 1:
+            raise UserError(f"{method} runs: their {split} confusion matrices differ in shape (another label "
+                            "scheme?); report runs of one scheme together")
         if evals:
             mats[method] = (evals[0], np.sum([e["matrix"] for e in evals], axis=0))
     if not mats:

@@ -90,10 +90,11 @@ def data_validate(
     scheme: Annotated[str | None, typer.Option(help=DATA_SCHEME_HELP)] = None,
 ) -> None:
     """Report every bad row as FILE:LINE: field: message; exit 1 if there is any."""
-    from agrl.data import read_records, resolve_scheme
+    from agrl.data import check_not_empty, read_records, resolve_scheme
     from agrl.output import check_reasoning
     from agrl.schemes import load_scheme
 
+    check_not_empty(file)
     records, bad = read_records(file, load_scheme(resolve_scheme(file, scheme)), checks=[check_reasoning],
                                 unique_ids=True)
     for row in bad:
@@ -169,7 +170,7 @@ def score(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
 ) -> None:
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
-    from agrl.data import check_source, resolve_scheme
+    from agrl.data import check_not_empty, check_source, resolve_scheme
     from agrl.files import model_dir
     from agrl.models import check_device
     from agrl.schemes import load_scheme
@@ -180,6 +181,7 @@ def score(
     positive(batch_size, "--batch-size")
     check_threshold(tier_threshold)
     check_source(input, probe=True)
+    check_not_empty(input)
     scheme = resolve_scheme(input, scheme, model)
     distinct({"--output": output, "--rejects": rejects_path(output, rejects), "--output's record": made_by_path(output)},
              {"--input": input, "--model": model})
@@ -349,13 +351,16 @@ def data_label(
     rules: Annotated[str | None, typer.Option(help="rules config YAML (overrides recipes/rules/default.yaml)")] = None,
 ) -> None:
     """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
-    from agrl.data import check_source, load_records, resolve_scheme, write_jsonl
+    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme, write_jsonl
+    from agrl.files import output_file
     from agrl.output import check_reasoning
     from agrl.rules import RulesEngine, label_records
     from agrl.schemes import load_scheme
 
     check_source(file)
+    check_not_empty(file)
     distinct({"OUT": out}, {"FILE": file, "--rules": rules})
+    output_file(out, "OUT")
     scheme = resolve_scheme(file, scheme)
     records = load_records(file, load_scheme(scheme), checks=[check_reasoning])
     engine = RulesEngine.from_records(records, load_scheme(scheme), rules)
@@ -533,12 +538,13 @@ def baseline_fit(
 ) -> None:
     """Fit a classical baseline on labelled records and save it as one joblib file."""
     from agrl import baselines
-    from agrl.data import check_source, load_records, resolve_scheme
+    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
     from agrl.files import output_file
     from agrl.schemes import load_scheme
 
     positive(limit, "--limit")
     check_source(train_file, probe=True)
+    check_not_empty(train_file)
     scheme = resolve_scheme(train_file, scheme)
     distinct({"--out": out, "--cache": cache}, {"--train": train_file})
     output_file(out, "--out", force)
@@ -592,13 +598,16 @@ def data_agreement(
     import json
 
     from agrl.agreement import agreement, agreement_table
-    from agrl.data import check_source, load_records, resolve_scheme
-    from agrl.files import atomic_write
+    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.files import atomic_write, output_file
     from agrl.rules import RulesEngine
     from agrl.schemes import load_scheme
 
     check_source(file, probe=True)
+    check_not_empty(file)
     distinct({"--out": out}, {"FILE": file, "--rules": rules})
+    if out:
+        output_file(out, "--out")
     scheme = resolve_scheme(file, scheme)
     records = load_records(file, load_scheme(scheme))
     report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))

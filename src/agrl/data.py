@@ -484,6 +484,15 @@ def resolve_scheme(source: str | Path, given: str | None, model: str | Path | No
     return given or trained or "default"
 
 
+def check_not_empty(source: str | Path) -> None:
+    """Refuse a records file with no rows at all (an empty file, a CSV with only its header): a command
+    on it would exit 0 having done nothing."""
+    if str(source).startswith("hf:"):
+        return
+    if next(iter_rows(source), None) is None:
+        raise UserError(f"{source}: no records (the file is empty or holds only a header)")
+
+
 def read_records(
     source: str | Path, scheme: Scheme | None = None, checks: Iterable = (), unique_ids: bool = False
 ) -> tuple[list[Record], list[BadRow]]:

@@ -47,20 +47,29 @@ def plain_mode(path: Path, directory: bool = False) -> int:
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """A handle on a temporary file in path's directory; renamed over `path` only when the block succeeds.
-    The file gets the mode a plain write would give it (`plain_mode`)."""
+    The file gets the mode a plain write would give it (`plain_mode`); a failure of our own steps (create,
+    flush, rename) names `path`, not the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _named(path, tempfile.mkstemp, prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, plain_mode(path))
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
+            _named(path, handle.flush)
+            _named(path, os.fsync, handle.fileno())  # the data is on disk before the name points at it
+        _named(path, os.replace, tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _named(path: Path, step, *args, **kwargs):
+    """`step(*args)`, an OSError as a UserError naming `path` (raw errno text would name a temp file)."""
+    try:
+        return step(*args, **kwargs)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write it ({err.strerror or type(err).__name__})") from None
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:

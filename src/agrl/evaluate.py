@@ -25,7 +25,7 @@ from agrl.data import Record, load_records, write_jsonl
 from agrl.errors import UserError
 from agrl.files import atomic_write, distinct, output_file, trained_with
 from agrl.metrics import Prediction, expected_relevance, summarize
-from agrl.output import Rejected
+from agrl.output import LABEL_OPEN, Rejected
 from agrl.prompt import prompt_text
 from agrl.rewards import grade
 from agrl.rules import RulesEngine
@@ -139,14 +139,21 @@ def load_eval_records(data: str | Path, scheme: Scheme, limit: int | None = None
     return records
 
 
-def check_lengths(scorer: Scorer, records: list[Record], data: str | Path) -> None:
-    """Refuse, before any generation, a record whose prompt does not fit the model's context."""
-    lengths = [len(ids) for ids in scorer.tokenizer([scorer.prefill_text(r) for r in records],
-                                                    add_special_tokens=False)["input_ids"]]
-    for index, (record, length) in enumerate(zip(records, lengths), start=1):
-        if length > scorer.max_length:
-            raise UserError(f"{data}: record {index} (id {record.id}): prompt is {length} tokens, over the model's "
-                            f"context of {scorer.max_length}; shorten its text or drop the record")
+def check_lengths(model: str | Path, records: list[Record], data: str | Path) -> None:
+    """Refuse, before the weights load and anything is generated, a record whose prompt (with the `<label>`
+    the posterior is read after) does not fit the model's context; only the tokenizer and config are read."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(models.adapter_base(model) if models.is_adapter(model) else str(model))
+    context = getattr(config, "max_position_embeddings", None)
+    if not context:
+        return
+    tokenizer = models.load_tokenizer(model)
+    texts = [prompt_text(r, tokenizer) + LABEL_OPEN for r in records]
+    for index, (record, ids) in enumerate(zip(records, tokenizer(texts, add_special_tokens=False)["input_ids"]), 1):
+        if len(ids) > context:
+            raise UserError(f"{data}: record {index} (id {record.id}): prompt is {len(ids)} tokens, over the model's "
+                            f"context of {context}; shorten its text or drop the record")
 
 
 def predictions_path(out: str | Path, predictions: str | Path | None) -> Path:
@@ -188,11 +195,10 @@ def evaluate(
     output_file(predictions, "--predictions")
     records = load_eval_records(data, label_scheme, limit)
     check_model_scheme(model, label_scheme)
+    check_lengths(model, records, data)
     loaded = models.load(model, device=device)
-    scorer = Scorer(loaded, label_scheme, batch_size)
-    check_lengths(scorer, records, data)
     completions = generate_completions(*loaded, records, batch_size, max_new_tokens)
-    posteriors = label_posteriors(scorer, records) if posterior else None
+    posteriors = label_posteriors(Scorer(loaded, label_scheme, batch_size), records) if posterior else None
     engine = RulesEngine.from_records(records, scheme=label_scheme, config=rules_config)
     preds, rows = judge_outputs(records, completions, posteriors, label_scheme, engine)
     result = {

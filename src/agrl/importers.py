@@ -438,7 +438,7 @@ def _esci_record(row: dict, catalog: dict, scheme: Scheme, products: Path) -> Re
                                      "product.description": "product_description"})
     except RowError as err:  # a bad product field is the products file's row, not this example's
         if err.field.startswith("product_") or err.field.startswith("product."):
-            raise ProductError(err.field, f"{err.message} (product {row['product_id']!r}, used by example row)",
+            raise ProductError(err.field, f"{err.message} (product {row['product_id']!r})",
                                products, item["_row"]) from None
         raise
 

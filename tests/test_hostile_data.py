@@ -212,7 +212,7 @@ def test_every_mistake_is_one_line_exit_2_and_changes_nothing(ws):
 
 def test_imported_splits_are_read_under_their_own_scheme(ws, tmp_path):
     split = ws / "hd" / "test.jsonl"
-    code, out, err = run("data", "agreement", split, "--out", tmp_path / "own.json")
+    code, _, err = run("data", "agreement", split, "--out", tmp_path / "own.json")
     assert code == 0, err
     code, _, err = run("data", "agreement", split, "--scheme", "three_level", "--out", tmp_path / "named.json")
     assert code == 0, err

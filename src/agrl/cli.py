@@ -174,8 +174,17 @@ def score(
     from agrl.files import model_dir
     from agrl.models import check_device
     from agrl.schemes import load_scheme
-    from agrl.score import (Scorer, check_threshold, claim_output, done_ids, made_by, made_by_path, parse_shard,
-                            rejects_path, score_file)
+    from agrl.score import (
+        Scorer,
+        check_threshold,
+        claim_output,
+        done_ids,
+        made_by,
+        made_by_path,
+        parse_shard,
+        rejects_path,
+        score_file,
+    )
 
     part = parse_shard(shard)
     positive(batch_size, "--batch-size")

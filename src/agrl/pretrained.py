@@ -75,11 +75,10 @@ def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default"
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from agrl.files import atomic_dir
     from agrl.schemes import load_scheme
     from agrl.score import label_token_ids
     from agrl.tiny import judge_generation_config
-
-    from agrl.files import atomic_dir
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -438,7 +438,8 @@ MANIFEST = "manifest.json"  # written by `agrl data import` beside its splits: s
 
 def data_scheme(source: str | Path) -> tuple[str, Path] | None:
     """(scheme, manifest) when the data says which scheme its labels are in: a manifest.json beside the
-    file that lists it among its splits (`agrl data import` writes one); None when nothing says."""
+    file that names a scheme (`agrl data import` writes one beside its splits; it covers every records
+    file of that folder, so `data label hd/train.jsonl hd/labelled.jsonl` stays in it); None otherwise."""
     if str(source).startswith("hf:"):
         return None
     path = Path(source)
@@ -450,9 +451,9 @@ def data_scheme(source: str | Path) -> tuple[str, Path] | None:
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{manifest}: not valid JSON; it says which label scheme {path.name} uses, "
                         "so repair it or import the data again") from None
-    if not isinstance(info, dict) or path.stem not in (info.get("splits") or {}):
+    if not isinstance(info, dict) or "scheme" not in info:
         return None
-    scheme = info.get("scheme")
+    scheme = info["scheme"]
     if not isinstance(scheme, str) or not scheme:
         raise UserError(f"{manifest}: scheme: must name the label scheme of {path.name}, got {scheme!r}")
     return scheme, manifest
@@ -484,6 +485,15 @@ def resolve_scheme(source: str | Path, given: str | None, model: str | Path | No
     return given or trained or "default"
 
 
+def check_data_scheme(source: str | Path, scheme: Scheme) -> None:
+    """The guard under every reader (`read_records`, `score_file`, training through load_records): refuse
+    to read a file's labels under another scheme than the one its manifest.json names."""
+    said = data_scheme(source)
+    if said is not None and load_scheme(said[0]).levels != scheme.levels:
+        raise UserError(f"{source}: labelled in scheme {said[0]!r} ({said[1]} says so), read here as scheme "
+                        f"{scheme.name!r}; pass --scheme {said[0]} (in a training config: scheme: {said[0]})")
+
+
 def check_not_empty(source: str | Path) -> None:
     """Refuse a records file with no rows at all (an empty file, a CSV with only its header): a command
     on it would exit 0 having done nothing."""
@@ -499,7 +509,8 @@ def read_records(
     """All good records and every bad row of a source; `checks` are f(record, scheme) raising RowError
     (output.check_reasoning: the layer above owns the completion format). `unique_ids`: a row whose id
     repeats an earlier row's is bad (`agrl score` scores each id once; `data validate` says so first)."""
-    scheme = scheme or load_scheme("default")
+    scheme = scheme or load_scheme(resolve_scheme(source, None))
+    check_data_scheme(source, scheme)
     good: list[Record] = []
     bad: list[BadRow] = []
     first_line: dict[str, int] = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from agrl import models
-from agrl.data import Record, RowError, check_source, iter_rows, parse_record
+from agrl.data import Record, RowError, check_data_scheme, check_source, iter_rows, parse_record
 from agrl.errors import UserError
 from agrl.files import atomic_open, trained_with
 from agrl.output import LABEL_CLOSE, LABEL_OPEN
@@ -356,6 +356,7 @@ def score_file(
     Rejects are rewritten on every run (the input is read again in full).
     """
     check_source(source)
+    check_data_scheme(source, scorer.scheme)
     output = Path(output)
     rejects = rejects_path(output, rejects)
     output.parent.mkdir(parents=True, exist_ok=True)

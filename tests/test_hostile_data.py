@@ -167,6 +167,10 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
         ("score-fifo", ["score", "--model", w("model"), "--input", w("fifo.jsonl"), "--output", w("s.jsonl")],
          "fifo.jsonl: not a regular file"),
         ("agreement-out-is-a-folder", ["data", "agreement", w("good.jsonl"), "--out", w("hd")], "--out"),
+        ("score-rejects-is-a-folder", ["score", "--model", w("model"), "--input", w("good.jsonl"), "--output",
+                                       w("s.jsonl"), "--rejects", w("hd")], "--rejects"),
+        ("init-out-under-a-file", ["model", "init", "--out", w("good.jsonl/m")], "good.jsonl is a file, not a folder"),
+        ("report-out-under-a-file", ["report", w("run_list"), "--out", w("good.jsonl/r")], "is a file, not a folder"),
         ("report-eval-not-an-object", ["report", w("run_list"), "--out", w("rep")], "test.json: (top level)"),
         ("report-eval-metric-text", ["report", w("run_metrics_text"), "--out", w("rep")], "metrics.accuracy"),
         # -- empty inputs are an error, not a silent exit 0

@@ -171,7 +171,7 @@ def score(
 ) -> None:
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
     from agrl.data import check_not_empty, check_source, resolve_scheme
-    from agrl.files import model_dir
+    from agrl.files import model_dir, output_file
     from agrl.models import check_device
     from agrl.schemes import load_scheme
     from agrl.score import (
@@ -194,6 +194,7 @@ def score(
     scheme = resolve_scheme(input, scheme, model)
     distinct({"--output": output, "--rejects": rejects_path(output, rejects), "--output's record": made_by_path(output)},
              {"--input": input, "--model": model})
+    output_file(rejects_path(output, rejects), "--rejects")
     model_dir(model)
     check_device(device)
     done_ids(Path(output), repair=False)  # a damaged output is reported before the model loads

@@ -154,14 +154,21 @@ def output_file(path: str | Path, option: str, force: bool | None = None) -> Pat
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path}: is a directory, expected a file path")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+    parent = _folder_above(path, f"{option} {path}")
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: cannot write in {parent} (permission denied)")
     if force is False and path.exists():
         raise UserError(f"{option} {path}: exists; pass --force to replace it, or choose another")
     return path
+
+
+def _folder_above(path: Path, what: str) -> Path | None:
+    """The nearest existing folder above `path`; UserError if that nearest existing thing is a file
+    (else mkdir would fail with raw errno text)."""
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{what}: {parent} is a file, not a folder")
+    return parent
 
 
 def _same(a: str | Path, b: str | Path) -> bool:
@@ -186,6 +193,7 @@ def empty_dir(path: str | Path, what: str, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file, expected a {what} directory")
+    _folder_above(path, f"{what} directory {path}")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise UserError(f"{path}: {what} directory is not empty; pass --force to replace it, or choose another")
     return path

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # the OO API: no pyplot state, renders wit
 from matplotlib.ticker import MaxNLocator
 
 from agrl.errors import UserError
-from agrl.files import atomic_open, atomic_write, numbered_jsonl_tolerant, yaml_file
+from agrl.files import atomic_open, atomic_write, empty_dir, numbered_jsonl_tolerant, yaml_file
 
 TABLE_METRICS = (
     "accuracy",
@@ -455,8 +455,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
         raise UserError("give at least one run directory")
     check_runs(run_dirs)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file, expected the report's directory")
+    empty_dir(out, "report", force=True)  # a file, or a file above it, is refused; a report is replaced
     runs = [load_run(path) for path in run_dirs]  # every run is read before anything is written
     out.mkdir(parents=True, exist_ok=True)
     groups = by_method(runs)

@@ -85,6 +85,7 @@ def ws(tmp_path_factory, tiny_model_dir):
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    (root / "gzipped.jsonl").write_bytes(gzip.compress(_jsonl(GOOD).encode()))
     (root / "hd_utf16.csv").write_bytes((HD_HEADER + HD_ROWS).encode("utf-16"))
     (root / "hd_gzip_named.csv.gz").write_bytes((HD_HEADER + HD_ROWS).encode())  # plain text named .gz
     (root / "corpus_latin1.txt").write_bytes("café crème\nsocks\n".encode("latin-1"))
@@ -137,6 +138,8 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
         # -- importers: a column twice, ids twice, encodings and compression the name does not say
         ("import-column-twice", ["data", "import", "home-depot", "--input", w("hd_twice.csv"), "--out", w("i1")],
          "hd_twice.csv:1: header: column 'relevance' appears 2 times"),
+        ("validate-gzip-bytes", ["data", "validate", w("gzipped.jsonl")], "gzipped.jsonl: gzip-compressed bytes"),
+        ("validate-utf16", ["data", "validate", w("hd_utf16.csv")], "hd_utf16.csv: UTF-16 text"),
         ("validate-column-twice", ["data", "validate", w("title_twice.csv")], "title_twice.csv:1: header: column 'title'"),
         ("import-id-twice", ["data", "import", "home-depot", "--input", w("hd_ids.csv"), "--out", w("i2")],
          "hd_ids.csv:3: id: 'hd-1' repeats the id of"),

@@ -428,6 +428,12 @@ def check_source(source: str | Path, probe: bool = False) -> Path:
     path = input_file(source, "records")
     if path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
         raise UserError(f"{path}: unknown format {path.suffix!r} (use .jsonl, .csv, .parquet or hf:NAME)")
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    if head == b"\x1f\x8b":  # every line would be a bad row, each naming a byte
+        raise UserError(f"{path}: gzip-compressed bytes under a {path.suffix} name; decompress it (gunzip)")
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     if probe and path.suffix in (".csv", ".parquet"):
         _read_table(path)
     return path

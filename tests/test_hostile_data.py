@@ -110,6 +110,7 @@ def ws(tmp_path_factory, tiny_model_dir):
     for name, body in {"run_list": "[1, 2]", "run_metrics_text": '{"metrics": {"accuracy": "high"}, "n": 2}'}.items():
         (root / name / "eval").mkdir(parents=True)
         (root / name / "eval" / "test.json").write_text(body)
+    (root / "empty_run").mkdir()
     (root / "preds.jsonl").write_text('{"id": "x", "label": 1}\n')
     (root / "scored.jsonl").write_text('{"id": "a", "label": 4, "score": 3.1}\n')  # no record of its maker
     return root
@@ -174,6 +175,7 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
                                        w("s.jsonl"), "--rejects", w("hd")], "--rejects"),
         ("init-out-under-a-file", ["model", "init", "--out", w("good.jsonl/m")], "good.jsonl is a file, not a folder"),
         ("report-out-under-a-file", ["report", w("run_list"), "--out", w("good.jsonl/r")], "is a file, not a folder"),
+        ("report-empty-folder", ["report", w("empty_run"), "--out", w("rep")], "empty_run: neither metrics.jsonl"),
         ("report-eval-not-an-object", ["report", w("run_list"), "--out", w("rep")], "test.json: (top level)"),
         ("report-eval-metric-text", ["report", w("run_metrics_text"), "--out", w("rep")], "metrics.accuracy"),
         # -- empty inputs are an error, not a silent exit 0

@@ -74,6 +74,7 @@ def ws(tmp_path_factory, tiny_model_dir):
     files = {
         "good.jsonl": _jsonl(GOOD),
         "empty.jsonl": "",
+        "unlabelled.jsonl": _jsonl([{k: v for k, v in r.items() if k != "label"} for r in GOOD]),
         "header_only.csv": "query,title\n",
         "title_twice.csv": "query,title,label,title\nsocks,wool socks,4,cotton socks\n",
         "hd_twice.csv": "id,product_uid,product_title,search_term,relevance,relevance\n1,1,Angle,angle,3,1\n",
@@ -183,6 +184,7 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
         ("label-header-only", ["data", "label", w("header_only.csv"), w("o.jsonl")], "header_only.csv: no records"),
         ("score-empty", ["score", "--model", w("model"), "--input", w("empty.jsonl"), "--output", w("s.jsonl")],
          "empty.jsonl: no records"),
+        ("agreement-no-labels", ["data", "agreement", w("unlabelled.jsonl")], "unlabelled.jsonl: no labelled records"),
         ("predict-empty", ["baseline", "predict", "--model", w("b.joblib"), "--input", w("empty.jsonl"), "--output",
                            w("p.jsonl")], "no records"),
     ]

@@ -620,6 +620,8 @@ def data_agreement(
         output_file(out, "--out")
     scheme = resolve_scheme(file, scheme)
     records = load_records(file, load_scheme(scheme))
+    if not any(r.label is not None for r in records):
+        raise UserError(f"{file}: no labelled records; agreement compares the rules' label with each record's label")
     report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))
     typer.echo(agreement_table(report))
     if out:

@@ -86,6 +86,7 @@ def ws(tmp_path_factory, tiny_model_dir):
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    (root / "hd_utf8.csv").write_text(HD_HEADER + HD_ROWS + "9,109,Café Crème Paint,paint,3\n", encoding="utf-8")
     (root / "gzipped.jsonl").write_bytes(gzip.compress(_jsonl(GOOD).encode()))
     (root / "hd_utf16.csv").write_bytes((HD_HEADER + HD_ROWS).encode("utf-16"))
     (root / "hd_gzip_named.csv.gz").write_bytes((HD_HEADER + HD_ROWS).encode())  # plain text named .gz
@@ -145,6 +146,8 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
         ("validate-column-twice", ["data", "validate", w("title_twice.csv")], "title_twice.csv:1: header: column 'title'"),
         ("import-id-twice", ["data", "import", "home-depot", "--input", w("hd_ids.csv"), "--out", w("i2")],
          "hd_ids.csv:3: id: 'hd-1' repeats the id of"),
+        ("import-utf8-as-latin1", ["data", "import", "home-depot", "--input", w("hd_utf8.csv"), "--encoding",
+                                   "latin-1", "--out", w("i6")], "hd_utf8.csv: is UTF-8 text, not latin-1"),
         ("import-utf16", ["data", "import", "home-depot", "--input", w("hd_utf16.csv"), "--out", w("i3")],
          "hd_utf16.csv: UTF-16 text"),
         ("import-not-gzip", ["data", "import", "home-depot", "--input", w("hd_gzip_named.csv.gz"), "--out", w("i4")],

@@ -74,7 +74,7 @@ def _open_text(path: Path, encoding: str) -> IO[str]:
     errors = "surrogateescape" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else "strict"
     with path.open("rb") as handle:
         head = handle.read(4)
-    if head[:2] == b"\x1f\x8b":  # gzip bytes, whatever the name says
+    if _is_gzip(path):  # gzip bytes, whatever the name says
         return gzip.open(path, "rt", encoding=encoding, errors=errors, newline="")
     if path.suffix == ".gz":
         raise UserError(f"{path}: not a gzip file (named .gz, but it does not start with gzip's bytes); "
@@ -107,10 +107,33 @@ def _text_cell(value: Any, name: str, required: bool = True, hint: str = ENCODIN
     return text if text.strip() else None
 
 
+def _not_utf8_read_as_other(path: Path, encoding: str) -> None:
+    """Refuse --encoding latin-1 (or any other) on a file that is UTF-8 with non-ASCII text: every accented
+    letter would be read as two wrong ones ("café" -> "cafÃ©"), silently."""
+    if encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+        return
+    with (gzip.open(path, "rb") if _is_gzip(path) else path.open("rb")) as handle:
+        data = handle.read()
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    raise UserError(f"{path}: is UTF-8 text, not {encoding} (its non-ASCII letters would be misread); "
+                    "leave out --encoding")
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
 def _csv_rows(path: Path, encoding: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(first line of the row, row) for a CSV file; UserError naming FILE:LINE on a broken file."""
     line = 1
     try:
+        _not_utf8_read_as_other(path, encoding)
         with _open_text(path, encoding) as handle:
             reader = csv.reader(handle)
             header = next(reader, None)

@@ -22,7 +22,7 @@ import torch
 from agrl import models
 from agrl.data import Record, RowError, check_data_scheme, check_source, iter_rows, parse_record
 from agrl.errors import UserError
-from agrl.files import atomic_open, trained_with
+from agrl.files import ADAPTER_FILES, WEIGHT_FILES, atomic_open, atomic_write, trained_with
 from agrl.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.prompt import prompt_text
 from agrl.schemes import Scheme, load_scheme
@@ -271,8 +271,6 @@ def made_by_path(output: str | Path) -> Path:
 
 def model_fingerprint(model_dir: str | Path) -> str:
     """sha256 over a model folder's config and weights (and an adapter's base): equal only for the same model."""
-    from agrl.files import ADAPTER_FILES, WEIGHT_FILES
-
     folder = Path(model_dir)
     digest = hashlib.sha256()
     names = ("config.json", "adapter_config.json", *WEIGHT_FILES, *ADAPTER_FILES)
@@ -290,8 +288,9 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 def made_by(model: str | Path, scheme: Scheme, tier_threshold: float) -> dict:
-    """What makes a score result line what it is: the model (path + content fingerprint), the scheme, the
-    tier threshold. Recorded beside the output; a resume by another maker is refused (`claim_output`)."""
+    """What makes a score result line what it is: the model's content fingerprint (its path is kept to name
+    it: a moved copy is the same maker), the scheme, the tier threshold. Recorded beside the output; a
+    resume by another maker is refused (`claim_output`)."""
     return {"model": str(Path(model).resolve()), "fingerprint": model_fingerprint(model), "scheme": scheme.name,
             "codes": list(scheme.codes), "tier_threshold": tier_threshold}
 
@@ -309,7 +308,8 @@ def claim_output(output: str | Path, maker: dict, write: bool = True) -> None:
         except (ValueError, UnicodeDecodeError):
             raise UserError(f"{meta}: not valid JSON; it records what made {output.name}, so write to a new "
                             "--output") from None
-        differ = [key for key in maker if not isinstance(theirs, dict) or theirs.get(key) != maker[key]]
+        differ = [key for key in maker if key != "model" and (not isinstance(theirs, dict)
+                                                               or theirs.get(key) != maker[key])]
         if differ:
             key = "model" if "fingerprint" in differ else differ[0]
             were = theirs.get(key) if isinstance(theirs, dict) else None
@@ -320,8 +320,6 @@ def claim_output(output: str | Path, maker: dict, write: bool = True) -> None:
                             "or write to a new --output")
         return
     if write:
-        from agrl.files import atomic_write
-
         atomic_write(meta, json.dumps(maker, indent=2) + "\n")
 
 

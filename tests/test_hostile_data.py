@@ -254,6 +254,8 @@ def test_score_refuses_to_resume_another_models_output(ws, tiny_model_dir, tmp_p
     first = out.read_bytes()
     code, _, err = run("score", "--model", tiny_model_dir, "--input", ws / "good.jsonl", "--output", out)
     assert code == 0 and "already done 2" in err  # the same maker resumes
+    code, _, err = run("score", "--model", other, "--input", ws / "good.jsonl", "--output", out)
+    assert code == 0 and "already done 2" in err  # so does a copy of it elsewhere: the same weights
     weights = other / "model.safetensors"  # the same architecture, other weights: another maker
     data = bytearray(weights.read_bytes())
     data[-4:] = b"\x00\x00\x80\x3f"

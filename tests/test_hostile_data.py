@@ -267,6 +267,16 @@ def test_score_refuses_to_resume_another_models_output(ws, tiny_model_dir, tmp_p
     assert out.read_bytes() == first
 
 
+def test_score_refuses_an_output_another_run_is_writing(ws, tiny_model_dir, tmp_path):
+    import fcntl
+
+    out = tmp_path / "s.jsonl"
+    with out.open("a") as held:  # what a running `agrl score` holds while it appends
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        code, _, err = run("score", "--model", tiny_model_dir, "--input", ws / "good.jsonl", "--output", out)
+    assert code == 2 and "another `agrl score` is writing it" in err and out.read_text() == ""
+
+
 # ---------------------------------------------------------------------------- importers: repeats and flags
 
 

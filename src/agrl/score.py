@@ -359,7 +359,6 @@ def score_file(
     rejects = rejects_path(output, rejects)
     output.parent.mkdir(parents=True, exist_ok=True)
     report = FileReport(rejects_path=str(rejects))
-    done = done_ids(output)
     chunk_size = chunk_size or scorer.batch_size * 8  # several batches: length sorting has room to work
     pending: list[tuple[str, list[int]]] = []
     with (
@@ -367,6 +366,8 @@ def score_file(
         atomic_open(rejects) as bad,  # rewritten in full each run: atomic
         _bar(progress, source) as advance,
     ):
+        _lock(out, output)
+        done = done_ids(output)  # read under the lock: no other run appends meanwhile
 
         def flush() -> None:
             results = scorer.score_ids([ids for _, ids in pending])
@@ -388,6 +389,18 @@ def score_file(
         if pending:
             flush()
     return report
+
+
+def _lock(handle, output: Path) -> None:
+    """Hold an exclusive lock on the output while appending: two runs resuming one file would score the
+    same ids twice and interleave their lines."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(f"--output {output}: another `agrl score` is writing it now; wait for it, or give each "
+                        "run (each --shard) its own --output") from None
 
 
 def _triage(scorer: Scorer, source, shard, done: set[str], report: FileReport, advance):

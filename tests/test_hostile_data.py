@@ -258,7 +258,7 @@ def test_score_refuses_to_resume_another_models_output(ws, tiny_model_dir, tmp_p
     assert code == 0 and "already done 2" in err  # so does a copy of it elsewhere: the same weights
     weights = other / "model.safetensors"  # the same architecture, other weights: another maker
     data = bytearray(weights.read_bytes())
-    data[-4:] = b"\x00\x00\x80\x3f"
+    data[-4:] = b"\x00\x00\x00\x40"  # a norm weight of 1.0 becomes 2.0
     weights.write_bytes(bytes(data))
     for argv, expected in (([other], "written with model"), ([tiny_model_dir, "--tier-threshold", "0.7"],
                                                              "tier_threshold 0.6")):

@@ -581,3 +581,11 @@ def data_agreement(
     typer.echo(agreement_table(report))
     if out:
         atomic_write(out, json.dumps(report, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- side-by-side evaluation by people
+# `agrl sbs create|serve|report` (sbs/cli.py).
+
+from agrl.sbs.cli import sbs_app  # noqa: E402  (light: typer only; each command imports its own work)
+
+app.add_typer(sbs_app, name="sbs")

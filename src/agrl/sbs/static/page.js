@@ -113,7 +113,6 @@ async function start() {
   for (const [code, name] of study.labels) {
     const button = document.createElement("button");
     button.dataset.code = code;
-    text(button, `${code} ${name}`);
     const key = document.createElement("kbd");
     text(key, code);
     button.replaceChildren(key, ` ${name}`);

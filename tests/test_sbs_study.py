@@ -104,8 +104,17 @@ def test_a_file_that_is_not_a_study_is_refused(tmp_path, inputs):
             Study(path)
         result = CliRunner().invoke(cli, ["sbs", "serve", str(path)])
         assert result.exit_code == 2 and "not an SBS study file" in result.output
-    result = CliRunner().invoke(cli, ["sbs", "serve", str(tmp_path / "empty.sqlite"), "--host", "0.0.0.0"])
-    assert result.exit_code == 2 and "--public" in result.output
+
+
+def test_serve_binds_this_machine_unless_told_otherwise(study, monkeypatch):
+    calls = []
+    monkeypatch.setattr("agrl.sbs.app.serve", lambda *args: calls.append(args))
+    refused = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--host", "0.0.0.0"])
+    assert refused.exit_code == 2 and "pass --public" in refused.output and not calls
+    assert CliRunner().invoke(cli, ["sbs", "serve", str(study)]).exit_code == 0
+    public = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--host", "0.0.0.0", "--public"])
+    assert public.exit_code == 0 and "warning: listening on 0.0.0.0" in public.output
+    assert calls == [(str(study), "127.0.0.1", 8080), (str(study), "0.0.0.0", 8080)]
 
 
 # ---------------------------------------------------------------------------- the API
@@ -237,3 +246,19 @@ def test_kill_9_between_answers_loses_nothing(study):
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
+
+
+def test_a_model_directory_is_run_on_the_pairs(inputs, tmp_path, tiny_model_dir):
+    from agrl.data import load_records
+    from agrl.score import Scorer
+
+    out = tmp_path / "study.sqlite"
+    create(tiny_model_dir, inputs["b"], inputs["pairs"], out)
+    study = Study(out)
+    assert study.meta["provenance"]["inputs"]["a"]["kind"] == "model"
+    expected = Scorer(tiny_model_dir).score(load_records(inputs["pairs"]))
+    by_pair = {i["pair_id"]: i["a"] for i in study.rows()[0]}
+    for index, result in enumerate(expected):
+        got = by_pair[f"p{index}"]
+        assert got["label"] == result.label and got["score"] == pytest.approx(result.score)
+        assert got["reasoning"] is None  # one pass: label and score, no reasoning

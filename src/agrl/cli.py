@@ -586,6 +586,6 @@ def data_agreement(
 # ---------------------------------------------------------------------------- side-by-side evaluation by people
 # `agrl sbs create|serve|report` (sbs/cli.py).
 
-from agrl.sbs.cli import sbs_app  # noqa: E402  (light: typer only; each command imports its own work)
+from agrl.sbs.cli import sbs_app  # light: typer only; each command imports its own work
 
 app.add_typer(sbs_app, name="sbs")

@@ -42,12 +42,12 @@ def blocks(study: Study, summary: dict) -> list[tuple]:
     settings = prov["settings"]
     out: list[tuple] = [
         ("h1", "Side-by-side study: judge B against judge A"),
-        ("p", f"A = {meta['judges']['a']}; B = {meta['judges']['b']}. {summary['answered_items']} of "
+        ("p", (f"A = {meta['judges']['a']}; B = {meta['judges']['b']}. {summary['answered_items']} of "
               f"{summary['items']} items answered, by {len(summary['raters'])} rater(s) "
-              f"({', '.join(summary['raters']) or 'none yet'}); each item is asked of {study.k} rater(s)."),
-        ("p", "Win rate of B over A: B better counts 1, A better 0, both good / both bad 1/2 (a tie); "
+              f"({', '.join(summary['raters']) or 'none yet'}); each item is asked of {study.k} rater(s).")),
+        ("p", ("Win rate of B over A: B better counts 1, A better 0, both good / both bad 1/2 (a tie); "
               "0.5 is a draw. 95% percentile bootstrap interval over items "
-              f"({summary['resamples']} resamples, seed {summary['seed']})."),
+              f"({summary['resamples']} resamples, seed {summary['seed']}).")),
         ("table", HEADER, [_row("all", summary["overall"])]),
     ]
     if summary["strata"]:
@@ -55,24 +55,24 @@ def blocks(study: Study, summary: dict) -> list[tuple]:
                 ("table", HEADER, [_row(key, block) for key, block in summary["strata"].items()])]
     agreement = summary["agreement"]
     out += [("h2", "Rater agreement"),
-            ("p", f"Fleiss' kappa over the {agreement['items']} item(s) with two or more raters: "
-                  f"{_num(agreement['fleiss_kappa'])}.")]
+            ("p", (f"Fleiss' kappa over the {agreement['items']} item(s) with two or more raters: "
+                  f"{_num(agreement['fleiss_kappa'])}."))]
     if agreement["cohen"]:
         out.append(("table", ["raters", "shared items", "agreement", "Cohen's kappa"],
                     [[" / ".join(p["raters"]), str(p["items"]), _num(p["agreement"]), _num(p["kappa"])]
                      for p in agreement["cohen"]]))
     accuracy = summary["accuracy"]
     out += [("h2", "Judges against the raters' labels"),
-            ("p", f"On the {accuracy['items']} item(s) where raters gave a label (the most common one; "
-                  f"{accuracy['tied']} item(s) with a tie for first left out).")]
+            ("p", (f"On the {accuracy['items']} item(s) where raters gave a label (the most common one; "
+                  f"{accuracy['tied']} item(s) with a tie for first left out)."))]
     if accuracy["items"]:
         out.append(("table", ["judge", "accuracy", "95% interval"],
                     [[f"{side.upper()} ({meta['judges'][side]})", _num(accuracy[side]["value"]),
                       _interval(accuracy[side])] for side in ("a", "b")]))
     out += [("h2", "Provenance"),
-            ("p", f"Created {prov['created_at']} by {prov['created_by']} with agrl {prov['agrl_version']}; "
+            ("p", (f"Created {prov['created_at']} by {prov['created_by']} with agrl {prov['agrl_version']}; "
                   f"{prov['counts']['pairs']} pairs, {prov['counts']['agreed']} with the same label from both "
-                  f"judges; settings {json.dumps(settings)}."),
+                  f"judges; settings {json.dumps(settings)}.")),
             ("table", ["input", "path", "sha256"],
              [[name, str(path), digest[:16]] for name, spec in prov["inputs"].items()
               for path, digest in (spec["sha256"].items() if isinstance(spec["sha256"], dict)

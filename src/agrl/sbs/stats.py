@@ -92,7 +92,7 @@ def judge_accuracy(items: list[dict], answers: list[dict], resamples: int = 1000
         right = np.array([item[side]["label"] == truth[item["id"]] for item in rated], float)
         out[side] = {
             "value": float(right.mean()) if len(right) else None,
-            "interval": bootstrap_interval(len(right), lambda idx: float(right[idx].mean()), resamples, seed),
+            "interval": bootstrap_interval(len(right), lambda idx, right=right: float(right[idx].mean()), resamples, seed),
         }
     return out
 

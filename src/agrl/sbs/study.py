@@ -121,7 +121,7 @@ def _row_output(row: dict, scheme: Scheme, where: str) -> Output:
         raise UserError(f"{where}: completion: must be a string")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise UserError(f"{where}: score: must be a number, got {score!r}")
-    name = scheme.name_of(label) if label is not None else f"no label ({reason or 'rejected'})"
+    name = scheme.name_of(label) if label is not None else f"invalid output ({reason or 'rejected'})"
     return Output(label, name, _reasoning(text) if text else None, None if score is None else float(score))
 
 

@@ -23,8 +23,6 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from agrl.report import to_html
-from agrl.sbs.report import results
 from agrl.sbs.study import MAX_COMMENT_CHARS, Refused, Study
 
 STATIC = {"page.js": "text/javascript", "page.css": "text/css"}
@@ -97,10 +95,15 @@ def make_app(study_path: str | Path) -> FastAPI:
 
     @app.get("/results", response_class=HTMLResponse)
     def results_page() -> str:
+        from agrl.report import to_html  # here: matplotlib and scikit-learn load only when results are asked
+        from agrl.sbs.report import results
+
         return to_html(results(study)[1])
 
     @app.get("/api/results")
     def results_json() -> dict:
+        from agrl.sbs.report import results
+
         return results(study)[0]
 
     return app

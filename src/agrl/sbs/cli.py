@@ -44,7 +44,7 @@ def create(
     counts = create_study(a, b, pairs, out, sample=sample, seed=seed, stratify=stratify, agreed=agreed,
                           agreed_weight=agreed_weight, raters_per_item=raters_per_item, scheme=scheme, force=force)
     console.print(f"{out}: {counts['items']} items from {counts['pairs']} pairs "
-                  f"({counts['agreed']} with the same label from both judges)")
+                  f"({counts['agreed']} with the same label from both judges)", soft_wrap=True)
 
 
 @sbs_app.command("serve")

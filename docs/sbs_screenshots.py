@@ -19,7 +19,7 @@ import uvicorn
 from playwright.sync_api import sync_playwright
 
 from agrl.sbs.app import make_app
-from agrl.sbs.study import CHOICES, Study
+from agrl.sbs.store import CHOICES, Study
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -18,7 +18,8 @@ import uvicorn
 from sbs_inputs import HOSTILE_REASONING, HOSTILE_TITLE, write_inputs
 
 from agrl.sbs.app import make_app
-from agrl.sbs.study import Study, create
+from agrl.sbs.store import Study
+from agrl.sbs.study import create
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 CHROMIUM = os.environ.get("AGRL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from agrl.cli import app as cli
 from agrl.errors import UserError
 from agrl.sbs.app import make_app
-from agrl.sbs.study import Study, create
+from agrl.sbs.store import Study
+from agrl.sbs.study import create
 
 
 @pytest.fixture

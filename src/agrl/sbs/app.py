@@ -9,7 +9,7 @@
 
 Untrusted text (titles, reasoning) only ever reaches the page as JSON and is set with textContent; the
 Content-Security-Policy allows no inline script besides. A refused request is a 4xx with a message
-(`{"detail": ...}`) and writes nothing (study.Refused; malformed bodies are FastAPI's 422).
+(`{"detail": ...}`) and writes nothing (store.Refused; malformed bodies are FastAPI's 422).
 
     uvicorn.run(make_app("study.sqlite"), host="127.0.0.1", port=8080)
 """
@@ -23,7 +23,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from agrl.sbs.study import MAX_COMMENT_CHARS, Refused, Study
+from agrl.sbs.store import MAX_COMMENT_CHARS, Refused, Study
 
 STATIC = {"page.js": "text/javascript", "page.css": "text/css"}
 HEADERS = {

@@ -56,7 +56,7 @@ def serve(
 ) -> None:
     """The rating page (and results page, /results) for a study."""
     from agrl.sbs.app import serve as run_page
-    from agrl.sbs.study import Study
+    from agrl.sbs.store import Study
 
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: must be 1-65535")

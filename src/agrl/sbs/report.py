@@ -14,7 +14,7 @@ from pathlib import Path
 from agrl.files import atomic_write
 from agrl.report import to_html, to_markdown
 from agrl.sbs.stats import summarize
-from agrl.sbs.study import Study
+from agrl.sbs.store import Study
 
 LINK = "\n## Side-by-side study\n\nPeople compared two judges: [sbs.md](sbs.md) ([HTML](sbs.html)).\n"
 

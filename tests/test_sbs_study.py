@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from agrl.cli import app as cli
 from agrl.errors import UserError
 from agrl.sbs.app import make_app
-from agrl.sbs.store import Study
+from agrl.sbs.store import Refused, Study
 from agrl.sbs.study import create
 
 
@@ -263,3 +263,22 @@ def test_a_model_directory_is_run_on_the_pairs(inputs, tmp_path, tiny_model_dir)
         got = by_pair[f"p{index}"]
         assert got["label"] == result.label and got["score"] == pytest.approx(result.score)
         assert got["reasoning"] is None  # one pass: label and score, no reasoning
+
+
+def test_raters_at_once_never_exceed_k_on_an_item(study):
+    """Eight raters answer the same item at the same moment; k = 2: two are taken, six refused (409)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Study(study)
+
+    def attempt(index):
+        try:
+            store.answer(f"rater{index}", 1, "left")
+            return 200
+        except Refused as err:
+            return err.status
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(attempt, range(8)))
+    assert statuses == [200, 200] + [409] * 6
+    assert len(_rows(study, "answers")) == 2 and len(_rows(study, "events")) == 2

@@ -93,6 +93,8 @@ async function answer(choice) {
     await call("POST", "/api/answer", { rater, item_id: item.id, choice, label, comment: comment || null });
     await next();
   } catch (err) {
+    // 409: answered meanwhile (this rater in another tab, or k raters already): move on, and say so
+    if (err.message.startsWith("409")) await next();
     text($("message"), err.message);
   } finally { busy = false; }
 }

@@ -249,8 +249,8 @@ def load_reward(spec: str) -> Callable:
     """The reward callable (or _Reward class) a config names: a REWARDS key, or `module:function` /
     `module.function` (TRL's scripts' dotted path; the working directory is importable, as there).
 
-    >>> load_reward("step").__name__, load_reward("agrl.rewards:completion_text").__name__
-    ('step', 'completion_text')
+    >>> load_reward("step") is StepReward, load_reward("agrl.rewards:completion_text") is completion_text
+    (True, True)
     """
     if spec in REWARDS:
         return REWARDS[spec]

@@ -197,6 +197,9 @@ def load_config(
     _renamed(values, known, where)
     weights = _rewards(values, method, where)
     _check(values, raw, parser, config_class, where)
+    if isinstance(values.get("num_generations"), int) and values["num_generations"] < 1:  # TRL divides by it
+        raise ConfigError(f"{where}: num_generations: must be >= 2 (GRPO compares rollouts within a group), "
+                          f"got {values['num_generations']}")
     argv, defaults = _as_argv(values, {a.dest for a in parser._actions if a.nargs in ("+", "*")})
     if not torch.cuda.is_available():
         # Without use_cpu, TrainingArguments starts no gloo process group under torchrun on a CPU-only host
@@ -216,50 +219,59 @@ def load_config(
     return method, run, args
 
 
+def _positive(v) -> bool:
+    return v >= 1
+
+
+def _unit(v) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+# key: (test, what it must be). Values the parser's types let through but TRL, transformers, torch or PEFT
+# reject only once the run folder is written (or with which a stage trains nothing); an unset key (None) passes.
+RANGES = {
+    **dict.fromkeys(("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
+                     "max_length", "max_completion_length", "num_iterations", "steps_per_generation",
+                     "generation_batch_size", "pad_to_multiple_of", "dataset_num_proc", "max_train_records",
+                     "dpo_samples", "dpo_max_new_tokens"), (_positive, ">= 1")),
+    **dict.fromkeys(("learning_rate", "weight_decay", "adam_epsilon", "warmup_steps", "top_k", "seed", "data_seed",
+                     "dataloader_num_workers", "lora_r"), (lambda v: v >= 0, ">= 0")),
+    **dict.fromkeys(("temperature", "dpo_temperature", "repetition_penalty"), (lambda v: v > 0, "> 0")),
+    **dict.fromkeys(("adam_beta1", "adam_beta2", "lora_dropout"), (lambda v: 0 <= v < 1, "in [0, 1)")),
+    **dict.fromkeys(("step_credit_when_wrong", "sft_guided_share", "min_p"), (_unit, "in [0, 1]")),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "num_generations": (lambda v: v >= 2, ">= 2 (GRPO compares rollouts within a group)"),
+    "max_steps": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: num_train_epochs decides)"),
+    "sft_label_weight": (lambda v: v >= 1, ">= 1"),
+    "r_invalid": (lambda v: True, "a number"),
+}
+
+
 def _check_ranges(run: RunArgs, args: Any, where: str) -> None:
-    """Values the parser's types let through but TRL, PEFT or a stage would reject later (after the run
-    folder is written) or silently train nothing with: negative sizes, NaN, zero lengths, ..."""
+    """RANGES, NaN/inf anywhere, and the rules between keys."""
 
-    def get(key: str) -> Any:
-        return getattr(run, key) if hasattr(run, key) else getattr(args, key, None)
+    def bad(key: str, want: str) -> ConfigError:
+        value = getattr(run, key) if hasattr(run, key) else getattr(args, key)
+        return ConfigError(f"{where}: {key}: must be {want}, got {value}")
 
-    def need(ok: bool, key: str, want: str) -> None:
-        if not ok:
-            raise ConfigError(f"{where}: {key}: must be {want}, got {get(key)}")
-
-    def finite(key: str) -> bool:
-        return isinstance(get(key), (int, float)) and math.isfinite(get(key))
-
-    for key in ("r_invalid", "dpo_temperature", "learning_rate", "num_train_epochs", "weight_decay",
-                "max_grad_norm", "beta", "temperature", "top_p", "epsilon", "warmup_steps"):
-        if get(key) is not None:
-            need(finite(key), key, "a finite number")
-    for key in ("step_credit_when_wrong", "sft_guided_share"):
-        need(0.0 <= get(key) <= 1.0, key, "in [0, 1]")
-    need(get("sft_label_weight") >= 1.0, "sft_label_weight", "a finite number >= 1")
-    for key in ("dpo_samples", "dpo_max_new_tokens", "per_device_train_batch_size", "gradient_accumulation_steps",
-                "logging_steps", "save_steps", "max_length", "max_completion_length", "num_iterations",
-                "steps_per_generation", "generation_batch_size", "max_train_records"):
-        if get(key) is not None:
-            need(get(key) > 0, key, ">= 1" + (" (or unset)" if key in ("max_length", "max_train_records") else ""))
-    need(run.dpo_temperature > 0, "dpo_temperature", "> 0")
-    need(args.learning_rate >= 0, "learning_rate", ">= 0")
-    need(args.max_steps > 0 or args.max_steps == -1, "max_steps", ">= 1 (or -1 for num_train_epochs)")
-    if args.max_steps == -1:
-        need(args.num_train_epochs > 0, "num_train_epochs", "> 0 (or set max_steps)")
-    need(args.warmup_steps >= 0, "warmup_steps", ">= 0")
-    if get("temperature") is not None:  # GRPO samples rollouts: torch's sampler rejects <= 0
-        need(args.temperature > 0, "temperature", "> 0")
-    if get("top_p") is not None:
-        need(0 < args.top_p <= 1, "top_p", "in (0, 1]")
-    if get("num_generations") is not None:
-        need(args.num_generations >= 2, "num_generations", ">= 2 (GRPO compares rollouts within a group)")
-    need(run.lora_r >= 0, "lora_r", ">= 0 (0: no adapter)")
+    for key, (test, want) in RANGES.items():
+        value = getattr(run, key) if hasattr(run, key) else getattr(args, key, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise bad(key, "a finite number")
+        if not test(value):
+            raise bad(key, want)
+    for key in ("num_train_epochs", "max_grad_norm", "beta", "epsilon"):
+        if isinstance(getattr(args, key, None), float) and not math.isfinite(getattr(args, key)):
+            raise bad(key, "a finite number")
+    if args.max_steps == -1 and args.num_train_epochs <= 0:  # else it "trains" 0 steps and exits 0
+        raise bad("num_train_epochs", "> 0 (or set max_steps)")
     if run.lora_r:
-        need(run.lora_alpha > 0, "lora_alpha", "> 0")
-        need(bool(run.lora_target_modules) and all(run.lora_target_modules), "lora_target_modules",
-             "at least one module name (or all-linear)")
-    need(0.0 <= run.lora_dropout < 1.0, "lora_dropout", "in [0, 1)")
+        if run.lora_alpha <= 0:
+            raise bad("lora_alpha", "> 0")
+        if not run.lora_target_modules or not all(run.lora_target_modules):
+            raise bad("lora_target_modules", "at least one module name (or all-linear)")
     unsupported = [name for name in args.report_to if name not in INTEGRATION_TO_CALLBACK]
     if unsupported:
         raise ConfigError(f"{where}: report_to: {unsupported[0]!r} is not a backend transformers knows "

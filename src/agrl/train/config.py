@@ -45,12 +45,8 @@ from agrl.train.methods import METHODS
 
 DEMO_OUT = "runs/demo/"  # configs/*.yaml read their model and data from the demo's output
 # Keys agrl no longer takes: a config that sets one is told the new key.
-REPLACED = {
-    "w_out": "reward_weights.outcome (e.g. `reward_weights: {outcome: 1.0}` or --set reward_weights.outcome=1.0)",
-    "w_step": "reward_weights.step (e.g. `reward_weights: {step: 0.5}` or --set reward_weights.step=0.5)",
-    "w_adh": "reward_weights.adherence (e.g. `reward_weights: {adherence: 0.25}` or --set reward_weights.adherence=0.25)",
-    "dynamic_sampling": "method: grpo_dynamic",
-}
+REPLACED = {"w_out": "reward_weights.outcome", "w_step": "reward_weights.step", "w_adh": "reward_weights.adherence",
+            "dynamic_sampling": "method: grpo_dynamic"}
 # (old, new): transformers renamed these after 5.17 (our GPU host's version); 5.24 (pinned) knows both.
 RENAMED_BY_TRANSFORMERS = (
     ("gradient_checkpointing", "activation_checkpointing"),
@@ -132,9 +128,9 @@ def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], di
 
 def _check(values: dict[str, Any], raw: dict[str, str], parser: _Parser, config_class: type, where: str) -> None:
     """Unknown keys (with the nearest known one), YAML booleans for words, lists for one-value keys."""
-    replaced = [key for key in values if key in REPLACED]
-    if replaced:
-        raise ConfigError(f"{where}: {replaced[0]} is no longer a key; set {REPLACED[replaced[0]]}")
+    for key in values.keys() & REPLACED.keys():
+        example = " (`--set reward_weights.NAME=W`, or in YAML `reward_weights: {NAME: W}`)" if "." in REPLACED[key] else ""
+        raise ConfigError(f"{where}: {key} is no longer a key; set {REPLACED[key]}{example}")
     known = {action.dest for action in parser._actions}
     unknown = [key for key in values if key not in known]
     if unknown:
@@ -165,8 +161,6 @@ def _rewards(values: dict[str, Any], method: str, where: str) -> dict[str, float
                 raise ConfigError(f"{where}: {key}: method {method} trains on no rewards (a GRPO-family key)")
         return None
     specs = values.setdefault("reward_funcs", list(preset))
-    if isinstance(specs, str):
-        specs = values["reward_funcs"] = [specs]
     if not isinstance(specs, list) or not specs or not all(isinstance(s, str) and s for s in specs):
         raise ConfigError(f"{where}: reward_funcs: a list of reward names or module:function, got {specs!r}")
     if weights is not None and not isinstance(weights, dict):
@@ -219,36 +213,28 @@ def load_config(
     return method, run, args
 
 
-def _positive(v) -> bool:
-    return v >= 1
-
-
-def _unit(v) -> bool:
-    return 0.0 <= v <= 1.0
-
-
 # key: (test, what it must be). Values the parser's types let through but TRL, transformers, torch or PEFT
 # reject only once the run folder is written (or with which a stage trains nothing); an unset key (None) passes.
 RANGES = {
     **dict.fromkeys(("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
                      "max_length", "max_completion_length", "num_iterations", "steps_per_generation",
                      "generation_batch_size", "pad_to_multiple_of", "dataset_num_proc", "max_train_records",
-                     "dpo_samples", "dpo_max_new_tokens"), (_positive, ">= 1")),
+                     "dpo_samples", "dpo_max_new_tokens"), (lambda v: v >= 1, ">= 1")),
     **dict.fromkeys(("learning_rate", "weight_decay", "adam_epsilon", "warmup_steps", "top_k", "seed", "data_seed",
                      "dataloader_num_workers", "lora_r"), (lambda v: v >= 0, ">= 0")),
     **dict.fromkeys(("temperature", "dpo_temperature", "repetition_penalty"), (lambda v: v > 0, "> 0")),
     **dict.fromkeys(("adam_beta1", "adam_beta2", "lora_dropout"), (lambda v: 0 <= v < 1, "in [0, 1)")),
-    **dict.fromkeys(("step_credit_when_wrong", "sft_guided_share", "min_p"), (_unit, "in [0, 1]")),
+    **dict.fromkeys(("step_credit_when_wrong", "sft_guided_share", "min_p"), (lambda v: 0 <= v <= 1, "in [0, 1]")),
     "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "num_generations": (lambda v: v >= 2, ">= 2 (GRPO compares rollouts within a group)"),
     "max_steps": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: num_train_epochs decides)"),
     "sft_label_weight": (lambda v: v >= 1, ">= 1"),
-    "r_invalid": (lambda v: True, "a number"),
+    **dict.fromkeys(("r_invalid", "num_train_epochs", "max_grad_norm", "beta", "epsilon"), (lambda v: True, "")),
 }
 
 
 def _check_ranges(run: RunArgs, args: Any, where: str) -> None:
-    """RANGES, NaN/inf anywhere, and the rules between keys."""
+    """RANGES (every number there finite too) and the rules between keys."""
 
     def bad(key: str, want: str) -> ConfigError:
         value = getattr(run, key) if hasattr(run, key) else getattr(args, key)
@@ -262,9 +248,6 @@ def _check_ranges(run: RunArgs, args: Any, where: str) -> None:
             raise bad(key, "a finite number")
         if not test(value):
             raise bad(key, want)
-    for key in ("num_train_epochs", "max_grad_norm", "beta", "epsilon"):
-        if isinstance(getattr(args, key, None), float) and not math.isfinite(getattr(args, key)):
-            raise bad(key, "a finite number")
     if args.max_steps == -1 and args.num_train_epochs <= 0:  # else it "trains" 0 steps and exits 0
         raise bad("num_train_epochs", "> 0 (or set max_steps)")
     if run.lora_r:

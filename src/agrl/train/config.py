@@ -129,7 +129,8 @@ def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], di
 def _check(values: dict[str, Any], raw: dict[str, str], parser: _Parser, config_class: type, where: str) -> None:
     """Unknown keys (with the nearest known one), YAML booleans for words, lists for one-value keys."""
     for key in values.keys() & REPLACED.keys():
-        example = " (`--set reward_weights.NAME=W`, or in YAML `reward_weights: {NAME: W}`)" if "." in REPLACED[key] else ""
+        name = REPLACED[key].partition(".")[2]
+        example = f" (in YAML `reward_weights: {{{name}: {values[key]}}}`)" if name else ""
         raise ConfigError(f"{where}: {key} is no longer a key; set {REPLACED[key]}{example}")
     known = {action.dest for action in parser._actions}
     unknown = [key for key in values if key not in known]

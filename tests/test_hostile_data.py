@@ -407,3 +407,12 @@ def test_atomic_write_names_the_file_not_its_temp(tmp_path):
         atomic_write(tmp_path / "out.json", "{}")
     assert ".tmp" not in str(caught.value)
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_a_trained_model_gets_the_mode_a_plain_write_gives(sft_model_dir):
+    """`agrl train` saves weights through safetensors' 0600 temp file: the saved model gets the umask's modes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    saved = [p for p in Path(sft_model_dir).iterdir() if p.is_file()]
+    assert {p.name for p in saved} >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in saved} == {p.name: 0o666 & ~mask for p in saved}

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from agrl.data import Record, load_records
 from agrl.errors import UserError
-from agrl.files import atomic_write, read_jsonl_tolerant, safetensors_problem
+from agrl.files import atomic_write, plain_modes, read_jsonl_tolerant, safetensors_problem
 from agrl.output import check_reasoning
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme, load_scheme
@@ -125,6 +125,8 @@ def fit(trainer: Any, run: RunArgs, args: Any, callbacks: tuple = ()) -> Path:
         log.warning("resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)  # weights + tokenizer, HF format
+    if trainer.is_world_process_zero():  # safetensors saves through a 0600 temp file: the umask's modes
+        plain_modes(args.output_dir)
     # No trainer.end(): destroying the gloo group while the DDP-wrapped model is still alive hangs one rank
     # when the trainer is freed (torch 2.13, CPU torchrun); process exit tears the group down instead.
     return Path(args.output_dir)

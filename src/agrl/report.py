@@ -408,8 +408,9 @@ def to_html(blocks: list[tuple]) -> str:
     return "\n".join(parts + ["</body></html>"])
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Read the runs, write OUT/report.md, OUT/report.html, OUT/summary.json and the PNGs; return the paths."""
+def write_report(run_dirs: list[str | Path], out: str | Path, names: list[str] | None = None) -> dict[str, Path]:
+    """Read the runs, write OUT/report.md, OUT/report.html, OUT/summary.json and the PNGs; return the paths.
+    `names`: each run's group (default: its method); runs of one name are pooled as seeds."""
     if not run_dirs:
         raise UserError("give at least one run directory")
     check_runs(run_dirs)
@@ -417,6 +418,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected the report's directory")
     runs = [load_run(path) for path in run_dirs]  # every run is read before anything is written
+    for run, name in zip(runs, names or ()):
+        run.method = name
     out.mkdir(parents=True, exist_ok=True)
     groups = by_method(runs)
     blocks, table = build_blocks(groups, out)
@@ -437,3 +440,10 @@ def check_runs(run_dirs: list[str | Path]) -> None:
         if key in seen:
             raise UserError(f"{path}: the same run as {seen[key]}, given twice (it would count as two seeds)")
         seen[key] = str(path)
+
+
+def report_results(results: str | Path, out: str | Path) -> dict[str, Path]:
+    """The report of an `agrl run`'s results.json: its runs (not the sweep's grid points), grouped by stage."""
+    body = json.loads(Path(results).read_text())
+    rows = [r for r in body["runs"] if not r["sweep"] and Path(r["dir"]).is_dir()]
+    return write_report([r["dir"] for r in rows], out, [r["stage"] for r in rows])

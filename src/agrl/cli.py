@@ -277,15 +277,17 @@ def eval_command(
 
 @app.command("report")
 def report_command(
-    run_dirs: Annotated[list[str], typer.Argument(help="run directories (metrics.jsonl, eval/*.json, config.yaml)")],
+    run_dirs: Annotated[list[str], typer.Argument(help="run directories (metrics.jsonl, eval/*.json, config.yaml), or an `agrl run` results.json")],
     out: Annotated[str, typer.Option(help="output directory for report.md, report.html, summary.json and PNGs")],
 ) -> None:
     """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""
-    from agrl.report import write_report
+    from agrl.report import report_results, write_report
 
     distinct({"--out": out}, {f"RUN {p}": p for p in run_dirs})
-
-    paths = write_report(run_dirs, out)
+    if len(run_dirs) == 1 and Path(run_dirs[0]).is_file():  # an `agrl run`'s results.json
+        paths = report_results(input_file(run_dirs[0], "results.json"), out)
+    else:
+        paths = write_report(run_dirs, out)
     console.print(f"report written to {paths['markdown']} and {paths['html']}")
 
 

@@ -232,7 +232,7 @@ def check_recipe(recipe: dict[str, Any], out: Path) -> None:
             raise UserError(f"{where}: data.noise: must be a share in [0, 1], got {noise!r}")
     splits = splits_of(recipe)
     for section in ("eval", "score"):
-        for split in (recipe.get(section) or {}).get("splits", SPLITS if section == "eval" else ()):
+        for split in eval_splits(recipe) if section == "eval" else (recipe.get("score") or {}).get("splits", ()):
             if split not in splits:
                 raise UserError(f"{where}: {section}.splits: {split!r} is not a split of the data ({', '.join(splits)})")
     if recipe.get("sweep") and recipe["sweep"]["split"] not in splits:

@@ -161,6 +161,9 @@ def test_seeds_and_a_sweep_expand_into_runs_and_choose_on_validation(tmp_path):
     assert choices == {"grpo": {"learning_rate": 1e-4}}
     runs = expand(recipe, choices)
     assert runs["grpo-s1"]["keys"] == {"seed": 1, "learning_rate": 1e-4} and runs["grpo-s1"]["from"] == "sft-s1"
+    chosen = runs["grpo-learning_rate=0.0001-s0"]  # seed 0's run is the chosen grid point, now on the eval sets
+    assert "grpo-s0" not in runs and not chosen["sweep"] and chosen["evals"] == ["eval_wild", "eval_balanced"]
+    assert runs["grpo-learning_rate=1e-05-s0"]["sweep"]
 
 
 SHIPPED = [*(ROOT / "src" / "agrl" / "recipes" / "demo").glob("*.yaml"), *(ROOT / "configs").glob("*/*.yaml")]

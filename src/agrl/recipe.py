@@ -9,13 +9,18 @@ Sections (every other key is refused):
              GGUF) or `path` (a local HF model)
     common   `agrl train` keys every stage shares
     stages   NAME: {config (configs/NAME.yaml), from (`model` or an earlier stage), data (the split it
-             trains on), records (the first N pairs of a seeded shuffle), any `agrl train` key}
+             trains on), records (the first N pairs of a seeded shuffle), seeds (only these of the
+             recipe's), any `agrl train` key}
     seeds    optional: every stage once per seed (NAME-sSEED, `seed` set, `from` the same seed's stage)
     sweep    optional: {split, metric, stages: {NAME: {KEY: [values]}}}: each grid point of a stage
              runs at the first seed (NAME-KEY=VALUE-sSEED) and is evaluated on `split`; the best
-             `metric` (ties: the earlier point) is used by every seed's NAME (OUT/choices.json)
-    eval     greedy `agrl eval`: `splits`, `limit`, `batch_size`, `max_new_tokens`, `resamples`
+             `metric` (ties: the earlier point) is used by every seed's NAME (OUT/choices.json); the
+             chosen point is the first seed's run of NAME (then evaluated on the eval splits too)
+    eval     greedy `agrl eval`: `splits`, `limit`, `batch_size`, `max_new_tokens`, `resamples`, `posterior`
+             (default true), `curve` (a split: every checkpoint of a stage is evaluated on it, then deleted)
     score    one-pass `agrl score`: `splits`, `batch_size`, `queries` (each split's first N queries)
+    report   optional: `differences` ([[a, b], ...]: paired differences a - b over seeds; default: every
+             stage against the first)
 
 A stage's config is the flat `agrl train` mapping: configs/CONFIG, then `common`, then the stage's
 own keys, then paths under OUT. Every stage's config is checked by `agrl train`'s loader before
@@ -39,13 +44,14 @@ from agrl.files import yaml_file
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the stage configs of a source checkout
 SPLITS = ("eval_balanced", "eval_wild")
 SECTIONS = {"data": dict, "model": dict, "common": dict, "stages": dict, "seeds": list, "sweep": dict,
-            "eval": dict, "score": dict}
+            "eval": dict, "score": dict, "report": dict}
 KEYS = {"data": {"seed", "noise", "sizes", "mix", "exclude_queries_of", "split", "dir", "scheme"},
         "model": {"base", "size", "seed", "init", "import", "path"},
         "sweep": {"split", "metric", "stages"},
-        "eval": {"splits", "limit", "batch_size", "max_new_tokens", "resamples"},
+        "eval": {"splits", "limit", "batch_size", "max_new_tokens", "resamples", "posterior", "curve"},
+        "report": {"differences"},
         "score": {"splits", "batch_size", "queries"}}
-STAGE_KEYS = ("config", "from", "data", "records")  # recipe keys of a stage that are not `agrl train` keys
+STAGE_KEYS = ("config", "from", "data", "records", "seeds")  # recipe keys of a stage that are not `agrl train` keys
 BUILTIN = ("default", "quick", "base")
 
 
@@ -130,20 +136,28 @@ def expand(recipe: dict, choices: dict[str, dict] | None = None) -> dict[str, di
     sweep = (recipe.get("sweep") or {}).get("stages", {})
     tag = (lambda name, seed: name) if recipe.get("seeds") is None else (lambda name, seed: f"{name}-s{seed}")
     out: dict[str, dict] = {}
+    alias: dict[str, str] = {}  # a swept stage's first-seed run: the chosen grid point itself
     for seed in seeds:
         for name, stage in recipe["stages"].items():
+            if seed is not None and seed not in stage.get("seeds", seeds):
+                continue
             source = "model" if stage["from"] == "model" else tag(stage["from"], seed)
+            source = alias.get(source, source)
             if source != "model" and source not in out:
                 continue  # starts from a swept stage not chosen yet
             keys = {} if seed is None else {"seed": seed}
             if name in sweep and seed == seeds[0]:
                 for values in itertools.product(*sweep[name].values()):
                     point = dict(zip(sweep[name], values))
-                    label = "-".join(f"{k}={v}" for k, v in point.items())
-                    out[tag(f"{name}-{label}", seed)] = {"stage": name, "seed": seed, "keys": keys | point,
-                                                         "from": source, "evals": [recipe["sweep"]["split"]],
-                                                         "sweep": True}
-            if name in sweep and (choices is None or name not in choices):
+                    label = tag(f"{name}-" + "-".join(f"{k}={v}" for k, v in point.items()), seed)
+                    chosen = choices is not None and choices.get(name) == point
+                    out[label] = {"stage": name, "seed": seed, "keys": keys | point, "from": source,
+                                  "evals": list(dict.fromkeys([recipe["sweep"]["split"],
+                                                               *(eval_splits(recipe) if chosen else ())])),
+                                  "sweep": not chosen}
+                    if chosen:
+                        alias[tag(name, seed)] = label
+            if name in sweep and (choices is None or name not in choices or seed == seeds[0]):
                 continue
             out[tag(name, seed)] = {"stage": name, "seed": seed, "keys": keys | (choices or {}).get(name, {}),
                                     "from": source, "evals": eval_splits(recipe), "sweep": False}
@@ -237,17 +251,19 @@ def check_recipe(recipe: dict[str, Any], out: Path) -> None:
                 raise UserError(f"{where}: {section}.splits: {split!r} is not a split of the data ({', '.join(splits)})")
     if recipe.get("sweep") and recipe["sweep"]["split"] not in splits:
         raise UserError(f"{where}: sweep.split: {recipe['sweep']['split']!r} is not a split of the data")
-    choices = {name: {k: v[0] for k, v in grid.items()} for name, grid in (recipe.get("sweep") or {}).get("stages", {}).items()}
-    runs = expand(recipe, choices)
+    grids = (recipe.get("sweep") or {}).get("stages", {})
+    plain = expand({**recipe, "sweep": None})  # the stages as written first, then every grid point
+    every = expand(recipe, {name: {k: v[0] for k, v in grid.items()} for name, grid in grids.items()})
     with tempfile.TemporaryDirectory() as tmp:
-        for name, run in runs.items():
-            stage = recipe["stages"][run["stage"]]
-            if stage.get("data") is not None and stage["data"] not in splits:
-                raise UserError(f"{where}: stages.{run['stage']}.data: {stage['data']!r} is not a split of the data")
-            path = Path(tmp) / "stage.yaml"
-            path.write_text(yaml.safe_dump(stage_config(recipe, name, out, runs), sort_keys=False))
-            try:
-                load_config(path)
-            except UserError as err:
-                key = f"sweep.stages.{run['stage']}" if run["sweep"] else f"stages.{run['stage']}"
-                raise UserError(f"{where}: {key}: {str(err).removeprefix(str(path) + ': ')}") from None
+        for runs, swept in ((plain, False), (every, True)):
+            for name, run in runs.items():
+                stage = recipe["stages"][run["stage"]]
+                if stage.get("data") is not None and stage["data"] not in splits:
+                    raise UserError(f"{where}: stages.{run['stage']}.data: {stage['data']!r} is not a split of the data")
+                path = Path(tmp) / "stage.yaml"
+                path.write_text(yaml.safe_dump(stage_config(recipe, name, out, runs), sort_keys=False))
+                try:
+                    load_config(path)
+                except UserError as err:
+                    key = f"sweep.stages.{run['stage']}" if swept else f"stages.{run['stage']}"
+                    raise UserError(f"{where}: {key}: {str(err).removeprefix(str(path) + ': ')}") from None

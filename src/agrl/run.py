@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from agrl.errors import UserError
-from agrl.files import atomic_write
+from agrl.files import atomic_write, read_jsonl_tolerant
 from agrl.recipe import choose, data_file, expand, load_recipe, splits_of, stage_config
 
 Step = tuple[str, Path, Callable[[], None]]
@@ -63,6 +63,8 @@ def stamps(recipe: dict, out: Path, runs: dict) -> dict[str, str]:
         made[f"train {name}"] = digest(stage_config(recipe, name, out, runs), parent, made["data"])
         for split in run["evals"]:
             made[f"eval {name} {split}"] = digest(recipe.get("eval"), made[f"train {name}"], made["data"])
+        if (recipe.get("eval") or {}).get("curve"):
+            made[f"curve {name}"] = digest(recipe["eval"], made[f"train {name}"], made["data"])
         for split in (recipe.get("score") or {}).get("splits", ()) if not run["sweep"] else ():
             made[f"score {name} {split}"] = digest(recipe["score"], made[f"train {name}"], made["data"])
     return made
@@ -85,6 +87,8 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
         config = stage_config(recipe, name, out, runs)
         steps.append((f"train {name}", trained_file(config, out, name), lambda n=name: train_stage(recipe, out, n, runs)))
     for name in names:
+        if (recipe.get("eval") or {}).get("curve"):
+            steps.append((f"curve {name}", out / name / "curve" / "curve.json", lambda n=name: curve_stage(recipe, out, n)))
         steps += [(f"eval {name} {split}", out / name / "eval" / f"{split}.json",
                    lambda n=name, s=split: evaluate_stage(recipe, out, n, s)) for split in runs[name]["evals"]]
         for split in (recipe.get("score") or {}).get("splits", ()) if not runs[name]["sweep"] else ():
@@ -173,7 +177,30 @@ def evaluate_stage(recipe: dict, out: Path, name: str, split: str) -> None:
     settings = recipe["eval"]
     evaluate(out / name, data_file(recipe, split, out), out / name / "eval" / f"{split}.json",
              scheme=recipe["data"].get("scheme", "default"), batch_size=settings["batch_size"],
-             max_new_tokens=settings["max_new_tokens"], limit=settings.get("limit"), resamples=settings["resamples"])
+             max_new_tokens=settings["max_new_tokens"], limit=settings.get("limit"), resamples=settings["resamples"],
+             posterior=settings.get("posterior", True))
+
+
+def curve_stage(recipe: dict, out: Path, name: str) -> None:
+    """Every checkpoint of the stage and its final model evaluated on `eval.curve` (step -> metrics in
+    curve/curve.json); the checkpoints are deleted then (a curve point is all the study keeps of them)."""
+    from agrl.evaluate import evaluate
+
+    settings, split = recipe["eval"], recipe["eval"]["curve"]
+    models = {int(p.name.removeprefix("checkpoint-")): p for p in (out / name).glob("checkpoint-*")}
+    models[_last_step(out / name / "metrics.jsonl")] = out / name
+    curve = {}
+    for step, model in sorted(models.items()):
+        path = out / name / "curve" / f"step{step}.json"
+        if not path.exists():
+            evaluate(model, data_file(recipe, split, out), path, scheme=recipe["data"].get("scheme", "default"),
+                     batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
+                     limit=settings.get("limit"), resamples=0, posterior=settings.get("posterior", True))
+        curve[step] = json.loads(path.read_text())["metrics"]
+    atomic_write(out / name / "curve" / "curve.json", json.dumps(curve, indent=1) + "\n")
+    for checkpoint in models.values():
+        if checkpoint != out / name:
+            shutil.rmtree(checkpoint)
 
 
 def score_source(recipe: dict, out: Path, split: str) -> Path:
@@ -374,6 +401,19 @@ def _last_step(path: Path) -> int:
 # ---------------------------------------------------------------------------- results.json
 
 
+COUNTERS = ("rewards/outcome/mean", "frac_reward_zero_std", "groups/all_wrong", "groups/all_wrong_hard",
+            "groups/all_wrong_common", "groups/all_right", "agr/guided_group_share", "agr/guided_acc",
+            "agr/group_acc_before", "agr/group_acc_after", "agr/replay_acc", "agr/replay_acc_at_flag",
+            "agr/threshold", "dynamic_sampling/dropped_groups", "entropy", "step_time")
+
+
+def counters(path: Path) -> dict[str, list[list[float]]]:
+    """Training counters by step from metrics.jsonl: name -> [[step, value], ...] (the study's mechanism table)."""
+    rows = read_jsonl_tolerant(path) if path.exists() else []
+    return {name: [[row["step"], row[name]] for row in rows if isinstance(row.get(name), (int, float))]
+            for name in COUNTERS if any(name in row for row in rows)}
+
+
 def machine() -> dict[str, Any]:
     gpu = None
     try:
@@ -401,15 +441,19 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
                           **json.loads((out / "scores" / f"{name}.{split}.cost.json").read_text())}
                   for split in (recipe.get("score") or {}).get("splits", ())
                   if (out / "scores" / f"{name}.{split}.cost.json").exists()}
+        curve = out / name / "curve" / "curve.json"
         cost = {step: {k: s[k] for k in ("wall_s", "cpu_s")} for step in
-                [f"train {name}", *(f"eval {name} {x}" for x in run["evals"]), *(f"score {name} {x}" for x in scores)]
+                [f"train {name}", f"curve {name}", *(f"eval {name} {x}" for x in run["evals"]), *(f"score {name} {x}" for x in scores)]
                 if (s := read_stamp(out, step))}
         rows.append({"name": name, "stage": run["stage"], "seed": run["seed"], "sweep": run["sweep"],
                      "dir": str(out / name), "config": stage_config(recipe, name, out, runs), "evals": evals,
+                     "curve": json.loads(curve.read_text()) if curve.exists() else None,
+                     "counters": counters(out / name / "metrics.jsonl"),
                      "scores": scores, "cost": cost})
     body = {"recipe": recipe["_path"], "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
             "jobs": jobs, "threads_per_job": threads, "choices": recipe.get("_choices"), "runs": rows,
-            "resamples": (recipe.get("eval") or {}).get("resamples", 1000)}
+            "resamples": (recipe.get("eval") or {}).get("resamples") or 1000,
+            "differences": (recipe.get("report") or {}).get("differences")}
     return atomic_write(out / "results.json", json.dumps(body, indent=1, default=str) + "\n")
 
 

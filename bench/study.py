@@ -175,8 +175,8 @@ def counter_means(runs: list[dict], name: str) -> dict[str, float | None]:
     return {k: float(np.mean(v)) if v else None for k, v in thirds.items()}
 
 
-def report(runs: list[dict], choices: dict, s, meta: dict, out: Path) -> str:
-    groups = by_method(runs, choices)
+def report(all_runs: list[dict], choices: dict, s, meta: dict, out: Path) -> str:
+    groups = by_method(all_runs, choices)
     sft = {r["seed"]: r for r in groups["sft"]}
     for method in RL:  # step 0 of every curve: its seed's SFT model
         for r in groups.get(method, []):
@@ -235,12 +235,12 @@ def report(runs: list[dict], choices: dict, s, meta: dict, out: Path) -> str:
                 lines.append(f"| {method} | {name} | {cells[0]} | {cells[1]} |")
     lines += ["", "## Learning-rate sweep (seed 0, final validation macro-F1)", "",
               "| method | " + " | ".join(f"{lr:g}" for lr in s.lrs) + " | chosen |", "|---|" + "---|" * (len(s.lrs) + 1)]
-    sweep = load(runs, "sweep")
+    sweep = load(all_runs, "sweep")
     for method in METHODS:
         cells = [next((f"{100 * _final(r):.1f}" for r in sweep if r["method"] == method and r["lr"] == lr), "–")
                  for lr in s.lrs]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {choices.get(method, '–'):g} |")
-    stability = load(runs, "stability")
+    stability = load(all_runs, "stability")
     if stability:
         lines += ["", "## Stability at 4x the chosen rate (seed 0)", "",
                   "| method | lr | eval_balanced macro-F1 | eval_wild macro-F1 | top label share (eval_balanced) |",
@@ -248,7 +248,7 @@ def report(runs: list[dict], choices: dict, s, meta: dict, out: Path) -> str:
         for r in stability:
             lines.append(f"| {r['method']} | {r['lr']:g} | {100 * r['eval']['eval_balanced']['metrics']['macro_f1']:.1f} "
                          f"| {100 * r['eval']['eval_wild']['metrics']['macro_f1']:.1f} | {100 * _top_share(r):.0f}% |")
-    immediate = load(runs, "immediate")
+    immediate = load(all_runs, "immediate")
     if immediate and "agrl" in groups:
         deferred = groups["agrl"][0]
         lines += ["", "## AGRL: immediate against deferred mode (seed 0)", "",
@@ -257,8 +257,8 @@ def report(runs: list[dict], choices: dict, s, meta: dict, out: Path) -> str:
             lines.append(f"| {mode} | {100 * r['eval']['eval_balanced']['metrics']['macro_f1']:.1f} | "
                          f"{100 * r['eval']['eval_wild']['metrics']['macro_f1']:.1f} | {100 * _final(r):.1f} | "
                          f"{r['train_s']:.0f} |")
-    lines += variant_lines(runs, groups, s)
-    walls = [r["wall_s"] for r in load(runs)]
+    lines += variant_lines(all_runs, groups, s)
+    walls = [r["wall_s"] for r in load(all_runs)]
     lines += ["", f"Runs: {len(walls)}; summed run wall time {sum(walls) / 3600:.1f} h (1 torch thread each)."]
     plot(groups, curves, out)
     (out / "study_stats.json").write_text(json.dumps({"stats": stats, "choices": choices}, indent=1) + "\n")
@@ -270,9 +270,9 @@ def _mean_counter(run: dict, name: str) -> str:
     return f"{100 * np.mean(values):.1f}" if values else "–"
 
 
-def variant_lines(runs: list[dict], groups: dict[str, list[dict]], s) -> list[str]:
+def variant_lines(all_runs: list[dict], groups: dict[str, list[dict]], s) -> list[str]:
     """Variants on validation (seed 0) beside their method's main run, then on every seed if run."""
-    variants = load(runs, "variant")
+    variants = load(all_runs, "variant")
     if not variants:
         return []
     lines = ["", "## Variants (seed 0, validation; chosen on validation only)", "",
@@ -282,12 +282,12 @@ def variant_lines(runs: list[dict], groups: dict[str, list[dict]], s) -> list[st
         lines.append(f"| {r['name']} | {curve} | {_mean_counter(r, 'agr/guided_acc')} | "
                      f"{_mean_counter(r, 'groups/all_wrong_hard')} |")
     seeded: dict[str, list[dict]] = {}
-    for r in sorted([v for v in variants if "eval" in v] + load(runs, "vseeds"), key=lambda r: r["seed"]):
+    for r in sorted([v for v in variants if "eval" in v] + load(all_runs, "vseeds"), key=lambda r: r["seed"]):
         seeded.setdefault(r["method"] + "".join(f" {k}={v}" for k, v in (*r["sets"].items(), *r.get("sft", {}).items())),
                           []).append(r)
     if not seeded:
         return lines
-    starts = {r["seed"]: r for r in load(runs) if r["method"] == "sft" and r["sets"]}
+    starts = {r["seed"]: r for r in load(all_runs) if r["method"] == "sft" and r["sets"]}
     seeded = {"sft " + " ".join(f"{k}={v}" for k, v in next(iter(starts.values()))["sets"].items()):
               [starts[k] for k in sorted(starts)], **seeded}
     for split in SPLITS:

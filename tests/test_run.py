@@ -60,11 +60,18 @@ def _metrics(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_two_jobs_a_kill_and_a_resume_give_the_uninterrupted_results(tmp_path):
-    recipe = _recipe(tmp_path)
+    recipe = _recipe(tmp_path, lambda b: b.update(  # GRPO's rate chosen on eval_wild (a test: no validation split)
+        sweep={"split": "eval_wild", "metric": "macro_f1", "stages": {"grpo": {"learning_rate": [1e-5, 1e-4]}}}))
     fresh, killed = tmp_path / "fresh", tmp_path / "killed"
     assert _agrl("run", str(recipe), "--out", str(fresh), "--jobs", "2").wait(timeout=600) == 0
     stamps = {p.name: p.read_text() for p in (fresh / "stamps").glob("*.json")}
-    assert {"train_sft.json", "train_grpo.json", "train_agrl.json", "eval_agrl_eval_wild.json"} <= set(stamps)
+    assert {"train_sft.json", "train_grpo-learning_rate=1e-05.json", "train_grpo-learning_rate=0.0001.json",
+            "train_agrl.json", "eval_agrl_eval_wild.json"} <= set(stamps)
+    choices = json.loads((fresh / "choices.json").read_text())
+    chosen = next(r for r in json.loads((fresh / "results.json").read_text())["runs"] if r["stage"] == "grpo"
+                  and not r["sweep"])  # the chosen grid point is the stage's run, now on both eval splits too
+    assert chosen["config"]["learning_rate"] == choices["grpo"]["learning_rate"]
+    assert set(chosen["evals"]) == {"eval_wild", "eval_balanced"}
 
     # Kill the whole process group (runner and its jobs) once SFT is done and the RL stages have started.
     proc = _agrl("run", str(recipe), "--out", str(killed), "--jobs", "2", start_new_session=True)

@@ -278,6 +278,8 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
     out = Path(out)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"--jobs {jobs}: must be at least 1")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected the run's directory")
     recipe = load_recipe(recipe_name)
@@ -294,12 +296,15 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         if recipe.get("sweep"):  # the grid points first: they choose the swept stages' keys
-            timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, force, progress, console, title)
-            recipe["_choices"] = choose(recipe, out)
-            atomic_write(out / "choices.json", json.dumps(recipe["_choices"], indent=2) + "\n")
-            runs = expand(recipe, recipe["_choices"])
-            _refuse_other_recipe(recipe, out, runs, force)
-        timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, force, progress, console, title)
+            timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title)
+            split = recipe["sweep"]["split"]
+            if all((out / n / "eval" / f"{split}.json").exists() for n, r in runs.items() if r["sweep"]):
+                recipe["_choices"] = choose(recipe, out)  # (--only may leave the grid unfinished: no choice yet)
+                atomic_write(out / "choices.json", json.dumps(recipe["_choices"], indent=2) + "\n")
+                runs = expand(recipe, recipe["_choices"])
+                _refuse_other_recipe(recipe, out, runs, force)
+        more = _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title)
+        timings |= {k: v for k, v in more.items() if v is not None or k not in timings}
     total = time.perf_counter() - start
     atomic_write(out / "timings.json", json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
     results = write_results(recipe, out, runs, stages, jobs, threads)
@@ -323,7 +328,7 @@ def _job_of(step: str) -> str:
     return step if step in ("data", "model") else step.split(" ")[1]
 
 
-def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int, force: bool,
+def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
               progress: Progress, console: Console, title: str) -> dict[str, float | None]:
     """Each job (data, model, one stage) as a process once the one it starts from is done, `jobs` at a time."""
     wanted = stamps(recipe, out, runs)

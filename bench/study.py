@@ -26,9 +26,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from agrl.metrics import paired_difference, seed_table
 from agrl.metrics import SEED_METRICS as METRICS
-from agrl.report import columns, pct_cell as cell
+from agrl.metrics import paired_difference, seed_table
+from agrl.report import columns
+from agrl.report import pct_cell as cell
 from agrl.schemes import load_scheme
 from agrl.synth import HARD
 

@@ -38,7 +38,7 @@ def test_paired_difference_is_zero_for_identical_runs_and_covers_a_real_gap():
 def test_the_committed_study_gives_the_readmes_cells():
     """The library's pooled cells over the committed per-run files are the README's (mean ±std; the
     interval needs the full bootstrap, which bench/study.py runs)."""
-    runs, choices, s = study.read_files(study.RESULTS)
+    runs, choices, _ = study.read_files(study.RESULTS)
     groups = study.by_method(runs, choices)
     assert set(groups) == {"sft", *study.METHODS} and all(len(rs) == 3 for rs in groups.values())
     row = study.table({"agrl": groups["agrl"]}, "eval_balanced", 0)["agrl"]["macro_f1"]

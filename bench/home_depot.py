@@ -5,7 +5,7 @@ human grades: macro-F1, accuracy, Good-F1 (partial or exact vs irrelevant), RMSE
 (the label posterior's mean) against the mean grade (the competition's metric), NDCG@10 per query;
 95% bootstrap intervals (records resampled; NDCG over queries). Also the rules' agreement with the
 human labels on the train split (per class, per kind of title evidence, above gold_step_confidence).
-LLM judges (`--judges`): the stages bench/hd_judges.py trained and scored, with their training budget.
+LLM judges (`--judges`): the stages `agrl run configs/home_depot/*.yaml` trained and scored, with their budget.
 Imports the data first when --data has no splits (`agrl data import home-depot`); never writes the data
 anywhere but --data. Prints Markdown and writes JSON + .md beside it (machine, date, command).
 
@@ -102,14 +102,15 @@ def evaluate(rows: list[dict], test: list, resamples: int, seed: int) -> dict:
 
 
 def judge_models(folders: list[str], test: list, validation: list, resamples: int, seed: int) -> dict:
-    """Rows for the LLM judges that bench/hd_judges.py trained and scored: one per stage whose test
+    """Rows for the LLM judges that `agrl run` trained and scored: one per stage whose test
     split is scored in full, named "FOLDER STAGE". The budget: training wall seconds as each trainer
     logged them (train_runtime), summed along the stage's `from` chain, and the CPU seconds of scoring."""
     import yaml
 
     models = {}
     for folder in map(Path, folders):
-        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        # recipe.json: what `agrl run` ran; recipe.yaml: the folders of the earlier bench/hd_judges.py
+        recipe = yaml.safe_load(next(p for p in (folder / "recipe.json", folder / "recipe.yaml") if p.is_file()).read_text())
         for stage, spec in recipe["stages"].items():
             scored = {split: read_scores(folder / "scores" / f"{stage}.{split}.jsonl")
                       for split in ("test", "validation")}
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--minilm-train", type=int, default=5000,
                         help="fit minilm on this many train pairs (embedding costs CPU: ~80 texts/s/thread)")
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test queries' pairs")
-    parser.add_argument("--judges", default="", help="comma-separated bench/hd_judges.py output folders")
+    parser.add_argument("--judges", default="", help="comma-separated `agrl run` output folders of configs/home_depot/*.yaml")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

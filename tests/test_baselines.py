@@ -170,12 +170,13 @@ def test_real_data_pipeline_on_a_small_sample(splits, tmp_path):
 
 
 def test_llm_judges_train_score_and_enter_the_table(splits, tmp_path):
-    """bench/hd_judges.py on the small sample: a tiny judge with its tokenizer built on the sample, SFT
-    then AGRL (a couple of steps each), both scored on validation and test; bench/home_depot.py puts
-    them in the table with their budget; a rerun skips every finished step."""
+    """`agrl run` on a Home Depot recipe on the small sample: a tiny judge with its tokenizer built on the
+    sample, SFT then AGRL (a couple of steps each), both scored on validation and test; bench/home_depot.py
+    puts them in the table with their budget; a rerun skips every finished step."""
+    from agrl.run import run_recipe
+
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        import hd_judges
         import home_depot
     finally:
         sys.path.pop(0)
@@ -190,18 +191,17 @@ def test_llm_judges_train_score_and_enter_the_table(splits, tmp_path):
         "score": {"batch_size": 16, "splits": ["validation", "test"]},
     }))  # JSON is YAML
     out = tmp_path / "judges"
-    hd_judges.main(["--recipe", str(recipe), "--out", str(out)])
-    assert (out / "model" / "tokenizer.json").is_file() and (out / "corpus.txt").read_text().count("query: ") >= 40
+    first = run_recipe(recipe, out, jobs=2)
+    assert (out / "model" / "tokenizer.json").is_file()
     assert len(read_jsonl(out / "data" / "train_40_seed0.jsonl")) == 40
     assert "train_40_seed0.jsonl" in (out / "sft" / "config.yaml").read_text()
-    runs = read_jsonl(out / "runs.jsonl")
-    assert [r["what"] for r in runs] == ["model", "sft", "score.sft.validation", "score.sft.test", "agrl",
-                                         "score.agrl.validation", "score.agrl.test"]
-    scored = read_jsonl(out / "scores" / "agrl.test.jsonl")  # scored without --scheme: the model's own
+    assert {k for k, v in first["timings"].items() if v is not None} == {
+        "data", "model", "train sft", "train agrl", "score sft validation", "score sft test",
+        "score agrl validation", "score agrl test"}
+    scored = read_jsonl(out / "scores" / "agrl.test.jsonl")  # scored in the model's own scheme
     assert len(scored) == len(read_jsonl(splits / "test.jsonl")) and all(set(r["probabilities"]) == {"1", "2", "3"}
                                                                          for r in scored)
-    hd_judges.main(["--recipe", str(recipe), "--out", str(out)])
-    assert len(read_jsonl(out / "runs.jsonl")) == len(runs)  # nothing redone
+    assert all(v is None for v in run_recipe(recipe, out)["timings"].values())  # nothing redone
     result = home_depot.main(["--data", str(splits), "--kinds", "constant", "--judges", str(out),
                               "--resamples", "20", "--out", str(tmp_path / "hd.json")])
     sft, agrl = result["models"]["judges sft"], result["models"]["judges agrl"]

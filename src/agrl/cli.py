@@ -1,4 +1,4 @@
-"""The `agrl` command line: data, model, train, eval, report, score, serve, demo.
+"""The `agrl` command line: data, model, train, eval, report, score, serve, run, demo.
 
 Each command checks its options and paths, then calls one library function; no logic lives here.
 A user's mistake (agrl.errors.UserError, or an OS error on a path) is one line on stderr and exit
@@ -296,15 +296,17 @@ def eval_command(
 
 @app.command("report")
 def report_command(
-    run_dirs: Annotated[list[str], typer.Argument(help="run directories (metrics.jsonl, eval/*.json, config.yaml)")],
+    run_dirs: Annotated[list[str], typer.Argument(help="run directories (metrics.jsonl, eval/*.json, config.yaml), or an `agrl run` results.json")],
     out: Annotated[str, typer.Option(help="output directory for report.md, report.html, summary.json and PNGs")],
 ) -> None:
     """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""
-    from agrl.report import write_report
+    from agrl.report import report_results, write_report
 
     distinct({"--out": out}, {f"RUN {p}": p for p in run_dirs})
-
-    paths = write_report(run_dirs, out)
+    if len(run_dirs) == 1 and Path(run_dirs[0]).is_file():  # an `agrl run`'s results.json
+        paths = report_results(input_file(run_dirs[0], "results.json"), out)
+    else:
+        paths = write_report(run_dirs, out)
     console.print(f"report written to {paths['markdown']} and {paths['html']}")
 
 
@@ -415,20 +417,46 @@ def data_synth(
 def demo(
     out: Annotated[str, typer.Option(help="output directory (data, model, one folder per stage, report/)")] = "runs/demo",
     quick: Annotated[bool, typer.Option("--quick", help="the tiny recipe (a smoke test: ~2 minutes on 2 CPU cores)")] = False,
-    recipe: Annotated[str | None, typer.Option(help="a demo recipe YAML instead of the built-in default/quick")] = None,
+    recipe: Annotated[str | None, typer.Option(help="a recipe YAML instead of the built-in default/quick")] = None,
     force: Annotated[bool, typer.Option("--force", help="redo the steps OUT holds from another recipe")] = False,
     stages: Annotated[str | None, typer.Option(help="comma-separated: run only these stages (and their evals), e.g. sft")] = None,
+    jobs: Annotated[int, typer.Option(help="stages run at a time, each its own process")] = 1,
 ) -> None:
-    """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes."""
-    from agrl.demo import check_stages, load_recipe, results_tables, run_demo
+    """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes
+    (`agrl run` on the built-in recipe)."""
+    from agrl.demo import results_tables, run_demo
+    from agrl.run import JobFailed
 
     name = recipe or ("quick" if quick else "default")
-    only = stages.split(",") if stages else None
-    check_stages(load_recipe(name), only, name)  # a bad recipe or stage name fails here, before any work
-    result = run_demo(out, name, console=console, force=force, stages=only)
+    try:
+        result = run_demo(out, name, console=console, force=force, stages=stages.split(",") if stages else None, jobs=jobs)
+    except JobFailed as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     for table in results_tables(result["summary"]):
         console.print(table)
     console.print(f"total {result['total_s']:.0f} s; report: {result['report']['markdown']}")
+
+
+@app.command("run")
+def run(
+    recipe: Annotated[str, typer.Argument(help="recipe YAML (agrl/recipe.py: data, model, stages, seeds, sweep, eval, score)")],
+    out: Annotated[str, typer.Option(help="output directory (resumable: finished steps are skipped)")] = "runs/run",
+    jobs: Annotated[int, typer.Option(help="stages run at a time, each its own process")] = 1,
+    only: Annotated[str | None, typer.Option(help="comma-separated: run only these stages (their `from` must be done)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="redo the steps OUT holds from another recipe")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch threads per job (default: cores / jobs)")] = None,
+) -> None:
+    """Run a recipe: data -> model -> stages (as jobs) -> eval / score -> results.json and the report."""
+    from agrl.run import JobFailed, run_recipe
+
+    try:
+        result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only else None, force=force,
+                            threads=threads, console=console)
+    except JobFailed as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    console.print(f"total {result['total_s']:.0f} s; results: {result['results']}; report: {result['report']['markdown']}")
 
 
 # ---------------------------------------------------------------------------- real data: import, baselines

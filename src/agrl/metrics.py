@@ -377,3 +377,78 @@ def slices(
             "accuracy_interval": list(interval) if interval else None,
         }
     return out
+
+
+# ---------------------------------------------------------------------------- over seeds and records
+# A method's runs (one per seed) as per-record columns: {"gold", "pred" (-1: rejected), "family",
+# "adheres", "step_accuracy"}, the records in the same order in every run. Cells pool the seeds; the
+# bootstrap resamples seeds and records together (paired: one draw serves both sides of a difference).
+
+SEED_METRICS = ("macro_f1", "hard_macro_f1", "accuracy", "good_f1", "adherence", "step_accuracy", "format_valid")
+
+
+def column_score(cols: dict, metric: str, index: np.ndarray, scheme: Scheme, hard: Sequence[str] = ()) -> float | None:
+    gold, pred = np.asarray(cols["gold"])[index], np.asarray(cols["pred"])[index]
+    if metric == "macro_f1":
+        return macro_f1(gold, pred, scheme.codes)
+    if metric == "hard_macro_f1":
+        keep = np.isin(np.asarray(cols["family"])[index], hard)
+        return macro_f1(gold[keep], pred[keep], scheme.codes) if keep.any() else None
+    if metric == "accuracy":
+        return float(np.mean(gold == pred))
+    if metric == "good_f1":
+        return good_f1(gold, pred, scheme.good)
+    if metric == "format_valid":
+        return float(np.mean(pred != -1))
+    column = cols["adheres" if metric == "adherence" else metric]  # adherence, step_accuracy: over valid ones
+    values = np.array([np.nan if v is None else v for v in np.asarray(column, dtype=object)[index]], dtype=float)
+    return float(np.nanmean(values)) if (~np.isnan(values)).any() else None
+
+
+def seed_mean(runs: list[dict], metric: str, index: np.ndarray, seeds: np.ndarray, scheme: Scheme,
+              hard: Sequence[str] = ()) -> float | None:
+    values = [column_score(runs[i], metric, index, scheme, hard) for i in seeds]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def seed_bootstrap(stat: Callable[[np.ndarray, np.ndarray], float | None], n_records: int, n_seeds: int,
+                   resamples: int, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of stat(records, seeds), resampling seeds and records with replacement."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        value = stat(rng.integers(0, n_records, n_records), rng.integers(0, n_seeds, n_seeds))
+        if value is not None:
+            values.append(value)
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else None
+
+
+def seed_table(groups: dict[str, list[dict]], scheme: Scheme, resamples: int, hard: Sequence[str] = (),
+               metrics: Sequence[str] = SEED_METRICS) -> dict[str, dict[str, dict]]:
+    """name -> metric -> {"mean" over seeds, "per_seed", "std" across seeds (ddof 1), "interval"}."""
+    out = {}
+    for name, runs in groups.items():
+        every = np.arange(len(runs[0]["gold"])), np.arange(len(runs))
+        row = {}
+        for metric in metrics:
+            per_seed = [column_score(r, metric, every[0], scheme, hard) for r in runs]
+            interval = seed_bootstrap(lambda i, s, m=metric, rs=runs: seed_mean(rs, m, i, s, scheme, hard),
+                                      len(every[0]), len(runs), resamples)
+            row[metric] = {"mean": seed_mean(runs, metric, *every, scheme, hard), "per_seed": per_seed,
+                           "std": float(np.std([v for v in per_seed if v is not None], ddof=1))
+                           if len(runs) > 1 else None, "interval": interval}
+        out[name] = row
+    return out
+
+
+def paired_difference(a: list[dict], b: list[dict], metric: str, scheme: Scheme, resamples: int,
+                      hard: Sequence[str] = ()) -> dict:
+    """a's pooled metric minus b's, with its interval (seed i of a paired with seed i of b)."""
+    n = len(a[0]["gold"])
+
+    def stat(index, seeds):
+        x, y = seed_mean(a, metric, index, seeds, scheme, hard), seed_mean(b, metric, index, seeds, scheme, hard)
+        return None if x is None or y is None else x - y
+
+    return {"delta": stat(np.arange(n), np.arange(len(a))), "interval": seed_bootstrap(stat, n, len(a), resamples)}

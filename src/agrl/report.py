@@ -12,6 +12,7 @@ Runs of one method (several seeds) are pooled: mean ± standard deviation across
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import re
@@ -449,14 +450,17 @@ def to_html(blocks: list[tuple]) -> str:
     return "\n".join(parts + ["</body></html>"])
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
-    """Read the runs, write OUT/report.md, OUT/report.html, OUT/summary.json and the PNGs; return the paths."""
+def write_report(run_dirs: list[str | Path], out: str | Path, names: list[str] | None = None) -> dict[str, Path]:
+    """Read the runs, write OUT/report.md, OUT/report.html, OUT/summary.json and the PNGs; return the paths.
+    `names`: each run's group (default: its method); runs of one name are pooled as seeds."""
     if not run_dirs:
         raise UserError("give at least one run directory")
     check_runs(run_dirs)
     out = Path(out)
     empty_dir(out, "report", force=True)  # a file, or a file above it, is refused; a report is replaced
     runs = [load_run(path) for path in run_dirs]  # every run is read before anything is written
+    for run, name in zip(runs, names or ()):
+        run.method = name
     out.mkdir(parents=True, exist_ok=True)
     groups = by_method(runs)
     blocks, table = build_blocks(groups, out)
@@ -477,3 +481,79 @@ def check_runs(run_dirs: list[str | Path]) -> None:
         if key in seen:
             raise UserError(f"{path}: the same run as {seen[key]}, given twice (it would count as two seeds)")
         seen[key] = str(path)
+
+
+def columns(predictions: str | Path) -> dict:
+    """`agrl eval` predictions as per-record columns in id order (pred -1: rejected by the parser)."""
+    rows = sorted(map(json.loads, Path(predictions).read_text().splitlines()), key=lambda r: r["id"])
+    return {"ids_sha": hashlib.sha256("\n".join(r["id"] for r in rows).encode()).hexdigest()[:16],
+            "gold": [r["gold"] for r in rows], "family": [r["family"] for r in rows],
+            "pred": [-1 if r["pred"] is None else r["pred"] for r in rows],
+            "adheres": [None if r["adheres"] is None else int(r["adheres"]) for r in rows],
+            "step_accuracy": [r["step_accuracy"] for r in rows]}
+
+
+def pct_cell(stat: dict) -> str:
+    """A pooled cell in percent: mean [95% interval] ±std across seeds."""
+    if stat["mean"] is None:
+        return "–"
+    text = f"{100 * stat['mean']:.1f}"
+    if stat["interval"]:
+        text += f" [{100 * stat['interval'][0]:.1f}, {100 * stat['interval'][1]:.1f}]"
+    return text + (f" ±{100 * stat['std']:.1f}" if stat["std"] is not None else "")
+
+
+def difference_line(name: str, metric: str, d: dict) -> str:
+    iv = d["interval"]
+    return f"- {name}, {metric}: {100 * d['delta']:+.1f}" + (f" [{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]" if iv else "")
+
+
+def seed_sections(groups: dict[str, dict[str, list[dict]]], scheme, resamples: int,
+                  pairs: list[tuple[str, str]]) -> tuple[list[str], dict]:
+    """Markdown per split: the pooled table (seeds and records resampled) and the paired differences.
+    `groups`: split -> name -> per-seed columns."""
+    from agrl.metrics import SEED_METRICS, paired_difference, seed_table
+    from agrl.synth import HARD
+
+    lines, stats = [], {}
+    for split, named in groups.items():
+        stats[split] = seed_table(named, scheme, resamples, HARD)
+        lines += [f"## {split}: pooled over seeds", "",
+                  "Cells: percent, mean over seeds [95% bootstrap interval, seeds and records resampled] ±std.", "",
+                  "| run | seeds | " + " | ".join(SEED_METRICS) + " |", "|---|---|" + "---|" * len(SEED_METRICS)]
+        lines += [f"| {name} | {len(named[name])} | " + " | ".join(pct_cell(row[m]) for m in SEED_METRICS) + " |"
+                  for name, row in stats[split].items()]
+        diffs = [(a, b) for a, b in pairs if a in named and b in named and len(named[a]) == len(named[b])]
+        if diffs:
+            lines += ["", "Paired differences (points, [95% interval]):", ""]
+            for a, b in diffs:
+                for metric in ("macro_f1", "hard_macro_f1"):
+                    lines.append(difference_line(f"{a} - {b}", metric,
+                                                 paired_difference(named[a], named[b], metric, scheme, resamples, HARD)))
+        lines.append("")
+    return lines, stats
+
+
+def report_results(results: str | Path, out: str | Path) -> dict[str, Path]:
+    """The report of an `agrl run`'s results.json: its runs (not the sweep's grid points) grouped by
+    stage; then, from the eval predictions, each split's table pooled over seeds with paired differences
+    (every stage against the first, or the recipe's report.differences)."""
+    from agrl.schemes import load_scheme
+
+    body = json.loads(Path(results).read_text())
+    rows = [r for r in body["runs"] if not r["sweep"] and Path(r["dir"]).is_dir()]
+    paths = write_report([r["dir"] for r in rows], out, [r["stage"] for r in rows])
+    groups: dict[str, dict[str, list[dict]]] = {}
+    for row in rows:
+        for split, result in row["evals"].items():
+            if result.get("predictions") and Path(result["predictions"]).is_file():
+                groups.setdefault(split, {}).setdefault(row["stage"], []).append(columns(result["predictions"]))
+    if groups:
+        names = list(dict.fromkeys(r["stage"] for r in rows))
+        pairs = body.get("differences") or [(name, names[0]) for name in names[1:]]
+        scheme = load_scheme(rows[0]["config"].get("scheme", "default"))
+        lines, stats = seed_sections(groups, scheme, body.get("resamples", 1000), [tuple(p) for p in pairs])
+        with paths["markdown"].open("a") as handle:
+            handle.write("\n" + "\n".join(lines))
+        atomic_write(Path(out) / "seeds.json", json.dumps(stats, indent=1) + "\n")
+    return paths

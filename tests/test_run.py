@@ -1,0 +1,189 @@
+"""`agrl run RECIPE`: a tiny recipe with 2 jobs (a kill and a resume included), the bad-input refusals
+(one line naming the file and key, exit 2, nothing written) and that every shipped recipe validates.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_run.py
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from agrl.cli import app
+from agrl.recipe import check_recipe, expand, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"seed": 0, "noise": 0.15, "sizes": {"sft": 32, "rl": 32, "eval_balanced": 8, "eval_wild": 8}},
+    "model": {"size": "tiny", "seed": 0},
+    "common": {"seed": 0, "report_to": "none", "disable_tqdm": True, "bf16": False, "logging_steps": 1,
+               "save_strategy": "no"},
+    "stages": {
+        "sft": {"config": "sft.yaml", "from": "model", "data": "sft", "max_steps": 2, "per_device_train_batch_size": 8,
+                "max_length": 256},
+        "grpo": {"config": "grpo.yaml", "from": "sft", "data": "rl", "max_steps": 2, "per_device_train_batch_size": 8,
+                 "max_completion_length": 32},
+        "agrl": {"config": "agrl.yaml", "from": "sft", "data": "rl", "max_steps": 2, "per_device_train_batch_size": 8,
+                 "max_completion_length": 32},
+    },
+    "eval": {"limit": 8, "batch_size": 8, "max_new_tokens": 32, "resamples": 20},
+}
+
+
+def _recipe(tmp_path: Path, change=None, name="tiny.yaml") -> Path:
+    body = json.loads(json.dumps(TINY))
+    if change:
+        change(body)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _agrl(*args: str, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "agrl", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, **kwargs)
+
+
+def _metrics(out: Path) -> dict:
+    return {r["name"]: {s: e["metrics"] for s, e in r["evals"].items()}
+            for r in json.loads((out / "results.json").read_text())["runs"]}
+
+
+@pytest.mark.slow
+def test_two_jobs_a_kill_and_a_resume_give_the_uninterrupted_results(tmp_path):
+    recipe = _recipe(tmp_path, lambda b: b.update(  # GRPO's rate chosen on eval_wild (a test: no validation split)
+        sweep={"split": "eval_wild", "metric": "macro_f1", "stages": {"grpo": {"learning_rate": [1e-5, 1e-4]}}}))
+    fresh, killed = tmp_path / "fresh", tmp_path / "killed"
+    assert _agrl("run", str(recipe), "--out", str(fresh), "--jobs", "2").wait(timeout=600) == 0
+    stamps = {p.name: p.read_text() for p in (fresh / "stamps").glob("*.json")}
+    assert {"train_sft.json", "train_grpo-learning_rate=1e-05.json", "train_grpo-learning_rate=0.0001.json",
+            "train_agrl.json", "eval_agrl_eval_wild.json"} <= set(stamps)
+    choices = json.loads((fresh / "choices.json").read_text())
+    chosen = next(r for r in json.loads((fresh / "results.json").read_text())["runs"] if r["stage"] == "grpo"
+                  and not r["sweep"])  # the chosen grid point is the stage's run, now on both eval splits too
+    assert chosen["config"]["learning_rate"] == choices["grpo"]["learning_rate"]
+    assert set(chosen["evals"]) == {"eval_wild", "eval_balanced"}
+
+    # Kill the whole process group (runner and its jobs) once SFT is done and the RL stages have started.
+    proc = _agrl("run", str(recipe), "--out", str(killed), "--jobs", "2", start_new_session=True)
+    deadline = time.time() + 300
+    while not (killed / "stamps" / "train_sft.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before SFT was stamped"
+        time.sleep(0.1)
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists(), "killed too late to test a resume"
+    before = {p.name: p.read_text() for p in (killed / "stamps").glob("*.json")}
+
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(killed), "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    timings = json.loads((killed / "timings.json").read_text())["steps"]
+    assert timings["train sft"] is None and timings["data"] is None  # finished before the kill: skipped
+    assert timings["train agrl"] is not None
+    for name, text in before.items():  # a finished step's stamp (its cost included) is untouched
+        assert (killed / "stamps" / name).read_text() == text
+    assert _metrics(killed) == _metrics(fresh)
+    body = json.loads((killed / "results.json").read_text())
+    assert body["machine"]["cpus"] == os.cpu_count() and body["jobs"] == 2
+    assert all(r["cost"][f"train {r['name']}"]["cpu_s"] > 0 for r in body["runs"])
+    assert "| grpo |" in (killed / "report" / "report.md").read_text()
+
+    # The report command reads the results.json alone.
+    report = CliRunner().invoke(app, ["report", str(killed / "results.json"), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    assert "| agrl |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def _bad(key, value):
+    def change(body):
+        node = body
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return change
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_bad("evaluation", {}), "evaluation: unknown recipe key"),
+    (_bad("model.flavour", "x"), "model.flavour: unknown key"),
+    (_bad("stages.grpo.from", "dpo"), "stages.grpo.from: must be 'model' or an earlier stage"),
+    (_bad("stages.grpo.config", "ppo.yaml"), "stages.grpo.config"),
+    (_bad("stages.grpo.lerning_rate", 1e-4), ("stages.grpo:", "lerning_rate")),
+    (_bad("sweep", {"split": "eval_wild", "metric": "macro_f1", "stages": {"grpo": {"warmup_ratio_x": [0.1]}}}),
+     ("sweep.stages.grpo:", "warmup_ratio_x")),
+    (_bad("sweep", {"split": "eval_wild", "metric": "macro_f1", "stages": {"ppo": {"learning_rate": [1e-4]}}}),
+     "sweep.stages.ppo: no such stage"),
+    (_bad("eval.splits", ["test"]), "eval.splits: 'test' is not a split"),
+])
+def test_a_bad_recipe_is_one_line_naming_file_and_key_before_any_job(tmp_path, change, expected):
+    recipe = _recipe(tmp_path, change)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and str(recipe) in result.output
+    assert all(part in result.output for part in ((expected,) if isinstance(expected, str) else expected))
+    assert not out.exists()
+
+
+def test_jobs_zero_and_another_recipes_out_are_refused(tmp_path):
+    recipe = _recipe(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "out"), "--jobs", "0"])
+    assert result.exit_code == 2 and "--jobs 0: must be at least 1" in result.output
+    assert not (tmp_path / "out").exists()
+    # OUT holds a finished step of another recipe (its stamp differs): refused, nothing touched.
+    out = tmp_path / "other"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "splits.json").write_text("[]\n")
+    (out / "stamps").mkdir()
+    (out / "stamps" / "data.json").write_text(json.dumps({"stamp": "0000", "wall_s": 1, "cpu_s": 1}))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert result.exit_code == 2 and "made by another recipe (first: data)" in result.output
+    assert sorted(p.name for p in out.rglob("*")) == ["data", "data.json", "splits.json", "stamps"]
+
+
+def test_seeds_and_a_sweep_expand_into_runs_and_choose_on_validation(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, lambda b: b.update(
+        seeds=[0, 1], sweep={"split": "eval_wild", "metric": "macro_f1", "stages": {"grpo": {"learning_rate": [1e-5, 1e-4]}}})))
+    runs = expand(recipe)  # before the choice: the grid points (first seed) and what does not need the choice
+    assert set(runs) == {"sft-s0", "sft-s1", "grpo-learning_rate=1e-05-s0", "grpo-learning_rate=0.0001-s0",
+                         "agrl-s0", "agrl-s1"}
+    assert runs["grpo-learning_rate=1e-05-s0"]["evals"] == ["eval_wild"] and runs["agrl-s1"]["from"] == "sft-s1"
+    from agrl.recipe import choose
+
+    for name, value in (("grpo-learning_rate=1e-05-s0", 0.4), ("grpo-learning_rate=0.0001-s0", 0.6)):
+        (tmp_path / name / "eval").mkdir(parents=True)
+        (tmp_path / name / "eval" / "eval_wild.json").write_text(json.dumps({"metrics": {"macro_f1": value}}))
+    choices = choose(recipe, tmp_path)
+    assert choices == {"grpo": {"learning_rate": 1e-4}}
+    runs = expand(recipe, choices)
+    assert runs["grpo-s1"]["keys"] == {"seed": 1, "learning_rate": 1e-4} and runs["grpo-s1"]["from"] == "sft-s1"
+    chosen = runs["grpo-learning_rate=0.0001-s0"]  # seed 0's run is the chosen grid point, now on the eval sets
+    assert "grpo-s0" not in runs and not chosen["sweep"] and chosen["evals"] == ["eval_wild", "eval_balanced"]
+    assert runs["grpo-learning_rate=1e-05-s0"]["sweep"]
+
+
+SHIPPED = [*(ROOT / "src" / "agrl" / "recipes" / "demo").glob("*.yaml"), *(ROOT / "configs").glob("*/*.yaml")]
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.parent.name != "accelerate"], ids=lambda p: p.stem)
+def test_every_shipped_recipe_validates(path, tmp_path):
+    """Each shipped recipe loads and each of its stages (every seed and grid point) is a valid train config.
+    An import folder or a local model it names is stood in for by an empty one."""
+    recipe = load_recipe(path)
+    if "dir" in recipe["data"]:
+        recipe["data"]["dir"] = str(tmp_path / "import")
+        for split in ("train", "validation", "test"):
+            (tmp_path / "import").mkdir(exist_ok=True)
+            (tmp_path / "import" / f"{split}.jsonl").write_text("")
+    check_recipe(recipe, tmp_path / "out")
+    assert expand(recipe)

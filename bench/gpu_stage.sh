@@ -15,7 +15,8 @@
 #       the study recipe (bench/gpu_study.py); every JSON lands in $OUT (at most 8 files come back).
 #
 #   bash bench/gpu_stage.sh dry        # CPU dry run of the same path: tiny model, a few steps, a few records
-#                                      # (tests/test_gpu_path.py; PYTHON=... picks the interpreter)
+#                                      # (tests/test_gpu_path.py; PYTHON=... picks the interpreter,
+#                                      # DRY_RECIPES=... and DRY_METHODS=grpo,agrl narrow it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: gpu_stage.sh prepare|stage|run RECIPE|dry}
@@ -106,7 +107,8 @@ dry)
     --warmup 1 --levers issue,fused_label_loss --grpo agrl --prompts 2 --num-generations 2 --grpo-steps 1 \
     --max-completion-length 16 --out "$OUT/gpu_speed.json"
   for recipe in ${DRY_RECIPES:-configs/gpu/home_depot.yaml configs/gpu/synthetic.yaml}; do
-    $PY bench/gpu_study.py --recipe "$recipe" --work "$WORK" --out "$OUT" --dry --model "$WORK/tiny"
+    $PY bench/gpu_study.py --recipe "$recipe" --work "$WORK" --out "$OUT" --dry --model "$WORK/tiny" \
+      ${DRY_METHODS:+--methods "$DRY_METHODS"}
   done
   ;;
 *)

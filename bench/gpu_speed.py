@@ -50,12 +50,15 @@ LADDER: list[tuple[str, dict, str]] = [
     ("padding_free", {"padding_free": True, "max_length": None},
      "same loss per batch (tests/test_gpu_path.py) where no row exceeds max_length (TRL then truncates none)"),
     ("fused_adamw", {"optim": "adamw_torch_fused"}, "same update up to float rounding"),
+    # If a step's cost is mostly per-step overhead (the run: ~2% of peak), 4x the rows a step is ~4x
+    # the tokens/s; the rate then needs choosing again.
+    ("batch_256", {"per_device_train_batch_size": 256}, "changes results: 4x fewer, larger steps"),
 ]
 # Batching by tokens: BFD packing fills rows of 4,096 tokens (~19 sequences of ~210), 4 rows to a step
 # (about the 64 sequences); a step's sequence count varies, so results change.
 LADDER.append(("packed_4k", {"packing": True, "packing_strategy": "bfd", "max_length": 4096,
                              "per_device_train_batch_size": 4}, "changes results: ~64-80 sequences a step, by tokens"))
-GPU_ONLY = {"fused_adamw"}  # torch's fused AdamW: CUDA kernels (slower or refused elsewhere)
+GPU_ONLY = {"fused_adamw", "batch_256"}  # CUDA kernels; minutes a step on 2 CPU cores
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
                            "trl": trl.__version__},
               "params": params, "options": vars(opts), "sft": {}, "grpo": {}}
     keys: dict = {}
+    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+    save = lambda: Path(opts.out).write_text(json.dumps(report, indent=2))  # noqa: E731 (after every row: a
+    # run cut short by the device's time limit keeps the rows it finished)
     with tempfile.TemporaryDirectory() as tmp:
         for name, more, effect in LADDER:
             keys = keys | more
@@ -232,13 +238,13 @@ def main(argv: list[str] | None = None) -> dict:
             finally:
                 sft.weigh_label_token = patch
             report["sft"][name] = row | {"effect": effect}
+            save()
             print(f"{name}: {row.get('tokens_per_s', 0):.0f} tokens/s, pad {row['pad_share']:.1%}", flush=True)
         for method in [m for m in opts.grpo.split(",") if m and m != "none" and not opts.pad_only]:
             report["grpo"][method] = grpo_row(opts, method, Path(tmp), gpu)
+            save()
             print(f"{method}: {report['grpo'][method]['median_step_s']:.2f} s a step", flush=True)
     print_table(report)
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(json.dumps(report, indent=2))
     return report
 
 

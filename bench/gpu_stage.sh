@@ -11,8 +11,9 @@
 #   device call 2 (<= 10 min), back to back (the machine stays warm 30 s):
 #       run(carry=[".gpu/2"], timeout_s=600,
 #           command="bash bench/gpu_stage.sh run configs/gpu/home_depot.yaml")    # or configs/gpu/synthetic.yaml
-#       assembles and checks the GGUF, imports SmolLM2 and the data, runs bench/gpu_speed.py (~1 min), then
-#       the study recipe (bench/gpu_study.py); every JSON lands in $OUT (at most 8 files come back).
+#       assembles and checks the GGUF, imports SmolLM2 and the data, runs the study recipe
+#       (bench/gpu_study.py), then the speed ladder (bench/gpu_speed.py) in what is left of BUDGET_S (570 s);
+#       every JSON lands in $OUT (at most 8 files come back).
 #
 #   bash bench/gpu_stage.sh dry        # CPU dry run of the same path: tiny model, a few steps, a few records
 #                                      # (tests/test_gpu_path.py; PYTHON=... picks the interpreter,
@@ -87,13 +88,15 @@ run)
   fi
   echo "model and data ready after $(( $(date +%s) - start )) s"
   versions
-  if [ "${SPEED:-1}" = 1 ]; then  # the speed ladder first: short, and it says whether the study's sizes hold
-    $PY bench/gpu_speed.py --model "$WORK/smollm2" --train-file "$WORK/home_depot/train.jsonl" \
-      --scheme three_level --records 6400 --out "$OUT/gpu_speed.json"
-  fi
-  echo "speed done after $(( $(date +%s) - start )) s"
   $PY bench/gpu_study.py --recipe "$RECIPE" --work "$WORK" --out "$OUT"
   echo "study done after $(( $(date +%s) - start )) s"
+  # Then the speed ladder in the time left (it saves its JSON after every row): the study's JSON is safe.
+  left=$(( ${BUDGET_S:-570} - ($(date +%s) - start) ))
+  if [ "$left" -gt 60 ]; then
+    timeout "$left" $PY bench/gpu_speed.py --model "$WORK/smollm2" --train-file "$WORK/home_depot/train.jsonl" \
+      --scheme three_level --steps 10 --warmup 2 --grpo-steps 3 --out "$OUT/gpu_speed.json" || true
+  fi
+  echo "speed done after $(( $(date +%s) - start )) s"
   ;;
 dry)
   # The same run on CPU at smoke size: a fresh tiny model stands in for SmolLM2, the recipe's --dry sizes.

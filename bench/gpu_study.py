@@ -45,7 +45,8 @@ COUNTERS = ("agr/flagged_share", "agr/guided_group_share", "agr/guided_acc", "ag
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", required=True)
-    p.add_argument("--work", required=True, help="runs, data and logs (WORK/smollm2: the imported model)")
+    p.add_argument("--work", required=True, help="WORK/smollm2 and WORK/home_depot (gpu_stage.sh run imports them); "
+                   "the study's runs, data and logs go to WORK/study_NAME")
     p.add_argument("--out", required=True, help="folder of the results JSON")
     p.add_argument("--model", help="starting model (default: WORK/smollm2)")
     p.add_argument("--dry", action="store_true", help="smoke sizes: the recipe's `dry` section over it")
@@ -74,10 +75,10 @@ def merged(base: dict, over: dict) -> dict:
 # ---- data -------------------------------------------------------------------------------------------------
 
 
-def home_depot_data(recipe: dict, work: Path, dry: bool) -> dict[str, Path]:
-    """WORK/home_depot from `agrl data import home-depot` (gpu_stage.sh run does it; the dry run imports a
-    stand-in CSV written from synthetic pairs, so no network or shared data is needed)."""
-    data = work / ("hd_dry" if dry else "home_depot")
+def home_depot_data(recipe: dict, root: Path, work: Path, dry: bool) -> dict[str, Path]:
+    """ROOT/home_depot from `agrl data import home-depot` (gpu_stage.sh run does it; the dry run imports a
+    stand-in CSV written from synthetic pairs into the study's folder: no network or shared data needed)."""
+    data = work / "hd_dry" if dry else root / "home_depot"
     if not (data / "train.jsonl").is_file():
         source = recipe["data"]["home_depot"]["input"]
         if dry:
@@ -267,7 +268,7 @@ def main(argv=None) -> dict:
     global IN_PROCESS
     recipe = load_recipe(opts.recipe, opts.dry, opts.methods)
     IN_PROCESS = recipe["jobs"] == 1
-    work, out = Path(opts.work) / recipe["name"], Path(opts.out)
+    work, out = Path(opts.work) / f"study_{recipe['name']}", Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     model = Path(opts.model) if opts.model else Path(opts.work) / "smollm2"
     scheme = load_scheme(recipe["scheme"])
@@ -283,7 +284,7 @@ def main(argv=None) -> dict:
         target.write_text(json.dumps(result, indent=2))
 
     hd = "home_depot" in recipe["data"]
-    files = home_depot_data(recipe, work, opts.dry) if hd else synthetic_data(recipe, work)
+    files = home_depot_data(recipe, Path(opts.work), work, opts.dry) if hd else synthetic_data(recipe, work)
     sft_file, rl_file = (files["train"], files["train"]) if hd else (files["sft"], files["rl"])
     finals = ("validation", "test") if hd else ("eval_balanced", "eval_wild")
     gold = {split: load_records(files[split], scheme) for split in {"validation", *finals}}

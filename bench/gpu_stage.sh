@@ -105,7 +105,7 @@ dry)
   if [ ! -f "$WORK/tiny/config.json" ]; then
     $PY -m agrl model init --out "$WORK/tiny" --size tiny
   fi
-  $PY -m agrl data synth --out "$WORK/synth" --seed 0 --force >/dev/null
+  $PY -m agrl data synth --out "$WORK/synth" --seed 0 --size small --force >/dev/null
   $PY bench/gpu_speed.py --model "$WORK/tiny" --train-file "$WORK/synth/sft.jsonl" --batch 8 --steps 2 \
     --warmup 1 --levers issue,fused_label_loss --grpo agrl --prompts 2 --num-generations 2 --grpo-steps 1 \
     --max-completion-length 16 --out "$OUT/gpu_speed.json"

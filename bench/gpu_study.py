@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", help="starting model (default: WORK/smollm2)")
     p.add_argument("--dry", action="store_true", help="smoke sizes: the recipe's `dry` section over it")
     p.add_argument("--methods", help="only these methods (comma-separated; default: the recipe's)")
+    p.add_argument("--jobs", type=int, help="runs at a time (default: the recipe's); 1 runs them in this process")
     return p.parse_args(argv)
 
 
@@ -267,6 +268,7 @@ def main(argv=None) -> dict:
     opts = parse_args(argv)
     global IN_PROCESS
     recipe = load_recipe(opts.recipe, opts.dry, opts.methods)
+    recipe["jobs"] = opts.jobs or recipe["jobs"]
     IN_PROCESS = recipe["jobs"] == 1
     work, out = Path(opts.work) / f"study_{recipe['name']}", Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)

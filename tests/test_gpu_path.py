@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 from agrl.output import LABEL_OPEN
@@ -34,13 +35,14 @@ def tiny(tmp_path_factory):
     return init_model(tmp_path_factory.mktemp("model"), size="tiny", seed=0)
 
 
-def sft_trainer(model_dir, out, **config):
+def sft_trainer(model_dir, out, peft_config=None, **config):
     records = generate(seed=0, sizes={"sft": 12, "rl": 0, "eval_balanced": 0, "eval_wild": 0})["sft"]
     rows = sft.sft_rows(records, RulesEngine.from_records(records))
     args = SFTConfig(output_dir=str(out), use_cpu=True, report_to="none", per_device_train_batch_size=6,
                      gradient_checkpointing=False, **config)
     torch.manual_seed(0)
-    trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=Dataset.from_list(rows))
+    trainer = SFTTrainer(model=str(model_dir), args=args, train_dataset=Dataset.from_list(rows),
+                         peft_config=peft_config)
     trainer.model.eval()  # no dropout: the two losses compare the same function
     return trainer, trainer.processing_class.encode(LABEL_OPEN, add_special_tokens=False)
 
@@ -55,8 +57,11 @@ def forwards(trainer):
     return calls
 
 
-def test_the_fused_label_loss_is_the_full_logits_loss_in_one_forward(tiny, tmp_path):
-    trainer, ids = sft_trainer(tiny, tmp_path)
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_fused_label_loss_is_the_full_logits_loss_in_one_forward(tiny, tmp_path, lora):
+    peft_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                             task_type="CAUSAL_LM") if lora else None
+    trainer, ids = sft_trainer(tiny, tmp_path, peft_config)
     batch = batch_of(trainer)
     calls = forwards(trainer)
     plain = trainer.compute_loss(trainer.model, dict(batch)).item()

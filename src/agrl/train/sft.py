@@ -85,17 +85,16 @@ def weigh_label_token(trainer: SFTTrainer, label_open: list[int], weight: float)
     """The label-weighted loss on TRL's fused LM head: TRL's loss is -sum(log_probs) / tokens, and a
     forward hook scales each position's log-prob by its weight first. The same loss as
     `label_weighted_loss`, but one forward pass where a `compute_loss_func` costs two (TRL reruns the
-    model for its metrics) and no (batch, length, vocabulary) logits: the speed lever of bench/gpu_speed.py."""
-    from accelerate.utils import is_peft_model
-
-    model = trainer.model.get_base_model() if is_peft_model(trainer.model) else trainer.model
+    model for its metrics) and no (batch, length, vocabulary) logits: the speed lever of bench/gpu_speed.py.
+    The hook sits on the trainer's model itself: PEFT calls its base model's `forward` directly, so a hook
+    on the model that TRL patched would not run under LoRA."""
 
     def scale(module, args, kwargs, output):
         if kwargs.get("fused_lm_head") and kwargs.get("labels") is not None and output.log_probs is not None:
             output.log_probs = output.log_probs * label_token_weights(kwargs["labels"], label_open, weight)
         return output
 
-    model.register_forward_hook(scale, with_kwargs=True)
+    trainer.model.register_forward_hook(scale, with_kwargs=True)
 
 
 def main(run: RunArgs, args: SFTConfig, callbacks: tuple = ()) -> None:

@@ -97,7 +97,7 @@ class Meter(TrainerCallback):
     pad share of the first batches, and when training started."""
 
     def __init__(self, pad_batches: int, pad_only: bool = False):
-        self.pad_batches, self.pad_only, self.wall, self.tokens = pad_batches, pad_only, [], []
+        self.pad_batches, self.pad_only, self.wall, self.cpu, self.tokens = pad_batches, pad_only, [], [], []
         self.pad = self.positions = 0
         self.began = None
 
@@ -114,12 +114,13 @@ class Meter(TrainerCallback):
         self.began = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.wall.append(time.perf_counter() - self._start)
+        self.wall.append(time.perf_counter() - self._start[0])
+        self.cpu.append(time.process_time() - self._start[1])  # steadier than wall on a shared CPU box
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "num_tokens" in logs:
@@ -173,7 +174,8 @@ def sft_row(opts, name: str, keys: dict, work: Path, gpu: bool, params: int) -> 
     tokens = counts[steps] - counts[opts.warmup] if opts.warmup else counts[steps]
     rate = tokens / sum(measured)
     tflops = 6 * params * rate / 1e12
-    return {"median_step_s": statistics.median(measured), "steps": len(measured), "tokens": tokens,
+    return {"median_step_s": statistics.median(measured), "median_step_cpu_s": statistics.median(meter.cpu[opts.warmup:]),
+            "steps": len(measured), "tokens": tokens,
             "tokens_per_s": rate, "tflops": tflops, "peak_share": tflops / opts.peak_tflops if gpu else None,
             "startup_s": wall - sum(meter.wall)} | pad
 
@@ -252,16 +254,16 @@ def print_table(report: dict) -> None:
     o = report["options"]
     print(f"\nTraining speed, {report['machine']}, {report['date']}, {report['params'] / 1e6:.1f}M params, "
           f"SFT batch {o['batch']}, {o['steps']} steps (+{o['warmup']} warm-up)\n")
-    print("| SFT ladder (each row adds one lever) | step s | non-pad tokens/s | x issue | pad share "
+    print("| SFT ladder (each row adds one lever) | step s | step CPU s | non-pad tokens/s | x issue | pad share "
           "| TFLOP/s (6PT) | of peak | start-up s | effect on results |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     base = next(iter(report["sft"].values()), None)
     for name, r in report["sft"].items():
         if "tokens_per_s" not in r:  # --pad-only
-            print(f"| {name} | - | - | - | {r['pad_share']:.1%} | - | - | {r['startup_s']:.1f} | {r['effect']} |")
+            print(f"| {name} | - | - | - | - | {r['pad_share']:.1%} | - | - | {r['startup_s']:.1f} | {r['effect']} |")
             continue
         peak = "-" if r["peak_share"] is None else f"{r['peak_share']:.1%}"
-        print(f"| {name} | {r['median_step_s']:.3f} | {r['tokens_per_s']:.0f} | "
+        print(f"| {name} | {r['median_step_s']:.3f} | {r['median_step_cpu_s']:.3f} | {r['tokens_per_s']:.0f} | "
               f"{r['tokens_per_s'] / base['tokens_per_s']:.2f} | {r['pad_share']:.1%} | {r['tflops']:.2f} | {peak} "
               f"| {r['startup_s']:.1f} | {r['effect']} |")
     if report["grpo"]:

@@ -225,8 +225,10 @@ def main(argv: list[str] | None = None) -> dict:
               "params": params, "options": vars(opts), "sft": {}, "grpo": {}}
     keys: dict = {}
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    save = lambda: Path(opts.out).write_text(json.dumps(report, indent=2))  # noqa: E731 (after every row: a
-    # run cut short by the device's time limit keeps the rows it finished)
+
+    def save() -> None:  # after every row: a run cut short by the device's time limit keeps what it finished
+        Path(opts.out).write_text(json.dumps(report, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         for name, more, effect in LADDER:
             keys = keys | more

@@ -158,7 +158,8 @@ def agrl(*args, log: Path) -> None:
             raise RuntimeError(f"agrl {' '.join(map(str, args))} failed: exit {code}")
         return
     with log.open("a") as handle:
-        done = subprocess.run([sys.executable, "-m", "agrl", *map(str, args)], stdout=handle, stderr=subprocess.STDOUT)
+        done = subprocess.run([sys.executable, "-m", "agrl", *map(str, args)], stdout=handle, stderr=subprocess.STDOUT,
+                              check=False)
     if done.returncode:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"agrl {' '.join(map(str, args[:2]))} failed ({log}):\n" + "\n".join(tail))

@@ -142,6 +142,7 @@ def synthetic_data(recipe: dict, work: Path) -> dict[str, Path]:
 
 
 IN_PROCESS = False  # jobs 1 (the dry run): the commands run in this process, no interpreter start-up each
+JOBS = 1
 
 
 def agrl(*args, log: Path) -> None:
@@ -158,8 +159,10 @@ def agrl(*args, log: Path) -> None:
             raise RuntimeError(f"agrl {' '.join(map(str, args))} failed: exit {code}")
         return
     with log.open("a") as handle:
+        # the host's cores shared among the jobs: each process drives the GPU from Python (host-bound)
+        threads = str(max(1, (os.cpu_count() or 1) // JOBS))
         done = subprocess.run([sys.executable, "-m", "agrl", *map(str, args)], stdout=handle, stderr=subprocess.STDOUT,
-                              check=False)
+                              check=False, env=os.environ | {"OMP_NUM_THREADS": threads})
     if done.returncode:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise RuntimeError(f"agrl {' '.join(map(str, args[:2]))} failed ({log}):\n" + "\n".join(tail))
@@ -267,10 +270,10 @@ def run_keys(recipe: dict, model: Path, train_file: Path, stage: dict, **more) -
 
 def main(argv=None) -> dict:
     opts = parse_args(argv)
-    global IN_PROCESS
+    global IN_PROCESS, JOBS
     recipe = load_recipe(opts.recipe, opts.dry, opts.methods)
-    recipe["jobs"] = opts.jobs or recipe["jobs"]
-    IN_PROCESS = recipe["jobs"] == 1
+    recipe["jobs"] = JOBS = opts.jobs or recipe["jobs"]
+    IN_PROCESS = JOBS == 1
     work, out = Path(opts.work) / f"study_{recipe['name']}", Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     model = Path(opts.model) if opts.model else Path(opts.work) / "smollm2"

@@ -33,8 +33,9 @@ from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
 from agrl.synth import generate
 from agrl.tiny import init_model
-from agrl.train.agr import AGRLConfig, agrl_trainer_class
+from agrl.train.agr import AGRLConfig
 from agrl.train.grpo import CountingGRPOTrainer, grpo_rows
+from agrl.train.methods import trainer_class
 
 METHODS = ("grpo", "agrl_immediate", "agrl_deferred")
 
@@ -122,7 +123,7 @@ def run_method(method: str, model_dir: str, rows: list[dict], engine, opts, out_
         trainer = CountingGRPOTrainer(args=GRPOConfig(**common), **kwargs)
     else:
         args = AGRLConfig(**common, agr_mode=method.removeprefix("agrl_"))
-        trainer = agrl_trainer_class(args)(args=args, rules_engine=engine, scheme=scheme, **kwargs)
+        trainer = trainer_class("agrl", args)(args=args, rules_engine=engine, scheme=scheme, **kwargs)
     trainer.remove_callback(PrinterCallback)  # keep the table readable
     clock = StepClock()
     trainer.add_callback(clock)

@@ -26,7 +26,8 @@ from agrl.prompt import prompt_messages
 from agrl.rewards import completion_text, reward_funcs
 from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
-from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer, agrl_trainer_class
+from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer
+from agrl.train.methods import trainer_class
 
 SCHEME = load_scheme("default")
 G = 4
@@ -96,7 +97,7 @@ class ScriptedGenerator:
 
 
 def build_trainer(model, tokenizer, funcs, args, dataset) -> AGRLTrainer:
-    return agrl_trainer_class(args)(
+    return trainer_class("agrl", args)(
         model=model,
         reward_funcs=funcs,
         args=args,
@@ -326,7 +327,7 @@ def test_trainer_refuses_repeated_ids_and_the_other_mode(tiny_model_dir, tmp_pat
     with pytest.raises(ValueError, match="not unique"):
         build_trainer(model, tokenizer, funcs, args, Dataset.from_list([row(HARD), row(HARD)]))
     args.agr_mode = "immediate"
-    with pytest.raises(ValueError, match="agrl_trainer_class"):
+    with pytest.raises(ValueError, match="methods.trainer_class"):
         AGRLTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list([row(HARD)]),
                     processing_class=tokenizer, rules_engine=ENGINE, scheme=SCHEME)
 

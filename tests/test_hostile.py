@@ -65,7 +65,8 @@ def ws(tmp_path_factory, tiny_model_dir):
     }
     for name, text in files.items():
         (root / name).write_text(text)
-    for name, extra in {"neg_batch": {"per_device_train_batch_size": -1}, "nan_weight": {"w_out": float("nan")},
+    for name, extra in {"neg_batch": {"per_device_train_batch_size": -1},
+                        "nan_weight": {"method": "grpo", "reward_weights": {"outcome": float("nan")}},
                         "credit": {"step_credit_when_wrong": 1.5}, "dpo": {"method": "dpo", "dpo_samples": 0},
                         "share": {"sft_guided_share": 2.0}, "lr": {"learning_rate": float("inf")},
                         "label_weight": {"sft_label_weight": 0.5}}.items():
@@ -191,7 +192,7 @@ def cases(ws: Path) -> list[tuple[str, list[str], str]]:
         ("train-no-output-dir", ["train", w("no_output_dir.yaml"), "--set", f"model={model}",
                                  "--set", f"train_file={w('good.jsonl')}"], "output_dir is required"),
         ("train-negative-batch", ["train", w("cfg_neg_batch.yaml")], "per_device_train_batch_size"),
-        ("train-nan-weight", ["train", w("cfg_nan_weight.yaml")], "w_out"),
+        ("train-nan-weight", ["train", w("cfg_nan_weight.yaml")], "reward_weights"),
         ("train-credit-above-1", ["train", w("cfg_credit.yaml")], "step_credit_when_wrong"),
         ("train-dpo-samples-0", ["train", w("cfg_dpo.yaml")], "dpo_samples"),
         ("train-guided-share", ["train", w("cfg_share.yaml")], "sft_guided_share"),

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig
 
 from agrl import synth
-from agrl.rewards import REWARD_NAMES, RewardWeights, completion_text, reward_funcs
+from agrl.rewards import REWARD_NAMES, completion_text, reward_funcs
 from agrl.rules import RulesEngine
 from agrl.schemes import load_scheme
 from agrl.train.agr import AGRLConfig, AGRLTrainer
@@ -39,7 +39,7 @@ def rl_rows():
     return grpo_rows(records, engine), engine
 
 
-def trajectory(model_dir, tmp_path, rows, names, weights: RewardWeights, engine=None, **agr) -> tuple[list, list]:
+def trajectory(model_dir, tmp_path, rows, names, weights: dict, engine=None, **agr) -> tuple[list, list]:
     """(the compared values per step, every logged entry)"""
     funcs, scales = reward_funcs(names, SCHEME, weights)
     settings = {
@@ -78,9 +78,9 @@ def trajectory(model_dir, tmp_path, rows, names, weights: RewardWeights, engine=
 @pytest.mark.slow
 def test_agrl_without_guided_replay_is_grpo_pr(sft_model_dir, tmp_path, rl_rows):
     rows, engine = rl_rows
-    grpo_pr, _ = trajectory(sft_model_dir, tmp_path / "pr", rows, REWARD_NAMES, RewardWeights())
+    grpo_pr, _ = trajectory(sft_model_dir, tmp_path / "pr", rows, REWARD_NAMES, {})
     agrl, logged = trajectory(
-        sft_model_dir, tmp_path / "agrl", rows, REWARD_NAMES, RewardWeights(), engine, agr_replay_share=0.0
+        sft_model_dir, tmp_path / "agrl", rows, REWARD_NAMES, {}, engine, agr_replay_share=0.0
     )
     assert all("agr/flagged_share" in e and e["agr/guided_group_share"] == 0.0 for e in logged)  # AGR ran, guided none
     assert agrl == grpo_pr
@@ -89,8 +89,8 @@ def test_agrl_without_guided_replay_is_grpo_pr(sft_model_dir, tmp_path, rl_rows)
 @pytest.mark.slow
 def test_grpo_pr_with_dense_weights_at_zero_is_grpo(sft_model_dir, tmp_path, rl_rows):
     rows, _ = rl_rows
-    grpo, _ = trajectory(sft_model_dir, tmp_path / "grpo", rows, ("format_gate", "outcome"), RewardWeights())
-    zero, logged = trajectory(sft_model_dir, tmp_path / "pr0", rows, REWARD_NAMES, RewardWeights(step=0.0, adh=0.0))
+    grpo, _ = trajectory(sft_model_dir, tmp_path / "grpo", rows, ("format_gate", "outcome"), {})
+    zero, logged = trajectory(sft_model_dir, tmp_path / "pr0", rows, REWARD_NAMES, {"step": 0.0, "adherence": 0.0})
     assert any(e["rewards/step/mean"] > 0 for e in logged)  # the dense terms were scored, then weighted 0
     assert zero == grpo
 

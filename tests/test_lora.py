@@ -46,10 +46,10 @@ def test_lora_keys_parse_and_build_a_peft_config():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["lora_r=-1"], "lora_r must be >= 0"),
-        (["lora_r=8", "lora_alpha=0"], "lora_alpha must be > 0"),
-        (["lora_dropout=1.0"], "lora_dropout must be in [0, 1)"),
-        (["lora_r=8", "lora_target_modules=[]"], "must name at least one module"),
+        (["lora_r=-1"], "lora_r: must be >= 0"),
+        (["lora_r=8", "lora_alpha=0"], "lora_alpha: must be > 0"),
+        (["lora_dropout=1.0"], "lora_dropout: must be in [0, 1)"),
+        (["lora_r=8", "lora_target_modules=[]"], "must be at least one module"),
         (["lora_alhpa=8"], "did you mean 'lora_alpha'"),
         (["lora_r=eight"], "invalid int value"),
     ],
@@ -103,7 +103,7 @@ def test_lora_dpo_continues_the_sft_adapter(lora_sft, small_bench, tmp_path):
 
 @pytest.mark.slow
 def test_lora_agrl_trains_the_adapter_and_guided_logps_go_through_it(lora_sft, small_bench, tmp_path):
-    from agrl.train.grpo import build_trainer
+    from agrl.train.methods import build_trainer
 
     out = tmp_path / "agrl"
     overrides = [f"model={lora_sft}", f"train_file={small_bench / 'rl.jsonl'}", f"output_dir={out}",
@@ -111,7 +111,7 @@ def test_lora_agrl_trains_the_adapter_and_guided_logps_go_through_it(lora_sft, s
                  "max_completion_length=64", "save_steps=2", *SMALL, *LORA]
     # The trainer's own log-prob pass (the one AGR's guided old log-probs use) runs the adapter.
     method, run, args = load_config(CONFIGS / "agrl.yaml", overrides)
-    trainer = build_trainer(run, args, method)
+    trainer = build_trainer(method, run, args)
     ids = torch.tensor([[5, 17, 40, 9, 33, 12, 7, 8]])
     mask = torch.ones_like(ids)
     with_adapter = trainer._logps(ids[:, :4], mask[:, :4], ids[:, 4:], mask[:, 4:])

@@ -11,8 +11,8 @@ from agrl.rewards import (
     Adherence,
     FormatGate,
     Outcome,
-    RewardWeights,
     StepReward,
+    default_weights,
     grade,
     reward_funcs,
 )
@@ -21,9 +21,9 @@ from agrl.schemes import load_scheme
 SCHEME = load_scheme("default")
 
 
-def total_reward(text, label, steps, scheme, weights=None) -> float:
+def total_reward(text, label, steps, scheme, weights=None, **settings) -> float:
     """R for one completion: every term weighted and summed, as TRL sums them."""
-    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights or RewardWeights())
+    funcs, scales = reward_funcs(REWARD_NAMES, scheme, weights, **settings)
     return sum(scale * func([text], [label], [steps])[0] for func, scale in zip(funcs, scales))
 GOLD_LABEL = 2
 GOLD_STEPS = {"category": "match", "brand": "mismatch", "attribute.color": "match"}
@@ -46,9 +46,9 @@ INCONSISTENT = render(
 MISSING_STEP = render(2, [Step("category", "match"), Step("brand", "mismatch")], "violated")
 
 
-def terms(text, label=GOLD_LABEL, steps=GOLD_STEPS, weights=None):
+def terms(text, label=GOLD_LABEL, steps=GOLD_STEPS):
     """{name: value} of every RRS term for one completion (steps passed as a dict, as TRL may)."""
-    funcs, _ = reward_funcs(REWARD_NAMES, SCHEME, weights or RewardWeights())
+    funcs, _ = reward_funcs(REWARD_NAMES, SCHEME)
     return {f.__name__: f([text], label=[label], steps=[steps])[0] for f in funcs}
 
 
@@ -94,20 +94,24 @@ def test_rejected_completions_get_only_the_gate(text):
 
 @pytest.mark.parametrize("text", [VALID, WRONG_LABEL, WRONG_STEPS, INCONSISTENT, MISSING_STEP])
 @pytest.mark.parametrize(
-    "weights", [RewardWeights(), RewardWeights(out=2.0, step=0.3, adh=0.7, step_credit_when_wrong=0.1)]
+    "weights, g_wrong",
+    [({}, 0.5), ({"outcome": 2.0, "step": 0.3, "adherence": 0.7}, 0.1)],
 )
-def test_weighted_sum_is_spec_formula(text, weights):
+def test_weighted_sum_is_spec_formula(text, weights, g_wrong):
     # R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh), computed here from the raw terms
-    t = terms(text, weights=RewardWeights())  # default g=0.5 baked in; undo it to get raw r_step, r_adh
+    t = terms(text)  # default g=0.5 baked in; undo it to get raw r_step, r_adh
     right = t["outcome"] == 1.0
     g_default = 1.0 if right else 0.5
     r_step, r_adh = t["step"] / g_default, t["adherence"] / g_default
-    g = 1.0 if right else weights.step_credit_when_wrong
-    expected = weights.out * t["outcome"] + g * (weights.step * r_step + weights.adh * r_adh)
-    funcs, scales = reward_funcs(REWARD_NAMES, SCHEME, weights)
+    g = 1.0 if right else g_wrong
+    w = {"outcome": 1.0, "step": 0.5, "adherence": 0.25} | weights  # the defaults, by reward name
+    expected = w["outcome"] * t["outcome"] + g * (w["step"] * r_step + w["adherence"] * r_adh)
+    funcs, scales = reward_funcs(REWARD_NAMES, SCHEME, weights, step_credit_when_wrong=g_wrong)
     got = sum(s * f([text], label=[GOLD_LABEL], steps=[GOLD_STEPS])[0] for f, s in zip(funcs, scales))
     assert got == pytest.approx(expected)
-    assert total_reward(text, GOLD_LABEL, GOLD_STEPS, SCHEME, weights) == pytest.approx(expected)
+    assert total_reward(text, GOLD_LABEL, GOLD_STEPS, SCHEME, weights, step_credit_when_wrong=g_wrong) == (
+        pytest.approx(expected)
+    )
 
 
 def test_dense_terms_never_outweigh_the_outcome():
@@ -121,7 +125,7 @@ def test_dense_terms_never_outweigh_the_outcome():
 
 def test_ordinal_outcome_credit():
     # 4 levels: one level off earns 1 - 1/3; two off 1/3; the gate still rules
-    ordinal = Outcome(SCHEME, RewardWeights(ordinal=True))
+    ordinal = Outcome(SCHEME, ordinal_outcome=True)
     texts = [render(code, [Step("category", "match")]) for code in (4, 3, 2, 1)]
     assert ordinal(texts, label=[3] * 4) == pytest.approx([2 / 3, 1.0, 2 / 3, 1 / 3])
     assert ordinal(["nonsense"], label=[3]) == [0.0]
@@ -150,6 +154,25 @@ def test_callables_pickle_and_unknown_names():
     assert isinstance(funcs[0], FormatGate) and isinstance(funcs[3], Adherence)
     with pytest.raises(ValueError, match="unknown reward"):
         reward_funcs(["outcome", "brevity"], SCHEME)
+
+
+def test_rewards_by_import_path_and_weights_by_name():
+    # TRL's scripts' forms: a registry name, `module:function` or `module.function`; the weight's key is the
+    # name TRL logs the reward under (rewards/<name>), the default 1 for a function without its own weight
+    funcs, scales = reward_funcs(["outcome", "agrl.rewards:completion_text"], SCHEME, {"completion_text": 0.2})
+    assert [f.__name__ for f in funcs] == ["outcome", "completion_text"] and scales == [1.0, 0.2]
+    assert default_weights(["step", "agrl.rewards.completion_text"]) == {"step": 0.5, "completion_text": 1.0}
+    for specs, weights, message in [
+        (["outcome", "agrl.rewards:nope"], {}, "cannot import"),
+        (["outcome", "no_such_module_xyz:f"], {}, "cannot import"),
+        (["outcome", "agrl.rewards:REWARD_NAMES"], {}, "not callable"),
+        (["outcome", "agrl.rewards:completion_text", "agrl.rewards.completion_text"], {}, "share a name"),
+        (["outcome"], {"step": 0.5}, "not among this run's rewards"),
+        (["outcome"], {"outcome": -1.0}, "finite number >= 0"),
+        (["outcome"], {"outcome": float("nan")}, "finite number >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            reward_funcs(specs, SCHEME, weights)
 
 
 def test_docstring_examples():

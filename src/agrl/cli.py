@@ -321,7 +321,7 @@ def train(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an output_dir that holds another run")] = False,
 ) -> None:
-    """Run one training stage (sft, dpo, grpo, grpo_pr, agr_only, agrl) from a config file.
+    """Run one training stage (a method of train/methods.py: sft, dpo, grpo, grpo_pr, agrl, ...) from a config file.
 
     Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones)."""
     from agrl.train import train as run_stage
@@ -581,3 +581,11 @@ def data_agreement(
     typer.echo(agreement_table(report))
     if out:
         atomic_write(out, json.dumps(report, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- side-by-side evaluation by people
+# `agrl sbs create|serve|report` (sbs/cli.py).
+
+from agrl.sbs.cli import sbs_app  # light: typer only; each command imports its own work
+
+app.add_typer(sbs_app, name="sbs")

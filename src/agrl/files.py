@@ -98,11 +98,27 @@ def input_file(path: str | Path, what: str = "input") -> Path:
     return path
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key_node.tag != "tag:yaml.org,2002:merge" and key is not None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (which one counts?)", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def yaml_file(path: str | Path, what: str) -> Any:
-    """The parsed content of a YAML file; UserError naming FILE:LINE on a syntax error."""
+    """The parsed content of a YAML file; UserError naming FILE:LINE on a syntax error or a key given twice."""
     path = input_file(path, what)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # a SafeLoader
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the {what} as UTF-8") from None
     except yaml.YAMLError as err:

@@ -1,39 +1,32 @@
 """Rule-aware Reward Shaping (spec section 5): format gate, outcome, step and adherence rewards.
 
-Each term is its own TRL reward callable, so TRL logs it separately; with the weights from
-`reward_funcs` their sum is exactly R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh) behind the
-hard gate (r_invalid for a completion the parser rejects). The dense terms count only where the record
-has gold steps (`RulesEngine.gold_steps` is None where the rules are not trusted on it): there the label
-alone is rewarded. Pure Python: no torch, no TRL import.
+Each term is its own TRL reward callable, so TRL logs it separately (rewards/<name>); with their
+weights their sum is exactly R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh) behind the hard gate
+(r_invalid for a completion the parser rejects). The dense terms count only where the record has
+gold steps (`RulesEngine.gold_steps` is None where the rules are not trusted on it): there the label
+alone is rewarded. A reward term is one callable plus its entry in REWARDS; a config names terms
+there or by import path (`module:function`, as TRL's scripts take them), and weighs them by name.
+Pure Python: no torch, no TRL import.
 
-    funcs, weights = reward_funcs(["format_gate", "outcome", "step", "adherence"], load_scheme("default"))
+    funcs, weights = reward_funcs(["format_gate", "outcome", "step"], load_scheme("default"), {"step": 0.3})
     GRPOTrainer(..., reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from agrl.output import Judgement, Rejected, parse_completion
 from agrl.rules import DecisionTable
 from agrl.schemes import Scheme
-
-REWARD_NAMES = ("format_gate", "outcome", "step", "adherence")
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    """Weights of the RRS terms (spec section 5); `ordinal` gives partial outcome credit by distance."""
-
-    out: float = 1.0
-    step: float = 0.5
-    adh: float = 0.25
-    invalid: float = -1.0
-    step_credit_when_wrong: float = 0.5
-    ordinal: bool = False
-
 
 # ---------------------------------------------------------------------------- reading inputs
 
@@ -122,16 +115,27 @@ def grade(
 
 
 class _Reward:
-    """Base of the reward callables: picklable (a class, not a closure), `__name__` = TRL metric name."""
+    """Base of the built-in reward callables: picklable (a class, not a closure), `__name__` = TRL's
+    metric name, `weight` = its default weight. Built per run from the scheme, the decision table and
+    the term settings (r_invalid, step_credit_when_wrong, ordinal_outcome)."""
 
     __name__ = "reward"
+    weight = 1.0
 
     def __init__(
-        self, scheme: Scheme, weights: RewardWeights = RewardWeights(), table: DecisionTable | None = None
+        self,
+        scheme: Scheme,
+        table: DecisionTable | None = None,
+        *,
+        r_invalid: float = -1.0,
+        step_credit_when_wrong: float = 0.5,
+        ordinal_outcome: bool = False,
     ):
         self.scheme = scheme
-        self.weights = weights
         self.table = table or DecisionTable.default()
+        self.r_invalid = r_invalid
+        self.step_credit_when_wrong = step_credit_when_wrong
+        self.ordinal_outcome = ordinal_outcome
 
     def __call__(
         self, completions: list, label: list, steps: list | None = None, **kwargs: Any
@@ -152,11 +156,11 @@ class _Reward:
 
     def gain(self, graded: Grade) -> float:
         """g: dense terms count fully when the label is right, `step_credit_when_wrong` otherwise."""
-        return 1.0 if graded.correct else self.weights.step_credit_when_wrong
+        return 1.0 if graded.correct else self.step_credit_when_wrong
 
 
 class FormatGate(_Reward):
-    """Hard gate: `invalid` (default -1) for a completion the parser rejects, 0 otherwise.
+    """Hard gate: `r_invalid` (default -1) for a completion the parser rejects, 0 otherwise.
 
     >>> from agrl.schemes import load_scheme
     >>> gate = FormatGate(load_scheme("default"))
@@ -167,7 +171,7 @@ class FormatGate(_Reward):
     __name__ = "format_gate"
 
     def rejected(self) -> float:
-        return self.weights.invalid
+        return self.r_invalid
 
     def value(self, graded: Grade, label: int) -> float:
         return 0.0
@@ -185,7 +189,7 @@ class Outcome(_Reward):
     __name__ = "outcome"
 
     def value(self, graded: Grade, label: int) -> float:
-        return outcome_credit(graded.parsed, label, self.scheme, self.weights.ordinal)
+        return outcome_credit(graded.parsed, label, self.scheme, self.ordinal_outcome)
 
 
 class StepReward(_Reward):
@@ -199,6 +203,7 @@ class StepReward(_Reward):
     """
 
     __name__ = "step"
+    weight = 0.5
 
     def value(self, graded: Grade, label: int) -> float:
         return 0.0 if graded.step_accuracy is None else self.gain(graded) * graded.step_accuracy
@@ -218,6 +223,7 @@ class Adherence(_Reward):
     """
 
     __name__ = "adherence"
+    weight = 0.25
 
     def value(self, graded: Grade, label: int) -> float:
         # Only where the record has gold steps (the rules are trusted on it): elsewhere a completion
@@ -228,29 +234,90 @@ class Adherence(_Reward):
         return self.gain(graded) * (1.0 if graded.adheres else 0.0)
 
 
-REWARDS: dict[str, type[_Reward]] = {
+# The built-in terms by name; a new term is its callable (a _Reward subclass, or any TRL reward function
+# with an optional `weight` attribute) and one line here.
+REWARDS: dict[str, Callable] = {
     "format_gate": FormatGate,
     "outcome": Outcome,
     "step": StepReward,
     "adherence": Adherence,
 }
+REWARD_NAMES = tuple(REWARDS)
+
+
+def load_reward(spec: str) -> Callable:
+    """The reward callable (or _Reward class) a config names: a REWARDS key, or `module:function` /
+    `module.function` (TRL's scripts' dotted path; the working directory is importable, as there).
+
+    >>> load_reward("step") is StepReward, load_reward("agrl.rewards:completion_text") is completion_text
+    (True, True)
+    """
+    if spec in REWARDS:
+        return REWARDS[spec]
+    module, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not (module and attr):
+        raise ValueError(f"unknown reward {spec!r}: one of {list(REWARDS)}, or module:function")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        func = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"reward {spec!r}: cannot import it ({err})") from None
+    if not callable(func):
+        raise ValueError(f"reward {spec!r}: not callable")  # noqa: TRY004 (a config mistake, as above)
+    return func
+
+
+def _is_term(func: Callable) -> bool:
+    """A _Reward class (built per run from the scheme and settings), not a ready TRL reward function."""
+    return isinstance(func, type) and issubclass(func, _Reward)
+
+
+def reward_name(spec: str) -> str:
+    """The name TRL logs a reward under (rewards/<name>) and its weight's key: the callable's __name__
+    (a _Reward class's instances', which `FormatGate.__name__`, the class's own name, is not)."""
+    func = load_reward(spec)
+    return inspect.getattr_static(func, "__name__") if _is_term(func) else func.__name__
+
+
+def default_weights(specs: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """{name: default weight}: a callable's own `weight` (the built-ins: 1, 1, 0.5, 0.25), else 1 as in TRL."""
+    names = {reward_name(spec): float(getattr(load_reward(spec), "weight", 1.0)) for spec in specs}
+    if len(names) != len(specs):
+        raise ValueError(f"two rewards share a name (TRL logs each as rewards/<name>): {list(specs)}")
+    return names
+
+
+def check_weights(specs: list[str] | tuple[str, ...], weights: Mapping[str, Any]) -> dict[str, float]:
+    """Every reward's weight by name (defaults filled in); ValueError naming a bad one."""
+    names = default_weights(specs)
+    unknown = [name for name in weights if name not in names]
+    if unknown:
+        raise ValueError(f"{unknown} not among this run's rewards {list(names)}")
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: must be a finite number >= 0 (a weight), got {value!r}")
+    return {name: float(weights.get(name, default)) for name, default in names.items()}
 
 
 def reward_funcs(
-    names: list[str] | tuple[str, ...],
+    specs: list[str] | tuple[str, ...],
     scheme: Scheme,
-    weights: RewardWeights = RewardWeights(),
+    weights: Mapping[str, float] | None = None,
     table: DecisionTable | None = None,
-) -> tuple[list[_Reward], list[float]]:
-    """The named reward callables and their TRL `reward_weights` (the gate carries its own value).
+    **settings: Any,
+) -> tuple[list[Callable], list[float]]:
+    """The named reward callables and their TRL `reward_weights`, in order: `weights` by name, the rest
+    at their defaults. `settings` (r_invalid, step_credit_when_wrong, ordinal_outcome) go to the built-ins.
 
     >>> from agrl.schemes import load_scheme
-    >>> funcs, w = reward_funcs(["format_gate", "outcome"], load_scheme("default"))
+    >>> funcs, w = reward_funcs(["format_gate", "outcome", "step"], load_scheme("default"), {"step": 0.3})
     >>> [f.__name__ for f in funcs], w
-    (['format_gate', 'outcome'], [1.0, 1.0])
+    (['format_gate', 'outcome', 'step'], [1.0, 1.0, 0.3])
     """
-    unknown = [name for name in names if name not in REWARDS]
-    if unknown:
-        raise ValueError(f"unknown reward(s) {unknown} (known: {list(REWARDS)})")
-    scale = {"format_gate": 1.0, "outcome": weights.out, "step": weights.step, "adherence": weights.adh}
-    return [REWARDS[name](scheme, weights, table) for name in names], [scale[name] for name in names]
+    scales = check_weights(specs, weights or {})
+    funcs = []
+    for spec in specs:
+        func = load_reward(spec)
+        funcs.append(func(scheme, table, **settings) if _is_term(func) else func)
+    return funcs, list(scales.values())

@@ -1,8 +1,10 @@
-"""Training stages on TRL: sft, dpo, grpo, grpo_pr, agr_only, agrl; one YAML config per run.
+"""Training stages on TRL: the methods of train/methods.py (sft, dpo, grpo, ..., agrl); one YAML config per run.
 
 `train(config, overrides)` loads and checks the whole config first (config.py), then every path it
 names (`preflight`: model, data, scheme, rules, output_dir), and only then writes the resolved config
-to output_dir and runs the stage's `main`. Under torchrun/accelerate every process runs it.
+to output_dir and trains the method's stage (methods.train_stage). Under torchrun/accelerate every
+process runs it. Modules, imports pointing down: methods -> sft, dpo, agr_immediate -> agr -> grpo;
+each stage -> common, lora -> args; config -> methods.
 
     agrl train configs/grpo.yaml --set max_steps=4      # or: train("configs/grpo.yaml", ["max_steps=4"])
 """
@@ -13,6 +15,7 @@ import logging
 from pathlib import Path
 
 from agrl.train.config import load_config, preflight, write_resolved
+from agrl.train.methods import train_stage
 
 
 def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), force: bool = False,
@@ -26,16 +29,5 @@ def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
     preflight(method, run, args, force, main_process=args.process_index == 0)
     if args.process_index == 0:
         write_resolved(run, args, args.output_dir)
-    if method == "sft":
-        from agrl.train import sft
-
-        sft.main(run, args, callbacks)
-    elif method == "dpo":
-        from agrl.train import dpo
-
-        dpo.main(run, args, callbacks)
-    else:
-        from agrl.train import grpo
-
-        grpo.main(run, args, method, callbacks)
+    train_stage(method, run, args, callbacks)
     return Path(args.output_dir)

@@ -15,7 +15,7 @@ logged, through CountingGRPOTrainer):
 - `_save_checkpoint` / `_load_optimizer_and_scheduler` also write/read `agr_state.json` (ids only).
 Not supported (raises): vLLM rollouts, tools/environments/rollout_func, beta != 0, normalize_then_sum.
 
-    trainer = AGRLTrainer(model, reward_funcs, args=AGRLConfig(...), train_dataset=ds, rules_engine=engine)
+    trainer = AGRLTrainer(model, reward_funcs, args=AGRLConfig(...), train_dataset=ds, rules_engine=engine)  # methods.trainer_class picks the mode
 """
 
 from __future__ import annotations
@@ -94,15 +94,6 @@ class AGRLConfig(GRPOConfig):
         return ReplaySettings(**named, group_size=self.num_generations)
 
 
-def agrl_trainer_class(args: AGRLConfig) -> type[AGRLTrainer]:
-    """AGRLTrainer (deferred mode), or ImmediateAGRLTrainer for agr_mode=immediate."""
-    if args.agr_mode == "immediate":
-        from agrl.train.agr_immediate import ImmediateAGRLTrainer
-
-        return ImmediateAGRLTrainer
-    return AGRLTrainer
-
-
 class AGRLTrainer(CountingGRPOTrainer):
     """GRPOTrainer + Adaptive Guided Replay. Extra keywords: `rules_engine` (guidance(record, level))
     and `scheme` (a Scheme or its name). Dataset rows: prompt, label, steps, record (JSON), id
@@ -115,7 +106,7 @@ class AGRLTrainer(CountingGRPOTrainer):
         if not isinstance(self.args, AGRLConfig):
             raise TypeError(f"AGRLTrainer needs an AGRLConfig, got {type(self.args).__name__}")
         if self.args.agr_mode != self.mode:
-            raise ValueError(f"agr_mode={self.args.agr_mode}: use agrl_trainer_class(args), not {type(self).__name__}")
+            raise ValueError(f"agr_mode={self.args.agr_mode}: use methods.trainer_class, not {type(self).__name__}")
         unsupported = {
             "use_vllm": self.use_vllm,
             "tools": bool(self.tools),

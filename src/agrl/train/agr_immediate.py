@@ -6,7 +6,7 @@ are recomputed (`advantages`, the parent's sum_then_normalize). It costs a secon
 deferred mode (train/agr.py, the default) meets the step-time target. No TRL hook beyond
 AGRLTrainer's: it overrides AGRLTrainer._guide only, and calls `_generate` / `_calculate_rewards`.
 
-    trainer = agrl_trainer_class(args)(model, reward_funcs, args=args, train_dataset=ds, rules_engine=engine)
+    trainer = ImmediateAGRLTrainer(model, reward_funcs, args=args, train_dataset=ds, rules_engine=engine)  # agr_mode: immediate
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from agrl.files import atomic_write, read_jsonl_tolerant, safetensors_problem
 from agrl.output import check_reasoning
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme, load_scheme
-from agrl.train.config import RunArgs
+from agrl.train.args import RunArgs
 
 log = logging.getLogger("agrl.train")
 METRICS_FILE = "metrics.jsonl"

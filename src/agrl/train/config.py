@@ -1,9 +1,12 @@
 """One YAML file per training run: `method`, agrl's own keys (`RunArgs`) and the TRL config's keys, flat.
 
-The TRL config class follows the method (SFTConfig, DPOConfig, GRPOConfig, or AGRLConfig for
-agr_only/agrl); `--set key=value` overrides any key, its value read as YAML. Every value goes through
-the TRL/HF argument parser, so an unknown key or a badly typed value is a ValueError naming the key
-before any model or data is loaded.
+The TRL config class follows the method (train/methods.py); `--set key=value` overrides any key, its
+value read as YAML (`--set reward_weights.step=0.3` sets one entry of a mapping). Every value goes
+through the TRL/HF argument parser and then the range checks below, so an unknown key or a value
+TRL would reject later is a ConfigError naming the file and key before anything is loaded or written.
+`reward_weights` is a mapping by reward name (the name TRL logs as rewards/<name>); TRL gets it as
+its list, in the order of `reward_funcs`. A key that transformers renamed is read under the name
+the installed version knows (RENAMED_BY_TRANSFORMERS), so one config runs on either side of it.
 
     method, run, args = load_config("configs/grpo.yaml", ["learning_rate=1e-5", "max_steps=4"])
 """
@@ -13,114 +16,42 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
+import re
+import shutil
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
-from trl import DPOConfig, GRPOConfig, SFTConfig, TrlParser
+from transformers.integrations.integration_utils import (
+    INTEGRATION_TO_CALLBACK,
+    get_available_reporting_integrations,
+)
+from trl import TrlParser
 
+from agrl.data import check_source
 from agrl.errors import UserError
-from agrl.files import atomic_write, yaml_file
-from agrl.rewards import RewardWeights
+from agrl.files import atomic_write, model_dir, yaml_file
+from agrl.rewards import check_weights, default_weights, reward_name
+from agrl.rules import load_config as load_rules
+from agrl.rules import resolve_rule
+from agrl.schemes import load_scheme
+from agrl.train.args import RunArgs
+from agrl.train.common import load_train_records
+from agrl.train.methods import METHODS
 
-METHODS = ("sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl")
 DEMO_OUT = "runs/demo/"  # configs/*.yaml read their model and data from the demo's output
-
-
-@dataclass
-class RunArgs:
-    """agrl's keys: what TRL's configs do not hold (model and data paths, scheme, rules, reward weights)."""
-
-    method: Literal["sft", "dpo", "grpo", "grpo_pr", "agr_only", "agrl"] = field(
-        metadata={"help": "training stage: sft | dpo | grpo | grpo_pr | agr_only | agrl"}
-    )
-    model: str = field(metadata={"help": "HF-format model directory (or hub id) to start from"})
-    train_file: str = field(metadata={"help": "training records: JSONL/CSV/Parquet or hf:NAME"})
-    scheme: str = field(default="default", metadata={"help": "label scheme: built-in name or YAML file"})
-    rules_config: str | None = field(
-        default=None, metadata={"help": "rules/decision-table YAML (None: default)"}
-    )
-    max_train_records: int | None = field(default=None, metadata={"help": "use only the first N records"})
-    on_bad_row: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "bad data rows: error | skip"}
-    )
-    # Rule-aware Reward Shaping (spec section 5)
-    w_out: float = field(default=1.0, metadata={"help": "weight of the outcome reward"})
-    w_step: float = field(default=0.5, metadata={"help": "weight of the step reward (grpo_pr, agrl)"})
-    w_adh: float = field(
-        default=0.25, metadata={"help": "weight of the rule-adherence reward (grpo_pr, agrl)"}
-    )
-    r_invalid: float = field(default=-1.0, metadata={"help": "reward of a completion the parser rejects"})
-    step_credit_when_wrong: float = field(
-        default=0.5, metadata={"help": "g: dense-term scale when the label is wrong"}
-    )
-    ordinal_outcome: bool = field(default=False, metadata={"help": "outcome credit 1-|yhat-y|/(K-1)"})
-    # SFT: teach the model to read AGR's guidance (our reading; bench/README.md, Quality)
-    sft_guided_share: float = field(
-        default=0.0,
-        metadata={"help": "extra SFT rows, as a share of the data, whose prompt carries guidance level 1-3"},
-    )
-    sft_label_weight: float = field(
-        default=1.0,
-        metadata={"help": "SFT loss weight of the label token (the one after <label>); 1: plain token mean"},
-    )
-    # GRPO baseline option (TaoSR1/DAPO)
-    dynamic_sampling: bool = field(
-        default=False, metadata={"help": "drop groups whose rollouts all score the same"}
-    )
-    # DPO pair mining (TaoSR1 recipe)
-    dpo_samples: int = field(default=4, metadata={"help": "N completions sampled per prompt (pass@N)"})
-    dpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for pair mining"})
-    dpo_max_new_tokens: int = field(default=160, metadata={"help": "max new tokens per sampled completion"})
-    auto_resume: bool = field(
-        default=True, metadata={"help": "continue from the last checkpoint in output_dir"}
-    )
-    # LoRA via PEFT, every stage (train/lora.py). lora_r 0 trains all weights.
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0: full fine-tuning, no adapter"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch, in [0, 1)"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["all-linear"],
-        metadata={"help": "module names LoRA wraps (e.g. q_proj v_proj), or all-linear"},
-    )
-    # the TRL keys the config file and overrides set (filled by load_config; what `resolved_dict` writes)
-    trl_keys: tuple[str, ...] = field(default=(), init=False, repr=False)
-
-    def __post_init__(self):
-        # ValueError here reaches the user as a ConfigError naming the key (load_config)
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0 (0: no adapter), got {self.lora_r}")
-        if self.lora_r and self.lora_alpha <= 0:
-            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.lora_r and (not self.lora_target_modules or not all(self.lora_target_modules)):
-            raise ValueError("lora_target_modules must name at least one module (or all-linear)")
-
-    def reward_weights(self) -> RewardWeights:
-        return RewardWeights(
-            self.w_out,
-            self.w_step,
-            self.w_adh,
-            self.r_invalid,
-            self.step_credit_when_wrong,
-            self.ordinal_outcome,
-        )
-
-
-def trl_config_class(method: str) -> type:
-    if method == "sft":
-        return SFTConfig
-    if method == "dpo":
-        return DPOConfig
-    if method in ("grpo", "grpo_pr"):
-        return GRPOConfig
-    from agrl.train.agr import AGRLConfig  # T2's GRPOConfig subclass with the AGR fields
-
-    return AGRLConfig
+# Keys agrl no longer takes: a config that sets one is told the new key.
+REPLACED = {"w_out": "reward_weights.outcome", "w_step": "reward_weights.step", "w_adh": "reward_weights.adherence",
+            "dynamic_sampling": "method: grpo_dynamic"}
+# (old, new): transformers renamed these after 5.17 (our GPU host's version); 5.24 (pinned) knows both.
+RENAMED_BY_TRANSFORMERS = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)
 
 
 class ConfigError(UserError):
@@ -128,7 +59,7 @@ class ConfigError(UserError):
 
 
 class _Parser(TrlParser):
-    """TrlParser whose errors raise ValueError (argparse would print and exit)."""
+    """TrlParser whose errors raise ConfigError (argparse would print and exit)."""
 
     def error(self, message: str):
         raise ConfigError(message)
@@ -142,7 +73,7 @@ def _yaml_value(key: str, text: str) -> Any:
 
 
 def _merge(config_path: str | Path | None, overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(values, raw --set texts): file values, then overrides read as YAML."""
+    """(values, raw --set texts): file values, then overrides read as YAML; `a.b=v` sets key b of mapping a."""
     values: dict[str, Any] = {}
     raw: dict[str, str] = {}
     if config_path is not None:
@@ -154,11 +85,30 @@ def _merge(config_path: str | Path | None, overrides: list[str]) -> tuple[dict[s
         values.update(loaded)
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        values[key.strip()] = _yaml_value(key, text)
-        raw[key.strip()] = text
+        value = _yaml_value(key, text)
+        *path, last = key.split(".")
+        target = values
+        for part in path:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[last] = value
+        if not path:
+            raw[key] = text
     return values, raw
+
+
+def _renamed(values: dict[str, Any], known: set[str], where: str) -> None:
+    """Read a key transformers renamed under the name the installed version knows."""
+    for old, new in RENAMED_BY_TRANSFORMERS:
+        if old in values and new in values:
+            raise ConfigError(f"{where}: set {new} or {old} (its old name), not both")
+        have, want = (old, new) if new in known else (new, old)
+        if have in values and want in known:
+            values[want] = values.pop(have)
 
 
 def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], dict[str, Any]]:
@@ -176,15 +126,19 @@ def _as_argv(values: dict[str, Any], list_keys: set[str]) -> tuple[list[str], di
     return argv, defaults
 
 
-def _check(values: dict[str, Any], raw: dict[str, str], parser: _Parser, method: str, where: str) -> None:
+def _check(values: dict[str, Any], raw: dict[str, str], parser: _Parser, config_class: type, where: str) -> None:
     """Unknown keys (with the nearest known one), YAML booleans for words, lists for one-value keys."""
+    for key in values.keys() & REPLACED.keys():
+        name = REPLACED[key].partition(".")[2]
+        example = f" (in YAML `reward_weights: {{{name}: {values[key]}}}`)" if name else ""
+        raise ConfigError(f"{where}: {key} is no longer a key; set {REPLACED[key]}{example}")
     known = {action.dest for action in parser._actions}
     unknown = [key for key in values if key not in known]
     if unknown:
         hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
         text = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
         raise ConfigError(f"{where}: unknown key(s) {text}")
-    hints = typing.get_type_hints(RunArgs) | typing.get_type_hints(trl_config_class(method))
+    hints = typing.get_type_hints(RunArgs) | typing.get_type_hints(config_class)
     for key, value in values.items():  # YAML 1.1 reads no/yes/off/on as booleans
         if isinstance(value, bool) and "bool" not in str(hints[key]):
             if key not in raw:
@@ -195,23 +149,52 @@ def _check(values: dict[str, Any], raw: dict[str, str], parser: _Parser, method:
     single = [k for k, v in values.items() if isinstance(v, list) and "list" not in str(hints[k])]
     if single:
         raise ConfigError(f"{where}: key(s) {single} take one value, not a list")
-    if "reward_weights" in values:
-        raise ConfigError(
-            f"{where}: set w_out/w_step/w_adh/r_invalid, not reward_weights (derived from them)"
-        )
+
+
+def _rewards(values: dict[str, Any], method: str, where: str) -> dict[str, float] | None:
+    """The run's reward_funcs (the method's unless set) and {name: weight}, checked; None for sft/dpo.
+    Takes `reward_weights` out of `values`: TRL's key is a list, ours a mapping by name."""
+    weights = values.pop("reward_weights", None)
+    preset = METHODS[method].rewards
+    if not preset:
+        for key, value in (("reward_funcs", values.get("reward_funcs")), ("reward_weights", weights)):
+            if value is not None:
+                raise ConfigError(f"{where}: {key}: method {method} trains on no rewards (a GRPO-family key)")
+        return None
+    specs = values.setdefault("reward_funcs", list(preset))
+    if not isinstance(specs, list) or not specs or not all(isinstance(s, str) and s for s in specs):
+        raise ConfigError(f"{where}: reward_funcs: a list of reward names or module:function, got {specs!r}")
+    if weights is not None and not isinstance(weights, dict):
+        raise ConfigError(f"{where}: reward_weights: a mapping of reward name to weight "
+                          f"(e.g. {{outcome: 1.0, step: 0.5}}), got {weights!r}")
+    try:
+        default_weights(specs)
+    except ValueError as err:
+        raise ConfigError(f"{where}: reward_funcs: {err}") from None
+    try:
+        return check_weights(specs, weights or {})
+    except ValueError as err:
+        raise ConfigError(f"{where}: reward_weights: {err}") from None
 
 
 def load_config(
     config_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[str, RunArgs, Any]:
-    """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ValueError on any bad key."""
+    """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ConfigError on any bad key."""
     where = str(config_path or "<overrides>")
     values, raw = _merge(config_path, list(overrides))
     method = values.get("method")
     if method not in METHODS:
         raise ConfigError(f"{where}: method must be one of {list(METHODS)}, got {method!r}")
-    parser = _Parser((RunArgs, trl_config_class(method)))
-    _check(values, raw, parser, method, where)
+    config_class = METHODS[method].config
+    parser = _Parser((RunArgs, config_class))
+    known = {action.dest for action in parser._actions}
+    _renamed(values, known, where)
+    weights = _rewards(values, method, where)
+    _check(values, raw, parser, config_class, where)
+    if isinstance(values.get("num_generations"), int) and values["num_generations"] < 1:  # TRL divides by it
+        raise ConfigError(f"{where}: num_generations: must be >= 2 (GRPO compares rollouts within a group), "
+                          f"got {values['num_generations']}")
     argv, defaults = _as_argv(values, {a.dest for a in parser._actions if a.nargs in ("+", "*")})
     if not torch.cuda.is_available():
         # Without use_cpu, TrainingArguments starts no gloo process group under torchrun on a CPU-only host
@@ -224,45 +207,63 @@ def load_config(
         raise ConfigError(f"{where}: {err}") from None
     if not values.get("output_dir"):  # checked on the raw values: TRL's default ("trainer_output") fills it
         raise ConfigError(f"{where}: output_dir is required (where the run's checkpoints and model go)")
-    _check_ranges(run, args, method, where)
+    if weights is not None:
+        args.reward_weights = list(weights.values())
+    _check_ranges(run, args, where)
     run.trl_keys = tuple(key for key in values if key not in {f.name for f in fields(RunArgs)})
     return method, run, args
 
 
-def _check_ranges(run: RunArgs, args: Any, method: str, where: str) -> None:
-    """Values the parser's types let through but no stage can use (negative sizes, NaN weights, ...)."""
-    import math
+# key: (test, what it must be). Values the parser's types let through but TRL, transformers, torch or PEFT
+# reject only once the run folder is written (or with which a stage trains nothing); an unset key (None) passes.
+RANGES = {
+    **dict.fromkeys(("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
+                     "max_length", "max_completion_length", "num_iterations", "steps_per_generation",
+                     "generation_batch_size", "pad_to_multiple_of", "dataset_num_proc", "max_train_records",
+                     "dpo_samples", "dpo_max_new_tokens"), (lambda v: v >= 1, ">= 1")),
+    **dict.fromkeys(("learning_rate", "weight_decay", "adam_epsilon", "warmup_steps", "top_k", "seed", "data_seed",
+                     "dataloader_num_workers", "lora_r"), (lambda v: v >= 0, ">= 0")),
+    **dict.fromkeys(("temperature", "dpo_temperature", "repetition_penalty"), (lambda v: v > 0, "> 0")),
+    **dict.fromkeys(("adam_beta1", "adam_beta2", "lora_dropout"), (lambda v: 0 <= v < 1, "in [0, 1)")),
+    **dict.fromkeys(("step_credit_when_wrong", "sft_guided_share", "min_p"), (lambda v: 0 <= v <= 1, "in [0, 1]")),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "num_generations": (lambda v: v >= 2, ">= 2 (GRPO compares rollouts within a group)"),
+    "max_steps": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: num_train_epochs decides)"),
+    "sft_label_weight": (lambda v: v >= 1, ">= 1"),
+    **dict.fromkeys(("r_invalid", "num_train_epochs", "max_grad_norm", "beta", "epsilon"), (lambda v: True, "")),
+}
+
+
+def _check_ranges(run: RunArgs, args: Any, where: str) -> None:
+    """RANGES (every number there finite too) and the rules between keys."""
 
     def bad(key: str, want: str) -> ConfigError:
         value = getattr(run, key) if hasattr(run, key) else getattr(args, key)
         return ConfigError(f"{where}: {key}: must be {want}, got {value}")
 
-    for key in ("w_out", "w_step", "w_adh", "r_invalid", "dpo_temperature"):
-        if not math.isfinite(getattr(run, key)):
+    for key, (test, want) in RANGES.items():
+        value = getattr(run, key) if hasattr(run, key) else getattr(args, key, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
             raise bad(key, "a finite number")
-    for key in ("w_out", "w_step", "w_adh"):
-        if getattr(run, key) < 0:
-            raise bad(key, ">= 0 (a weight)")
-    for key in ("step_credit_when_wrong", "sft_guided_share"):
-        if not 0.0 <= getattr(run, key) <= 1.0:
-            raise bad(key, "in [0, 1]")
-    if not (math.isfinite(run.sft_label_weight) and run.sft_label_weight >= 1.0):
-        raise bad("sft_label_weight", "a finite number >= 1")
-    if run.dpo_samples < 1 or run.dpo_max_new_tokens < 1:
-        raise bad("dpo_samples" if run.dpo_samples < 1 else "dpo_max_new_tokens", ">= 1")
-    if run.dpo_temperature <= 0:
-        raise bad("dpo_temperature", "> 0")
-    if run.max_train_records is not None and run.max_train_records < 1:
-        raise bad("max_train_records", ">= 1 (or unset for all)")
-    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
-        if getattr(args, key) is not None and getattr(args, key) <= 0:
-            raise bad(key, ">= 1")
-    if not (math.isfinite(args.learning_rate) and args.learning_rate >= 0):
-        raise bad("learning_rate", "a finite number >= 0")
-    if args.max_steps == 0 or args.max_steps < -1:
-        raise bad("max_steps", ">= 1 (or -1 for num_train_epochs)")
-    if method not in ("sft", "dpo") and (args.num_generations or 2) < 2:
-        raise bad("num_generations", ">= 2 (GRPO compares rollouts within a group)")
+        if not test(value):
+            raise bad(key, want)
+    if args.max_steps == -1 and args.num_train_epochs <= 0:  # else it "trains" 0 steps and exits 0
+        raise bad("num_train_epochs", "> 0 (or set max_steps)")
+    if run.lora_r:
+        if run.lora_alpha <= 0:
+            raise bad("lora_alpha", "> 0")
+        if not run.lora_target_modules or not all(run.lora_target_modules):
+            raise bad("lora_target_modules", "at least one module name (or all-linear)")
+    unsupported = [name for name in args.report_to if name not in INTEGRATION_TO_CALLBACK]
+    if unsupported:
+        raise ConfigError(f"{where}: report_to: {unsupported[0]!r} is not a backend transformers knows "
+                          f"(none, all, {', '.join(INTEGRATION_TO_CALLBACK)})")
+    missing = sorted(set(args.report_to) - set(get_available_reporting_integrations()) - {"kubeflow"})
+    if missing:
+        raise ConfigError(f"{where}: report_to: {missing[0]} is not installed (pip install {missing[0]}), "
+                          "or report_to: none")
 
 
 def resolved_dict(run: RunArgs, args: Any) -> dict[str, Any]:
@@ -272,6 +273,8 @@ def resolved_dict(run: RunArgs, args: Any) -> dict[str, Any]:
     The full TRL config is in `trl_args.json` beside it and in each checkpoint's training_args.bin.)
     """
     ours = {k: v for k, v in asdict(run).items() if k != "trl_keys"}
+    if run.reward_funcs:  # by name, as a config sets them (TRL's list follows reward_funcs)
+        ours["reward_weights"] = {reward_name(spec): w for spec, w in zip(run.reward_funcs, args.reward_weights)}
     theirs = args.to_dict()
     return ours | {key: theirs[key] for key in run.trl_keys}
 
@@ -293,16 +296,6 @@ def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_pr
     output_dir may be missing, empty, or hold a run with the same IDENTITY (a resume). Anything else
     needs `force`, which clears the old run's checkpoints and metrics so nothing resumes from them.
     """
-    import re
-    import shutil
-
-    from agrl.data import check_source
-    from agrl.files import model_dir
-    from agrl.rules import load_config as load_rules
-    from agrl.rules import resolve_rule
-    from agrl.schemes import load_scheme
-    from agrl.train.common import load_train_records
-
     for key in ("model", "train_file"):  # the shipped configs' paths are the demo's outputs
         path = getattr(run, key)
         if path.startswith(DEMO_OUT) and not Path(path).exists():
@@ -310,6 +303,10 @@ def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_pr
                             f"or pass --set {key}=PATH")
     if Path(run.model).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", run.model):  # else a hub id
         model_dir(run.model, "model")
+        width = _model_width(run.model)
+        if run.lora_r and width and run.lora_r > width:
+            raise UserError(f"lora_r {run.lora_r}: above the width of {run.model} ({width}); "
+                            f"a LoRA rank is at most the layer width (e.g. 8-64)")
     check_source(run.train_file)
     scheme = load_scheme(run.scheme)
     for name in load_rules(run.rules_config)["rules"]:
@@ -336,3 +333,16 @@ def preflight(method: str, run: RunArgs, args: Any, force: bool = False, main_pr
                         "pass --force to replace it, or choose another output_dir")
     for stale in [*out.glob("checkpoint-*"), out / "metrics.jsonl"]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def _model_width(path: str) -> int | None:
+    """The hidden size of a checked local model folder (an adapter's: its base's), or None."""
+    folder = Path(path)
+    try:
+        if (folder / "adapter_config.json").is_file():
+            folder = Path(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"])
+        settings = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return next((settings[k] for k in ("hidden_size", "n_embd", "d_model") if isinstance(settings.get(k), int)), None)
+

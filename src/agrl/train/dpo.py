@@ -27,8 +27,8 @@ from agrl.prompt import prompt_messages, prompt_text
 from agrl.rewards import grade
 from agrl.rules import RulesEngine
 from agrl.schemes import Scheme
+from agrl.train.args import RunArgs
 from agrl.train.common import METRICS_FILE, fit, setup
-from agrl.train.config import RunArgs
 from agrl.train.lora import starting_model
 
 log = logging.getLogger("agrl.train")

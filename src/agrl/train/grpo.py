@@ -1,8 +1,9 @@
-"""Stages 3-6: GRPO (outcome reward), GRPO-PR (Rule-aware Reward Shaping), AGR-only and AGRL.
+"""Stages 3-6, the GRPO family: the rows every method trains on and the GRPO trainers.
 
-One dataset and one reward list per method, on TRL's GRPOTrainer (grpo, grpo_pr) or T2's
-AGRLTrainer (agr_only, agrl: the same trainer plus Adaptive Guided Replay). Rollouts use plain
-HF `generate` (no vLLM, no continuous batching) unless the config asks otherwise.
+Every method (train/methods.py: grpo, grpo_dynamic, grpo_pr, agr_only, agrl) gets the same rows
+(`grpo_rows`) and its reward list, on CountingGRPOTrainer, DynamicSamplingGRPOTrainer (below) or
+AGRLTrainer (train/agr.py). Rollouts use plain HF `generate` (no vLLM, no continuous batching)
+unless the config asks otherwise.
 Departures from the TRL parent: every GRPO-family trainer logs the mechanism counters
 (`groups/all_wrong`, `groups/all_wrong_hard`, `groups/all_wrong_common`, `groups/all_right`) from
 the outcome reward column TRL keeps (CountingGRPOTrainer, one override). Dynamic
@@ -19,25 +20,13 @@ import json
 from typing import Any
 
 from accelerate.utils import gather_object
-from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
 from agrl.data import Record
 from agrl.prompt import prompt_messages
 from agrl.replay import group_counters
-from agrl.rewards import REWARD_NAMES, reward_funcs
 from agrl.rules import RulesEngine
 from agrl.synth import HARD
-from agrl.train.common import fit, setup
-from agrl.train.config import RunArgs
-from agrl.train.lora import starting_model
-
-METHOD_REWARDS = {
-    "grpo": ("format_gate", "outcome"),
-    "agr_only": ("format_gate", "outcome"),
-    "grpo_pr": REWARD_NAMES,
-    "agrl": REWARD_NAMES,
-}
 
 
 def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]]:
@@ -103,33 +92,3 @@ class DynamicSamplingGRPOTrainer(CountingGRPOTrainer):
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
         self._metrics[mode]["dynamic_sampling/dropped_groups"].append(1.0 - flat.float().mean().item())
         return output
-
-
-def build_trainer(run: RunArgs, args: GRPOConfig, method: str) -> GRPOTrainer:
-    """The trainer for a GRPO-family method, rewards and dataset included (no training yet)."""
-    scheme, records, engine = setup(run)
-    funcs, weights = reward_funcs(METHOD_REWARDS[method], scheme, run.reward_weights(), engine.table)
-    args.reward_weights = weights
-    dataset = Dataset.from_list(grpo_rows(records, engine))
-    model, peft_config = starting_model(run, args)
-    common = {
-        "model": model,
-        "reward_funcs": funcs,
-        "args": args,
-        "train_dataset": dataset,
-        "peft_config": peft_config,
-    }
-    if method in ("agr_only", "agrl"):
-        if run.dynamic_sampling:
-            raise ValueError(
-                f"{method}: dynamic_sampling is a GRPO-baseline option (AGR handles all-wrong groups)"
-            )
-        from agrl.train.agr import agrl_trainer_class
-
-        return agrl_trainer_class(args)(**common, rules_engine=engine, scheme=scheme)
-    trainer_class = DynamicSamplingGRPOTrainer if run.dynamic_sampling else CountingGRPOTrainer
-    return trainer_class(**common)
-
-
-def main(run: RunArgs, args: GRPOConfig, method: str, callbacks: tuple = ()) -> None:
-    fit(build_trainer(run, args, method), run, args, callbacks)

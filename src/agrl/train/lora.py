@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agrl import models
-from agrl.train.config import RunArgs
+from agrl.train.args import RunArgs
 
 log = logging.getLogger("agrl.train")
 

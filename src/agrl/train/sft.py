@@ -28,8 +28,8 @@ from agrl.data import Record
 from agrl.output import LABEL_OPEN
 from agrl.prompt import prompt_messages
 from agrl.rules import RulesEngine
+from agrl.train.args import RunArgs
 from agrl.train.common import fit, setup
-from agrl.train.config import RunArgs
 from agrl.train.lora import starting_model
 
 

@@ -1,0 +1,307 @@
+"""Create an SBS study: two judges' outputs on the same pairs, sampled into items, in one SQLite file.
+
+`create` reads the pairs and each judge's outputs (an `agrl eval` JSON or its predictions JSONL, an
+`agrl score` JSONL, or a model directory, which is scored here in one pass: label and score, no
+reasoning), samples items with a seed (stratified by a field when asked; pairs where the judges give
+the same label kept, skipped, or kept with probability w and counted 1/w), randomises which judge is
+shown on the left, records the provenance, and writes the file (store.py: its schema and later use).
+
+    create("a.json", "b.json", "pairs.jsonl", "study.sqlite", sample=50, agreed="skip")
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import platform
+import random
+import sqlite3
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agrl import __version__
+from agrl.data import BadRow, BadRowsError, Record, RowError, iter_rows, parse_record
+from agrl.errors import UserError
+from agrl.files import input_file
+from agrl.sbs.store import FORMAT, SCHEMA
+from agrl.schemes import Scheme, load_scheme
+
+STRATA = ("family", "query", "disagreement")
+AGREED = ("keep", "skip", "down-weight")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One judge's output on one pair: the label (None when its completion was rejected), its name,
+    the reasoning where there is one, and the expected relevance where there is one."""
+
+    label: int | None
+    label_name: str
+    reasoning: str | None = None
+    score: float | None = None
+
+
+# ---------------------------------------------------------------------------- reading the inputs
+
+
+def read_pairs(path: str | Path, scheme: Scheme) -> dict[str, Record]:
+    """Pair id -> record, in file order. Ids are the rows' own, else `agrl score`'s content hash."""
+    from agrl.score import row_id  # lazily: agrl.score imports torch
+
+    path = input_file(path, "--pairs")
+    pairs: dict[str, Record] = {}
+    bad: list[BadRow] = []
+    for line, raw in iter_rows(path):
+        try:
+            if isinstance(raw, RowError):
+                raise raw
+            record = parse_record(raw, scheme)
+        except RowError as err:
+            bad.append(BadRow(str(path), line, err.field, err.message))
+            continue
+        pid = row_id(raw, line)
+        if pid in pairs:
+            bad.append(BadRow(str(path), line, "id", f"{pid!r} repeats an earlier row's id"))
+        pairs[pid] = record
+    if bad:
+        raise BadRowsError(bad)
+    if not pairs:
+        raise UserError(f"{path}: no pairs")
+    return pairs
+
+
+def _reasoning(completion: str) -> str:
+    """The think block of a completion, else the whole completion (what the judge wrote, trimmed)."""
+    start, end = completion.find("<think>"), completion.rfind("</think>")
+    text = completion[start + len("<think>") : end] if 0 <= start < end else completion
+    return text.strip()
+
+
+def _row_output(row: dict, scheme: Scheme, where: str) -> Output:
+    """An `agrl eval` prediction row (pred + completion) or an `agrl score` row (label + score)."""
+    if "completion" in row or "pred" in row:
+        label, reason = row.get("pred"), row.get("reject_reason")
+        text, score = row.get("completion"), row.get("expected_relevance")
+    elif "label" in row:
+        label, reason, text, score = row["label"], None, None, row.get("score")
+    else:
+        raise UserError(f"{where}: neither an `agrl eval` prediction (pred) nor an `agrl score` result (label)")
+    if label is not None and (isinstance(label, bool) or label not in scheme.codes):
+        raise UserError(f"{where}: label: {label!r} is not a code of scheme {scheme.name} {list(scheme.codes)}")
+    if text is not None and not isinstance(text, str):
+        raise UserError(f"{where}: completion: must be a string")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise UserError(f"{where}: score: must be a number, got {score!r}")
+    name = scheme.name_of(label) if label is not None else f"invalid output ({reason or 'rejected'})"
+    return Output(label, name, _reasoning(text) if text else None, None if score is None else float(score))
+
+
+def _rows_file(path: Path) -> Path:
+    """An `agrl eval` JSON names its predictions JSONL: as written, else beside the JSON."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path}: not JSON; give an `agrl eval` JSON, its predictions JSONL or a score JSONL") from None
+    named = result.get("predictions") if isinstance(result, dict) else None
+    if not isinstance(named, str):
+        raise UserError(f"{path}: names no predictions file; is it an `agrl eval` output?")
+    for candidate in (Path(named), path.with_suffix(".predictions.jsonl"), path.parent / Path(named).name):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"{path}: its predictions file {named} is missing (also not beside it)")
+
+
+def read_judge(source: str | Path, pairs: dict[str, Record], scheme: Scheme, option: str) -> tuple[dict, dict]:
+    """(pair id -> Output, provenance) for one judge; UserError naming the file and the ids that differ."""
+    path = Path(source)
+    if path.is_dir():
+        return _score_model(path, pairs, scheme, option)
+    path = input_file(path, option)
+    rows_path = _rows_file(path) if path.suffix == ".json" else path
+    outputs: dict[str, Output] = {}
+    for line, raw in iter_rows(rows_path):
+        where = f"{rows_path}:{line}"
+        if isinstance(raw, RowError) or not isinstance(raw, dict):
+            raise UserError(f"{where}: not a JSON object")
+        pid = raw.get("id")
+        if pid is None or isinstance(pid, bool) or not isinstance(pid, (str, int)):
+            raise UserError(f"{where}: id: missing; the judge's rows must carry the pairs' ids")
+        pid = str(pid)
+        if pid in outputs:
+            raise UserError(f"{where}: id: {pid!r} repeats an earlier row")
+        if pid in pairs and isinstance(raw.get("query"), str) and raw["query"] != pairs[pid].query:
+            raise UserError(f"{where}: query: {raw['query']!r} is not the query of pair {pid!r} in the pairs file")
+        outputs[pid] = _row_output(raw, scheme, where)
+    same_pairs(rows_path, outputs, pairs)
+    kind = "eval" if any(o.reasoning is not None for o in outputs.values()) else "score"
+    files = [path] + ([rows_path] if rows_path != path else [])
+    return outputs, {"path": str(path), "kind": kind, "sha256": {str(f): sha256(f) for f in files}}
+
+
+def same_pairs(path: Path, outputs: dict, pairs: dict) -> None:
+    missing = [pid for pid in pairs if pid not in outputs]
+    extra = [pid for pid in outputs if pid not in pairs]
+    if missing:
+        raise UserError(f"{path}: lacks {len(missing)} of the {len(pairs)} pairs (ids {_few(missing)}); "
+                        "run both judges on the --pairs file")
+    if extra:
+        raise UserError(f"{path}: holds {len(extra)} ids that are not in the pairs file (ids {_few(extra)}); "
+                        "both judges must be run on the same pairs")
+
+
+def _few(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _score_model(path: Path, pairs: dict[str, Record], scheme: Scheme, option: str) -> tuple[dict, dict]:
+    """Produce a judge's outputs by running it: the one-pass prefill posterior (label and score)."""
+    from agrl.files import model_dir
+    from agrl.score import Scorer
+
+    model_dir(path, option)
+    scorer = Scorer(path, scheme)
+    results = scorer.score(list(pairs.values()))
+    outputs = {pid: Output(r.label, scheme.name_of(r.label), None, r.score) for pid, r in zip(pairs, results)}
+    weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".bin"))
+    return outputs, {"path": str(path), "kind": "model", "sha256": {str(f): sha256(f) for f in weights}}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def stratum_of(record: Record, agree: bool, by: str | None) -> str | None:
+    if by == "family":
+        return record.family or "(none)"
+    if by == "query":
+        return record.query
+    if by == "disagreement":
+        return "same label" if agree else "different labels"
+    return None
+
+
+def sample_ids(strata: dict[str, str | None], sample: int | None, rng: random.Random) -> list[str]:
+    """`sample` ids drawn without replacement, allocated to strata in proportion (largest remainder)."""
+    ids = list(strata)
+    if sample is None or sample >= len(ids):
+        return ids
+    groups: dict[str | None, list[str]] = defaultdict(list)
+    for pid in ids:
+        groups[strata[pid]].append(pid)
+    quotas = {key: sample * len(members) / len(ids) for key, members in groups.items()}
+    counts = {key: int(q) for key, q in quotas.items()}
+    by_remainder = sorted(groups, key=lambda key: (-(quotas[key] - counts[key]), str(key)))
+    for key in by_remainder[: sample - sum(counts.values())]:
+        counts[key] += 1
+    return [pid for key, members in groups.items() for pid in rng.sample(members, counts[key])]
+
+
+def create(
+    a: str | Path,
+    b: str | Path,
+    pairs: str | Path,
+    out: str | Path,
+    sample: int | None = None,
+    seed: int = 0,
+    stratify: str | None = None,
+    agreed: str = "keep",
+    agreed_weight: float = 0.25,
+    raters_per_item: int = 1,
+    scheme: str = "default",
+    force: bool = False,
+) -> dict:
+    """Write a study file; return its summary (items, agreed pairs, strata). Nothing is written on error."""
+    if stratify not in (None, *STRATA):
+        raise UserError(f"--stratify {stratify}: must be one of {', '.join(STRATA)}")
+    if agreed not in AGREED:
+        raise UserError(f"--agreed {agreed}: must be one of {', '.join(AGREED)}")
+    if not 0 < agreed_weight <= 1:
+        raise UserError(f"--agreed-weight {agreed_weight}: must be in (0, 1]")
+    if sample is not None and sample < 1 or raters_per_item < 1:
+        raise UserError("--sample and --raters-per-item must be >= 1")
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"--out {out}: exists; pass --force to replace it, or choose another")
+    for option, path in (("--a", a), ("--b", b), ("--pairs", pairs)):
+        if Path(path).exists() and out.exists() and out.resolve() == Path(path).resolve():
+            raise UserError(f"--out {out} is also {option}: it would be overwritten; choose another path")
+    label_scheme = load_scheme(scheme)
+    records = read_pairs(pairs, label_scheme)
+    out_a, prov_a = read_judge(a, records, label_scheme, "--a")
+    out_b, prov_b = read_judge(b, records, label_scheme, "--b")
+    rng = random.Random(seed)
+    agree = {pid: out_a[pid].label == out_b[pid].label for pid in records}
+    kept = {pid: 1.0 for pid in records if not agree[pid]}
+    for pid in records:  # in file order, so the draws depend on the seed only
+        if agree[pid] and (agreed == "keep" or agreed == "down-weight" and rng.random() < agreed_weight):
+            kept[pid] = 1.0 if agreed == "keep" else 1 / agreed_weight
+    kept = {pid: kept[pid] for pid in records if pid in kept}
+    if not kept:
+        raise UserError(f"the two judges agree on all {len(records)} pairs: nothing to compare (--agreed keep)")
+    strata = {pid: stratum_of(records[pid], agree[pid], stratify) for pid in kept}
+    chosen = sample_ids(strata, sample, rng)
+    rng.shuffle(chosen)  # raters see the items in a random order
+    rows = []
+    for pid in chosen:
+        record, flipped = records[pid], rng.random() < 0.5
+        product = record.to_dict()["product"]
+        rows.append((pid, record.query, json.dumps(product, ensure_ascii=False), strata[pid], kept[pid],
+                     int(agree[pid]), int(flipped), _dump(out_a[pid]), _dump(out_b[pid])))
+    pairs_path = input_file(pairs, "--pairs")
+    provenance = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_by": f"{getpass.getuser()}@{platform.node()}",
+        "agrl_version": __version__,
+        "command": sys.argv,
+        "cwd": os.getcwd(),
+        "inputs": {"a": prov_a, "b": prov_b, "pairs": {"path": str(pairs), "sha256": sha256(pairs_path)}},
+        "settings": {"sample": sample, "seed": seed, "stratify": stratify, "agreed": agreed,
+                     "agreed_weight": agreed_weight if agreed == "down-weight" else None,
+                     "raters_per_item": raters_per_item, "scheme": label_scheme.name},
+        "counts": {"pairs": len(records), "agreed": sum(agree.values()), "items": len(rows)},
+    }
+    meta = {
+        "format": FORMAT,
+        "provenance": provenance,
+        "judges": {"a": str(a), "b": str(b)},
+        "raters_per_item": raters_per_item,
+        "scheme": {"name": label_scheme.name, "levels": [[lv.code, lv.name] for lv in label_scheme.levels]},
+    }
+    _write(out, meta, rows)
+    return provenance["counts"]
+
+
+def _dump(output: Output) -> str:
+    return json.dumps(output.__dict__, ensure_ascii=False)
+
+
+def _write(out: Path, meta: dict, rows: list[tuple]) -> None:
+    """Build the study in a temporary file beside OUT and rename it over OUT: all or nothing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        db = sqlite3.connect(tmp)
+        with db:
+            db.executescript(SCHEMA)
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+            db.executemany("INSERT INTO items (pair_id, query, product, stratum, weight, agree, flipped, a, b) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection is in WAL mode
+        db.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

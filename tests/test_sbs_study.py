@@ -1,0 +1,284 @@
+"""SBS studies: creation and provenance, bad input, the API's refusals, and storage (sbs/study.py, app.py).
+
+OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_sbs_study.py
+"""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sbs_inputs import write_inputs
+from typer.testing import CliRunner
+
+from agrl.cli import app as cli
+from agrl.errors import UserError
+from agrl.sbs.app import make_app
+from agrl.sbs.store import Refused, Study
+from agrl.sbs.study import create
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    return write_inputs(tmp_path / "in")
+
+
+@pytest.fixture
+def study(inputs, tmp_path):
+    out = tmp_path / "study.sqlite"
+    create(inputs["a"], inputs["b"], inputs["pairs"], out, seed=1, raters_per_item=2)
+    return out
+
+
+def _rows(path, table):
+    with sqlite3.connect(path) as db:
+        return db.execute(f"SELECT * FROM {table}").fetchall()
+
+
+# ---------------------------------------------------------------------------- create
+
+
+def test_create_records_items_order_and_provenance(study, inputs):
+    s = Study(study)
+    items, _ = s.rows()
+    assert len(items) == 12 and sum(i["agree"] for i in items) == 6
+    assert {i["pair_id"] for i in items} == {f"p{i}" for i in range(12)}
+    assert 0 < sum(i["flipped"] for i in items) < 12  # left/right randomised per item, recorded
+    assert [i["pair_id"] for i in items] != [f"p{i}" for i in range(12)]  # shown in a shuffled order
+    item = next(i for i in items if i["pair_id"] == "p1")
+    assert item["a"]["label"] == 4 and item["b"]["label"] == 2 and item["b"]["reasoning"].startswith("category")
+    assert item["a"]["reasoning"] is None and item["a"]["score"] == 3.5  # a score file: label and score only
+    prov = s.meta["provenance"]
+    assert prov["settings"]["seed"] == 1 and prov["settings"]["raters_per_item"] == 2
+    assert prov["inputs"]["pairs"]["sha256"] == __import__("hashlib").sha256(inputs["pairs"].read_bytes()).hexdigest()
+    assert set(prov["inputs"]["b"]["sha256"]) == {str(inputs["b"]), str(inputs["b_rows"])}
+    with sqlite3.connect(study) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sampling_is_seeded_stratified_and_can_skip_or_down_weight_agreed_pairs(inputs, tmp_path):
+    def items(name, **kw):
+        create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / name, **kw)
+        return Study(tmp_path / name).rows()[0]
+
+    one, two = items("1.sqlite", sample=6, seed=3), items("2.sqlite", sample=6, seed=3)
+    assert [(i["pair_id"], i["flipped"]) for i in one] == [(i["pair_id"], i["flipped"]) for i in two]
+    skipped = items("skip.sqlite", agreed="skip")
+    assert len(skipped) == 6 and not any(i["agree"] for i in skipped)
+    down = items("down.sqlite", agreed="down-weight", agreed_weight=0.5, seed=0)
+    assert all(i["weight"] == (2.0 if i["agree"] else 1.0) for i in down)
+    assert 6 <= len(down) < 12
+    # 12 pairs: families brand (4) / negation (8); 6 drawn in proportion -> 2 and 4
+    strat = items("strat.sqlite", sample=6, stratify="family")
+    assert sorted(i["stratum"] for i in strat) == ["brand"] * 2 + ["negation"] * 4
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda p: p["a"].write_text("".join(p["a"].read_text().splitlines(True)[:-2])), "lacks 2 of the 12 pairs (ids p10, p11)"),
+    (lambda p: p["b_rows"].write_text(p["b_rows"].read_text() + json.dumps({"id": "zz", "pred": 4}) + "\n"),
+     "holds 1 ids that are not in the pairs file (ids zz)"),
+    (lambda p: p["a"].write_text(p["a"].read_text().replace('"label": 4', '"label": 9', 1)), "a_scores.jsonl:1: label: 9"),
+    (lambda p: p["b_rows"].write_text(p["b_rows"].read_text().replace('"query 3"', '"other"')), "query: 'other'"),
+])
+def test_bad_judge_files_are_one_line_errors_and_write_nothing(inputs, tmp_path, break_it, message):
+    break_it(inputs)
+    out = tmp_path / "study.sqlite"
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".study*"))
+
+
+def test_a_file_that_is_not_a_study_is_refused(tmp_path, inputs):
+    for path in (inputs["pairs"], tmp_path / "empty.sqlite"):
+        if not path.exists():
+            sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+        with pytest.raises(UserError, match="not an SBS study file"):
+            Study(path)
+        result = CliRunner().invoke(cli, ["sbs", "serve", str(path)])
+        assert result.exit_code == 2 and "not an SBS study file" in result.output
+
+
+def test_serve_binds_this_machine_unless_told_otherwise(study, monkeypatch):
+    calls = []
+    monkeypatch.setattr("agrl.sbs.app.serve", lambda *args: calls.append(args))
+    refused = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--host", "0.0.0.0"])
+    assert refused.exit_code == 2 and "pass --public" in refused.output and not calls
+    assert CliRunner().invoke(cli, ["sbs", "serve", str(study)]).exit_code == 0
+    public = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--host", "0.0.0.0", "--public"])
+    assert public.exit_code == 0 and "warning: listening on 0.0.0.0" in public.output
+    assert calls == [(str(study), "127.0.0.1", 8080), (str(study), "0.0.0.0", 8080)]
+
+
+# ---------------------------------------------------------------------------- the API
+
+
+def test_rater_flow_answer_undo_replace_and_k_raters(study):
+    client = TestClient(make_app(study))
+    first = client.get("/api/next", params={"rater": "ana"}).json()
+    assert first["progress"] == {"done": 0, "total": 12}
+    item = first["item"]
+    assert set(item) == {"id", "query", "product", "left", "right", "previous"}  # no judge names: blinded
+    ok = client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "left", "label": 3})
+    assert ok.status_code == 200 and ok.json()["progress"]["done"] == 1
+    assert client.get("/api/next", params={"rater": "ana"}).json()["item"]["id"] != item["id"]
+    undone = client.post("/api/undo", json={"rater": "ana"}).json()
+    assert undone["item"]["id"] == item["id"] and undone["item"]["previous"]["label"] == 3
+    assert client.get("/api/next", params={"rater": "ana"}).json()["item"]["id"] == item["id"]  # resumes there
+    client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "both_bad"})
+    replaced = client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "right",
+                                                "replace": True})
+    assert replaced.json()["replaced"] is True
+    actions = [row[3] for row in _rows(study, "events")]
+    assert actions == ["answer", "undo", "answer", "replace"]  # every step kept, in order
+    (answer,) = _rows(study, "answers")
+    flipped = next(i["flipped"] for i in Study(study).rows()[0] if i["id"] == item["id"])
+    assert answer[2] == "right" and answer[3] == ("a" if flipped else "b")  # stored in the judges' terms
+    # k = 2: a second rater gets the item, a third does not
+    client.post("/api/answer", json={"rater": "bo", "item_id": item["id"], "choice": "left"})
+    third = client.post("/api/answer", json={"rater": "cy", "item_id": item["id"], "choice": "left"})
+    assert third.status_code == 409 and "already answered by 2" in third.json()["detail"]
+    assert client.get("/api/next", params={"rater": "cy"}).json()["item"]["id"] != item["id"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"rater": "ana", "item_id": 999, "choice": "left"}, 404, "no such item"),  # foreign item id
+    ({"rater": "ana", "choice": "left"}, 422, "item_id"),  # missing item id
+    ({"rater": "ana", "item_id": "1", "choice": "left"}, 422, "item_id"),  # not an integer
+    ({"rater": "ana", "item_id": 1, "choice": "maybe"}, 422, "choice"),
+    ({"rater": "ana", "item_id": 1, "choice": "left", "label": 7}, 422, "label"),
+    ({"rater": "", "item_id": 1, "choice": "left"}, 422, "rater"),
+    ({"rater": "ana", "item_id": 1, "choice": "left", "admin": True}, 422, "admin"),  # unknown field
+    ({"rater": "ana", "item_id": 1, "choice": "left", "comment": "x" * 2001}, 422, "comment"),
+    ({"rater": "done", "item_id": 1, "choice": "left"}, 409, "answered it already"),  # a second answer
+    ("{not json", 422, ""),
+    ([1, 2], 422, ""),
+])
+def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, body, status, message):
+    client = TestClient(make_app(study))
+    client.post("/api/answer", json={"rater": "done", "item_id": 1, "choice": "left"})
+    before = (_rows(study, "answers"), _rows(study, "events"))
+    if isinstance(body, str):
+        response = client.post("/api/answer", content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = client.post("/api/answer", json=body)
+    assert response.status_code == status, response.text
+    assert message in json.dumps(response.json()["detail"])
+    assert (_rows(study, "answers"), _rows(study, "events")) == before
+
+
+def test_undo_with_nothing_to_undo_and_the_results_pages(study):
+    client = TestClient(make_app(study))
+    assert client.post("/api/undo", json={"rater": "ana"}).status_code == 409
+    assert _rows(study, "events") == []
+    for item in Study(study).rows()[0][:4]:
+        client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "left"})
+    summary = client.get("/api/results").json()
+    assert summary["answered_items"] == 4 and summary["overall"]["answers"] == 4
+    page = client.get("/results")
+    assert page.status_code == 200 and "win rate of B" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_report_command_writes_markdown_html_json_and_links_a_run_report(study, tmp_path):
+    TestClient(make_app(study)).post("/api/answer", json={"rater": "ana", "item_id": 1, "choice": "right"})
+    out = tmp_path / "run_report"
+    out.mkdir()
+    (out / "report.md").write_text("# a run\n")
+    for _ in range(2):  # the link is added once
+        result = CliRunner().invoke(cli, ["sbs", "report", str(study), "--out", str(out), "--resamples", "100"])
+        assert result.exit_code == 0, result.output
+    assert "| all | 1 | 1 |" in (out / "sbs.md").read_text()
+    assert json.loads((out / "sbs.json").read_text())["answered_items"] == 1
+    assert (out / "sbs.html").read_text().startswith("<!doctype html>")
+    assert (out / "report.md").read_text().count("## Side-by-side study") == 1
+
+
+# ---------------------------------------------------------------------------- storage: kill -9
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(study, port):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "agrl", "sbs", "serve", str(study), "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/study", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
+
+
+def test_kill_9_between_answers_loses_nothing(study):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start(study, port)
+    given = []
+    try:
+        for choice in ("left", "right", "both_good"):
+            item = httpx.get(f"{url}/api/next", params={"rater": "ana"}).json()["item"]
+            r = httpx.post(f"{url}/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": choice})
+            assert r.status_code == 200
+            given.append((item["id"], choice))
+    finally:
+        server.send_signal(signal.SIGKILL)  # no shutdown, no handler runs: only what was committed is there
+        server.wait()
+    stored = [(row[0], row[2]) for row in sorted(_rows(study, "answers"), key=lambda r: r[7])]
+    assert stored == given
+    server = _start(study, port)  # a restarted server resumes the rater after the last answer
+    try:
+        assert httpx.get(f"{url}/api/next", params={"rater": "ana"}).json()["progress"]["done"] == 3
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+
+def test_a_model_directory_is_run_on_the_pairs(inputs, tmp_path, tiny_model_dir):
+    from agrl.data import load_records
+    from agrl.score import Scorer
+
+    out = tmp_path / "study.sqlite"
+    create(tiny_model_dir, inputs["b"], inputs["pairs"], out)
+    study = Study(out)
+    assert study.meta["provenance"]["inputs"]["a"]["kind"] == "model"
+    expected = Scorer(tiny_model_dir).score(load_records(inputs["pairs"]))
+    by_pair = {i["pair_id"]: i["a"] for i in study.rows()[0]}
+    for index, result in enumerate(expected):
+        got = by_pair[f"p{index}"]
+        assert got["label"] == result.label and got["score"] == pytest.approx(result.score)
+        assert got["reasoning"] is None  # one pass: label and score, no reasoning
+
+
+def test_raters_at_once_never_exceed_k_on_an_item(study):
+    """Eight raters answer the same item at the same moment; k = 2: two are taken, six refused (409)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Study(study)
+
+    def attempt(index):
+        try:
+            store.answer(f"rater{index}", 1, "left")
+            return 200
+        except Refused as err:
+            return err.status
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(attempt, range(8)))
+    assert statuses == [200, 200] + [409] * 6
+    assert len(_rows(study, "answers")) == 2 and len(_rows(study, "events")) == 2

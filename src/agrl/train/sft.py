@@ -52,26 +52,49 @@ def _row(prompt: list[dict[str, str]], target: str) -> dict[str, Any]:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
 
 
+def label_token_weights(labels: torch.Tensor, label_open: int | list[int], weight: float) -> torch.Tensor:
+    """Per next-token weights, shape labels[:, 1:]: `weight` where the position predicts the token right
+    after `<label>` (its ids `label_open`, one or several), else 1."""
+    tag = [label_open] if isinstance(label_open, int) else list(label_open)
+    before = labels[:, :-1]
+    ends_tag = torch.ones_like(before, dtype=torch.bool)  # position i holds the tag's last token
+    for back, token in enumerate(reversed(tag)):
+        shifted = torch.full_like(before, -100)
+        shifted[:, back:] = before[:, : before.shape[1] - back]
+        ends_tag &= shifted == token
+    return torch.where(ends_tag, weight, 1.0)
+
+
 def label_weighted_loss(label_open: int | list[int], weight: float):
     """A `compute_loss_func` for the Trainer: token-mean cross-entropy where the token that follows
     `<label>` counts `weight` times (the denominator stays the token count, so weight 1 is TRL's loss).
-    `label_open`: the tag's token id, or its ids where the tokenizer splits it (a pretrained one)."""
-    tag = [label_open] if isinstance(label_open, int) else list(label_open)
+    `label_open`: the tag's token id, or its ids where the tokenizer splits it (a pretrained one).
+    The reference form, on full logits: training uses `weigh_label_token` (the same loss, one forward)."""
 
     def loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None):
         logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
         per_token = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
-        before = labels[:, :-1]
-        ends_tag = torch.ones_like(before, dtype=torch.bool)  # position i holds the tag's last token
-        for back, token in enumerate(reversed(tag)):
-            shifted = torch.full_like(before, -100)
-            shifted[:, back:] = before[:, : before.shape[1] - back]
-            ends_tag &= shifted == token
-        weights = torch.where(ends_tag, weight, 1.0)
+        weights = label_token_weights(labels, label_open, weight)
         count = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
         return (per_token * weights).sum() / torch.as_tensor(count).clamp(min=1)
 
     return loss
+
+
+def weigh_label_token(trainer: SFTTrainer, label_open: list[int], weight: float) -> None:
+    """The label-weighted loss on TRL's fused LM head: TRL's loss is -sum(log_probs) / tokens, and a
+    forward hook scales each position's log-prob by its weight first. The same loss as
+    `label_weighted_loss`, but one forward pass where a `compute_loss_func` costs two (TRL reruns the
+    model for its metrics) and no (batch, length, vocabulary) logits: the speed lever of bench/gpu_speed.py.
+    The hook sits on the trainer's model itself: PEFT calls its base model's `forward` directly, so a hook
+    on the model that TRL patched would not run under LoRA."""
+
+    def scale(module, args, kwargs, output):
+        if kwargs.get("fused_lm_head") and kwargs.get("labels") is not None and output.log_probs is not None:
+            output.log_probs = output.log_probs * label_token_weights(kwargs["labels"], label_open, weight)
+        return output
+
+    trainer.model.register_forward_hook(scale, with_kwargs=True)
 
 
 def main(run: RunArgs, args: SFTConfig, callbacks: tuple = ()) -> None:
@@ -88,5 +111,5 @@ def main(run: RunArgs, args: SFTConfig, callbacks: tuple = ()) -> None:
     if run.sft_label_weight != 1.0:  # set after init: the tokenizer is the trainer's own
         # a pretrained tokenizer keeps the tags as text (agrl model import): `<`, `label`, `>` for SmolLM2
         ids = trainer.processing_class.encode(LABEL_OPEN, add_special_tokens=False)
-        trainer.compute_loss_func = label_weighted_loss(ids, run.sft_label_weight)
+        weigh_label_token(trainer, ids, run.sft_label_weight)
     fit(trainer, run, args, callbacks)

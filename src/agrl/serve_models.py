@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 from pydantic.json_schema import models_json_schema
 
 ErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]  # TEI's ErrorType
@@ -166,8 +175,9 @@ UNION_BRANCHES = {"str", "int", "float", "bool", "RerankDocument"}
 
 
 def field_error(err: ValidationError) -> str:
-    """pydantic's first error as one line naming the field: `documents[2].text: must be a string`."""
-    first = err.errors(include_url=False)[0]
+    """pydantic's error as one line naming the field: `documents[2].text: Input should be a valid string`."""
+    errors = err.errors(include_url=False)
+    first = max(errors, key=lambda e: len(e["loc"]))  # the deepest: in a union, the branch the value took
     # A union (str | object) reports each branch under the branch's name: keep the path to the value.
     loc = [part for part in first["loc"] if part not in UNION_BRANCHES]
     where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")

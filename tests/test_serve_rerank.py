@@ -192,7 +192,7 @@ def test_top_n_and_the_default_answer(url):
         ("/v1/rerank", {"query": "shoes", "documents": ["x"] * 13}, 413, "documents: 13 items, over the limit"),
         ("/v2/rerank", {"query": "shoes", "documents": ["x", {"text": "y"}]}, 422, "documents[1]: is an object"),
         ("/v2/rerank", {"query": "shoes", "documents": [{"text": "y"}, "x"]}, 422, "documents[1]: is a string"),
-        ("/v1/rerank", {"query": "shoes", "documents": ["x", "y"], "top_n": 0}, 422, "top_n: must be 1 to 2"),
+        ("/v1/rerank", {"query": "shoes", "documents": ["x", "y"], "top_n": 0}, 422, "top_n: Input should be greater"),
         ("/v1/rerank", {"query": "shoes", "documents": ["x", "y"], "top_n": 3}, 422, "top_n: must be 1 to 2"),
         ("/v1/rerank", {"query": "shoes", "documents": ["x"], "top_n": "1"}, 422, "top_n: Input should be"),
         ("/v1/rerank", {"query": "shoes", "documents": [{"text": 5}]}, 422, "documents[0].text: Input should"),

@@ -141,13 +141,16 @@ def _record(query: object, product: object, where: str, limits: Limits, scheme: 
         raise HTTPError(422, f"query: is {len(query)} characters, over the limit of {limits.max_query_chars}")
     if isinstance(product, dict) and len(json.dumps(product)) > limits.max_item_chars:
         raise HTTPError(422, f"{where}: is over the limit of {limits.max_item_chars} characters (as JSON)")
+    attributes = product.get("attributes") if isinstance(product, dict) else None
+    if attributes is not None and not isinstance(attributes, dict):  # files may hold (key, value) pairs; JSON not
+        raise HTTPError(422, f"{where}.attributes: must be an object, got {type(attributes).__name__}")
     try:
         return parse_record({"query": query, "product": product}, scheme)
     except RowError as err:
         name = err.field if err.field == "query" else err.field.replace("product", where, 1)
         if is_text:  # a plain string stands for the title: name the string itself
             name = name.replace(f"{where}.title", where, 1)
-        raise HTTPError(422, f"{name}: {err.message}") from None
+        raise HTTPError(422, f"{api.printable(name)}: {err.message}") from None
 
 
 def _depth(value: object, limit: int, depth: int = 0) -> bool:
@@ -319,7 +322,7 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
     @app.exception_handler(StarletteHTTPException)
     async def routing_error(request: Request, err: StarletteHTTPException):  # 404, 405: the same JSON shape
         return JSONResponse({"error": f"path: {request.url.path}: {err.detail}", "error_type": "Validation"},
-                            status_code=err.status_code)
+                            status_code=err.status_code, headers=err.headers)  # 405's Allow
 
     @app.exception_handler(RuntimeError)
     async def model_error(request: Request, err: RuntimeError):

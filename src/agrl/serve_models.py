@@ -13,7 +13,8 @@ the field, the shape every 4xx has.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    StringConstraints,
     ValidationError,
 )
 from pydantic.json_schema import models_json_schema
@@ -50,24 +52,35 @@ class ErrorResponse(BaseModel):
 # ---------------------------------------------------------------------------- /v1/score, /v1/judge
 
 
+# An attribute name is read as lower_snake_case and must then start with a letter ("Screen Size" -> screen_size).
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]*[A-Za-z][\x00-\x7f]*$")]
+Text = Annotated[str, StringConstraints(pattern=r"\S")]  # not blank
+SHOES = {"title": "Nike Pegasus 40 running shoe", "brand": "nike", "attributes": {"color": "red"}, "price": 120}
+
+
 class Product(BaseModel):
     model_config = ConfigDict(extra="allow")  # other keys are kept with the record
 
-    title: str
+    title: Text
     category: str | None = None
     brand: str | None = None
     description: str | None = None
-    attributes: dict[str, str | float] | None = None
+    attributes: dict[AttributeName, str | float | None] | None = None  # a null value: absent
     price: float | None = Field(None, ge=0)
 
 
 class ScoreRequest(BaseModel):
-    query: str
+    model_config = ConfigDict(json_schema_extra={"examples": [{"query": "red nike running shoes",
+                                                               "items": [SHOES, {"title": "shoe rack"}]}]})
+
+    query: Text
     items: list[Product] = Field(min_length=1)
 
 
 class JudgeRequest(BaseModel):
-    query: str
+    model_config = ConfigDict(json_schema_extra={"examples": [{"query": "red nike running shoes", "product": SHOES}]})
+
+    query: Text
     product: Product
 
 
@@ -103,7 +116,8 @@ class Health(BaseModel):
 
 
 class TEIRerankRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
+        {"query": "red nike running shoes", "texts": ["nike pegasus 40 running shoe, red", "shoe rack"]}]})
 
     query: StrictStr
     texts: list[StrictStr]
@@ -126,24 +140,29 @@ class RerankDocument(BaseModel):
     """A document as an object: `text`, or a product (`title`, `brand`, `attributes`, ...) the judge reads
     whole; other keys are kept and returned with the document, as Cohere does."""
 
-    model_config = ConfigDict(extra="allow")
+    # text or title: the judge needs one of them
+    model_config = ConfigDict(extra="allow", json_schema_extra={"anyOf": [{"required": ["text"]},
+                                                                          {"required": ["title"]}]})
 
     text: str | None = None
     title: str | None = None
     category: str | None = None
     brand: str | None = None
     description: str | None = None
-    attributes: dict[str, str | float] | None = None
+    attributes: dict[AttributeName, str | float | None] | None = None
     price: float | None = Field(None, ge=0)
 
 
 class CohereRerankRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "red nike running shoes", "documents": ["nike pegasus 40 running shoe, red", "shoe rack"],
+         "top_n": 1, "return_documents": True},
+        {"model": "agrl", "query": "red nike running shoes", "documents": [SHOES, {"text": "shoe rack"}]}]})
 
     query: StrictStr
-    documents: list[StrictStr | RerankDocument]
+    documents: list[StrictStr] | list[RerankDocument] = Field(description="all strings or all objects")
     model: StrictStr | None = Field(None, description="accepted and echoed; the served judge answers")
-    top_n: StrictInt | None = Field(None, description="1 to len(documents); default all")
+    top_n: StrictInt | None = Field(None, ge=1, description="1 to len(documents); default all")
     return_documents: StrictBool | None = False
     rank_fields: list[StrictStr] | None = Field(None, description="keys of object documents the judge reads")
     # Accepted so clients that send them work; the judge reads each document whole (or refuses it with a
@@ -171,7 +190,12 @@ class RerankResponse(BaseModel):
 # ---------------------------------------------------------------------------- errors and the schema
 
 
-UNION_BRANCHES = {"str", "int", "float", "bool", "RerankDocument"}
+UNION_BRANCHES = {"str", "int", "float", "bool", "list[str]", "list[RerankDocument]"}
+
+
+def printable(field: str) -> str:
+    """A field path as printable ASCII with no spaces (a key may hold anything): `attributes.a\\u00b6b`."""
+    return re.sub(r"[^!-~]", lambda m: f"\\u{ord(m[0]):04x}" if ord(m[0]) < 0x10000 else f"\\U{ord(m[0]):08x}", field)
 
 
 def field_error(err: ValidationError) -> str:
@@ -186,7 +210,7 @@ def field_error(err: ValidationError) -> str:
         message = "is required"
     elif kind == "extra_forbidden":
         message = "unknown field (this API rejects fields it does not define)"
-    return f"{where or 'body'}: {message}"
+    return f"{printable(where) or 'body'}: {message}"
 
 
 REQUEST_MODELS = (ScoreRequest, JudgeRequest, TEIRerankRequest, CohereRerankRequest)

@@ -83,16 +83,17 @@ def tei_response(req: TEIRerankRequest, results: list[ScoreResult], scheme: Sche
 
 
 def cohere_batch(body: dict, max_items: int) -> tuple[Batch, CohereRerankRequest]:
-    req = validate(CohereRerankRequest, body)
-    docs = body["documents"]
-    if not docs:
-        raise HTTPError(422, "documents: must be a non-empty list")
-    _count(len(docs), "documents", max_items)
-    for i, doc in enumerate(docs):
-        if isinstance(doc, str) != isinstance(docs[0], str):
+    docs = body.get("documents")
+    for i, doc in enumerate(docs if isinstance(docs, list) else []):  # before the types: the clearer message
+        if isinstance(doc, (str, dict)) and isinstance(docs[0], (str, dict)) and \
+                isinstance(doc, str) != isinstance(docs[0], str):
             kinds = ["a string" if isinstance(d, str) else "an object" for d in (docs[0], doc)]
             raise HTTPError(422, f"documents[{i}]: is {kinds[1]} where documents[0] is {kinds[0]}; "
                             "send all strings or all objects")
+    req = validate(CohereRerankRequest, body)
+    if not docs:
+        raise HTTPError(422, "documents: must be a non-empty list")
+    _count(len(docs), "documents", max_items)
     if req.top_n is not None and not 1 <= req.top_n <= len(docs):
         # Cohere refuses a top_n over the number of documents (Elasticsearch's Cohere docs, PR #111446).
         raise HTTPError(422, f"top_n: must be 1 to {len(docs)} (the number of documents), got {req.top_n}")

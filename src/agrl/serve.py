@@ -362,7 +362,8 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
     cohere_route("1")
     cohere_route("2")
 
-    @app.get("/healthz", response_model=api.Health, responses={503: {"model": api.Health}})
+    @app.get("/healthz", response_model=api.Health, response_model_exclude_none=True,
+             responses={503: {"model": api.Health}})
     async def healthz():
         if metrics.draining:  # load balancers stop sending; requests that still come are answered
             return JSONResponse({"status": "draining"}, status_code=503)

@@ -251,8 +251,11 @@ def test_requests_the_drain_cannot_finish_get_a_json_503_and_the_server_exits_so
     """150 requests held past the drain deadline (a 60 s micro-batch wait, `--drain-timeout-s 5`): each
     gets a JSON 503 (no plain-text 500, no CancelledError traceback), and the server stops listening
     within about a second of the deadline (uvicorn's own 15 s graceful wait is not added), then exits 0."""
-    proc, base = start_cli(tiny_model_dir, "--max-wait-ms", "60000", "--max-batch", "512", "--drain-timeout-s", "5")
+    proc, base = start_cli(tiny_model_dir, "--max-wait-ms", "60000", "--max-batch", "512", "--drain-timeout-s", "5",
+                           "--header-timeout-s", "2")
     try:
+        half = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=10)
+        half.sendall(b"GET /heal")  # and never the rest: `--header-timeout-s 2` closes it, drain or not
         results, threads = post_many(base, 150)
         time.sleep(1.0)  # sent, and waiting in the micro-batch
         signalled = time.time()
@@ -265,6 +268,8 @@ def test_requests_the_drain_cannot_finish_get_a_json_503_and_the_server_exits_so
         for thread in threads:
             thread.join(timeout=30)
         stderr = proc.stderr.read().decode()
+        reply = read_all(half)
+        half.close()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -275,3 +280,4 @@ def test_requests_the_drain_cannot_finish_get_a_json_503_and_the_server_exits_so
     assert {r[1]["error_type"] for r in results} == {"Unhealthy"}
     assert all(r[1]["error"].startswith("server: shutting down") for r in results)
     assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr[-2000:]
+    assert reply.startswith(b"HTTP/1.1 408 ")

@@ -20,7 +20,7 @@ from agrl.score import Scorer
 from agrl.serve import Limits, create_app
 from agrl.tiny import base_judge_dir
 
-LIMITS = Limits(max_items=12, max_query_chars=100, max_item_chars=600)
+LIMITS = Limits(max_items=12, max_query_chars=100, max_item_chars=4096)
 TEI = json.loads((Path(__file__).parent / "data" / "tei_rerank.json").read_text())
 QUERY = "red nike running shoes"
 TITLES = [
@@ -127,6 +127,10 @@ def test_tei_truncate_cuts_a_text_the_context_cannot_hold(start_service):
                                                 "truncation_direction": direction})
         assert cut.status_code == 200, cut.text
         assert sorted(r["index"] for r in cut.json()) == [0, 1]
+    huge = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": ["shoe " * 400]})
+    assert huge.status_code == 422 and huge.json()["error"].startswith("texts[0]: is 2000 characters")
+    huge = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": ["shoe " * 400], "truncate": True})
+    assert huge.status_code == 200, huge.text
     alone = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": texts[:1], "truncate": True}).json()
     first = next(r for r in cut.json() if r["index"] == 0)
     assert first["score"] == pytest.approx(alone[0]["score"], abs=1e-6)  # a text that fits is not cut

@@ -216,7 +216,7 @@ def _fit(scorer: Scorer, record: Record, where: str, direction: str) -> list[int
             keep = int(len(title) * min(0.9, scorer.max_length / over))
             if keep < 1:
                 break
-            record.product.title = title[:keep] if direction == "right" else title[-keep:]
+            record.product.title = rerank.cut(title, keep, direction)
     return _encode(scorer, record, where)
 
 

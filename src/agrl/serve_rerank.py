@@ -18,9 +18,12 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
+from agrl.data import MAX_QUERY_CHARS
 from agrl.schemes import Scheme
 from agrl.score import ScoreResult
 from agrl.serve_models import CohereRerankRequest, HTTPError, TEIRerankRequest, field_error
+
+TITLE_CHARS = 2 * MAX_QUERY_CHARS  # the longest title data.parse_record takes
 
 
 @dataclass
@@ -65,8 +68,14 @@ def tei_batch(body: dict, max_items: int) -> tuple[Batch, TEIRerankRequest]:
     if not req.texts:
         raise HTTPError(400, "texts: cannot be empty", "Empty")  # TEI's status and error_type
     _count(len(req.texts), "texts", max_items)
-    items = [Item({"title": text}, f"texts[{i}]", True) for i, text in enumerate(req.texts)]
-    return Batch(req.query, items, req.truncation_direction.lower() if req.truncate else None), req
+    direction = req.truncation_direction.lower() if req.truncate else None
+    texts = [cut(text, TITLE_CHARS, direction) if direction else text for text in req.texts]
+    items = [Item({"title": text}, f"texts[{i}]", True) for i, text in enumerate(texts)]
+    return Batch(req.query, items, direction), req
+
+
+def cut(text: str, chars: int, direction: str) -> str:
+    return text if len(text) <= chars else text[:chars] if direction == "right" else text[-chars:]
 
 
 def tei_response(req: TEIRerankRequest, results: list[ScoreResult], scheme: Scheme) -> list[dict]:

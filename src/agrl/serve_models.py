@@ -4,8 +4,10 @@ The rerank shapes follow the APIs existing clients speak (checked against their 
   TEI  `POST /rerank`: huggingface/text-embeddings-inference router/src/http/types.rs (RerankRequest,
        Rank, ErrorResponse) at 0d124dc; unknown fields are ignored there (serde's default), and here.
   Cohere `POST /v1/rerank`, `/v2/rerank`: the `cohere` SDK's request and response models (v7.3);
-       Cohere answers an unknown field with 422 "unknown field: parameter 'x' is not a valid field", so
-       these routes reject unknown fields too. Jina's `/v1/rerank` is the same shape plus `usage`.
+       Cohere answers an unknown field with 422 "unknown field: parameter 'top_k' is not a valid field"
+       (quoted in HKUDS/LightRAG#1813), so these routes reject unknown fields too, and refuses a top_n
+       over the number of documents (Elasticsearch's Cohere docs, elastic/elasticsearch#111446).
+       Jina's rerank takes the same request; its answer carries `usage`, which is added here.
 `/v1/score` and `/v1/judge` are validated by data.parse_record (their models here only describe them);
 the rerank models validate their bodies, and `field_error` turns pydantic's error into one line naming
 the field, the shape every 4xx has.

@@ -84,7 +84,6 @@ class MicroBatcher:
             raise HTTPError(503, f"scoring worker stopped: {self.broken!r}")
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((sequences, future))
-        self.metrics.queue_depth.set(self.queue.qsize())
         return await future
 
     async def _gather(self) -> list[tuple[list[list[int]], asyncio.Future]]:
@@ -125,7 +124,6 @@ class MicroBatcher:
                 raise
             self.metrics.batch_requests.observe(len(jobs))
             self.metrics.batch_items.observe(len(flat))
-            self.metrics.queue_depth.set(self.queue.qsize())
             start = 0
             for seqs, future in jobs:
                 if not future.cancelled():
@@ -290,6 +288,7 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1)  # one model, one forward pass at a time
     batcher = MicroBatcher(scorer, limits, executor, metrics)
+    metrics.queue_depth.set_function(batcher.queue.qsize)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

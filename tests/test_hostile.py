@@ -6,7 +6,6 @@ option), no traceback, and leave every input and earlier output byte for byte as
     .venv/bin/python -m pytest -q tests/test_hostile.py
 """
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -14,9 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
-
-from agrl.cli import app
+from mistakes import mistake_failures
 
 GOOD = [
     {"id": "a", "query": "red nike running shoes", "label": 4,
@@ -234,31 +231,8 @@ def cases(ws: Path) -> list[tuple[str, list[str], str]]:
     ])
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
-
-
 def test_every_command_refuses_bad_input_in_one_line_and_changes_nothing(ws):
-    runner = CliRunner()
     table = cases(ws)
     assert len(table) >= 60
-    failures = []
-    for name, argv, expected in table:
-        before = snapshot(ws)
-        result = runner.invoke(app, argv)
-        lines = result.stderr.strip().splitlines()
-        problems = []
-        if result.exit_code != 2:
-            problems.append(f"exit {result.exit_code} ({result.exception!r})")
-        if len(lines) != 1 or not lines[0].startswith("error: ") or expected not in lines[0]:
-            problems.append(f"stderr {result.stderr!r}, wanted one line with {expected!r}")
-        if "Traceback" in result.output:
-            problems.append("a traceback")
-        after = snapshot(ws)
-        if after != before:
-            changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-            problems.append(f"changed {changed[:5]}")
-        if problems:
-            failures.append(f"{name}: {'; '.join(problems)}")
+    failures = mistake_failures(ws, table)
     assert not failures, "\n".join(failures)

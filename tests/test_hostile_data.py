@@ -9,7 +9,6 @@ models, repeated rows written as two records with one id, string flags, file mod
 """
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mistakes import mistake_failures
 from typer.testing import CliRunner
 
 from agrl.cli import app
@@ -197,31 +197,10 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
     ]
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "other"
-            for p in sorted(root.rglob("*"))}
-
-
 def test_every_mistake_is_one_line_exit_2_and_changes_nothing(ws):
     code, _, err = run("baseline", "fit", "--kind", "tfidf", "--train", ws / "good.jsonl", "--out", ws / "b.joblib")
     assert code == 0, err
-    failures = []
-    for name, argv, expected in cases(ws):
-        before = snapshot(ws)
-        result = CliRunner().invoke(app, [str(a) for a in argv])
-        lines = result.stderr.strip().splitlines()
-        problems = []
-        if result.exit_code != 2:
-            problems.append(f"exit {result.exit_code} ({result.exception!r})")
-        if len(lines) != 1 or not lines[0].startswith("error: ") or expected not in lines[0]:
-            problems.append(f"stderr {result.stderr!r}, wanted one line with {expected!r}")
-        if "Traceback" in result.output:
-            problems.append("a traceback")
-        after = snapshot(ws)
-        if after != before:
-            problems.append(f"changed {sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))[:5]}")
-        if problems:
-            failures.append(f"{name}: {'; '.join(problems)}")
+    failures = mistake_failures(ws, cases(ws))
     assert not failures, "\n".join(failures)
 
 

@@ -42,15 +42,15 @@ TINY = {"train": ["--set", "max_steps=2", "--set", "save_strategy=no", "--set", 
 
 def section(text: str, title: str) -> str:
     """The text under the heading `title` (any level) up to the next heading of the same or a higher level."""
-    match = re.search(rf"^(#+) {re.escape(title)}\s*$", text, re.M)
+    match = re.search(rf"^(#+) {re.escape(title)}\s*$", text, re.MULTILINE)
     assert match, f"README has no section {title!r}"
     level = len(match.group(1))
-    end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
+    end = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(text, match.end())
     return text[match.end(): end.start() if end else len(text)]
 
 
 def code_blocks(text: str) -> list[str]:
-    return re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S)
+    return re.findall(r"^```[a-z]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
 
 
 def agrl_commands(block: str) -> list[list[str]]:
@@ -85,8 +85,8 @@ def slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
-    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
 
 
 # ---------------------------------------------------------------------------- the quickstart
@@ -96,7 +96,7 @@ def test_first_lines_are_the_two_commands():
     """The README opens with `make demo` and `make test`, and the Makefile has both targets."""
     first = code_blocks(README.read_text())[0].splitlines()
     assert [line.split()[:2] for line in first] == [["make", "demo"], ["make", "test"]]
-    targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M)
+    targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE)
     assert {"demo", "test"} <= set(targets)
 
 
@@ -211,7 +211,7 @@ def test_every_documented_command_and_flag_exists():
 def test_every_relative_link_resolves():
     """Every relative link (and its #anchor) in README.md and docs/*.md points to a file (and heading) that exists."""
     for path in [README, *DOCS]:
-        text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+        text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.MULTILINE | re.DOTALL)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+:", target):
                 continue
@@ -241,7 +241,7 @@ def test_every_results_table_names_its_source():
     found = tables(text)
     assert len(found) >= 12
     for line, before in found:
-        source = re.search(r"^Source: (.*?)(?:\n\n|\Z)", before, re.M | re.S)
+        source = re.search(r"^Source: (.*?)(?:\n\n|\Z)", before, re.MULTILINE | re.DOTALL)
         assert source, f"docs/results.md:{line}: a table without a Source: line"
         named = [p for p in re.findall(r"`([^`\s]+)`", source.group(1)) if p.startswith(("bench/", "docs/"))]
         for name in named:
@@ -289,7 +289,7 @@ def all_commands() -> list[tuple[list[str], object]]:
 @pytest.mark.parametrize("path", [" ".join(p) for p, _ in all_commands()])
 def test_help_has_an_example_and_every_option_has_help(path):
     """`agrl COMMAND --help` shows an example of that very command, and every option and argument says what it is."""
-    command = dict((" ".join(p), c) for p, c in all_commands())[path]
+    command = {" ".join(p): c for p, c in all_commands()}[path]
     result = CliRunner().invoke(app, [*path.split(), "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "Example: agrl" in result.output, f"agrl {path} --help has no example"

@@ -53,9 +53,9 @@ model_app = typer.Typer(no_args_is_help=True, help="Build, import and merge loca
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
-MODEL_SCHEME_HELP = ("label scheme: built-in name or YAML file (default: the one the data's manifest.json names, "
+MODEL_SCHEME_HELP = ("label scheme: default, esci, three_level or a YAML file (default: the one the data's manifest.json names, "
                      "else the one the model trained with, else default)")
-DATA_SCHEME_HELP = "label scheme: built-in name or YAML file (default: the one the data's manifest.json names, else default)"
+DATA_SCHEME_HELP = "label scheme: default, esci, three_level or a YAML file (default: the one the data's manifest.json names, else default)"
 
 
 def model_scheme(scheme: str | None, model: str) -> str:
@@ -344,7 +344,9 @@ def train(
 ) -> None:
     """Run one training stage (a method of train/methods.py: sft, dpo, grpo, grpo_pr, agrl, ...) from a config file.
 
-    Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones)."""
+    Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones).
+
+    Keys: agrl's (model, train_file, scheme, rules_config, lora_r, sft_label_weight, agr_*, ...: docs/pipeline.md) and the method's TRL config's (SFTConfig, DPOConfig, GRPOConfig)."""
     from agrl.train import train as run_stage
 
     input_file(config, "training config")

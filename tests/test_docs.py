@@ -209,8 +209,9 @@ def test_every_documented_command_and_flag_exists():
 
 
 def test_every_relative_link_resolves():
-    """Every relative link (and its #anchor) in README.md and docs/*.md points to a file (and heading) that exists."""
-    for path in [README, *DOCS]:
+    """Every relative link (and its #anchor) in README.md, docs/*.md and bench/README.md points to a file (and
+    heading) that exists."""
+    for path in [README, *DOCS, ROOT / "bench/README.md"]:
         text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.MULTILINE | re.DOTALL)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+:", target):

@@ -65,3 +65,37 @@ def kill_after_first_checkpoint():
         assert not (out / "checkpoint-4").exists(), "killed too late to test a resume"
 
     return run
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+@pytest.fixture(scope="module")
+def start_service():
+    """`url = start_service(app)`: the app under uvicorn on a free 127.0.0.1 port in a thread, stopped with
+    the module. Extra keyword arguments go to uvicorn.Config."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    running = []
+
+    def start(app, **config) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=10)

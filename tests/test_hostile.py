@@ -142,7 +142,7 @@ def cases(ws: Path) -> list[tuple[str, list[str], str]]:
         ("train-into-its-model", ["train", w("cfg_into_model.yaml")], "is the model it starts from"),
         ("report-same-run-twice", ["report", w("run_a"), w("run_a/../run_a"), "--out", w("rep")], "given twice"),
         ("report-out-is-run", ["report", w("run_a"), "--out", w("run_a")], "--out"),
-        ("demo-other-recipe", ["demo", "--out", w("demo_out"), "--quick"], "made by another recipe"),
+        ("demo-other-recipe", ["demo", "--out", w("demo_out"), "--quick"], "not made by a recipe"),
         ("score-corrupt-output", [*score, "--output", w("scored.jsonl")], "scored.jsonl:2:"),
         # -- malformed YAML: configs, schemes, rules, recipes
         ("train-broken-yaml", ["train", w("broken.yaml")], "broken.yaml:3: malformed YAML"),

@@ -225,9 +225,11 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="request body limit, checked before parsing")] = 1_000_000,
     body_timeout_s: Annotated[float, typer.Option(help="a request body must arrive within this (else 408)")] = 10.0,
     drain_timeout_s: Annotated[float, typer.Option(help="on SIGTERM, answer requests in flight for up to this long")] = 30.0,
+    header_timeout_s: Annotated[float, typer.Option(help="a request's headers must arrive within this (else 408)")] = 10.0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
 ) -> None:
-    """HTTP scoring service: POST /v1/score, POST /v1/judge, GET /healthz, GET /metrics."""
+    """HTTP scoring service: POST /v1/score, /v1/judge, /rerank (TEI), /v1/rerank and /v2/rerank (Cohere, Jina);
+    GET /healthz, /metrics."""
     from agrl.files import model_dir
     from agrl.models import check_device
     from agrl.schemes import load_scheme
@@ -236,7 +238,7 @@ def serve(
     from agrl.serve import serve as run_service
 
     limits = Limits(max_items=max_items, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
-                    body_timeout_s=body_timeout_s, drain_timeout_s=drain_timeout_s)
+                    body_timeout_s=body_timeout_s, drain_timeout_s=drain_timeout_s, header_timeout_s=header_timeout_s)
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: must be 1-65535")
     check_threshold(tier_threshold)

@@ -322,6 +322,11 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
 
 
 def _refuse_other_recipe(recipe: dict, out: Path, runs: dict, force: bool) -> None:
+    # A folder with files but neither recipe.json (written before the first job) nor stamps/ is not a run's.
+    ours = (out / "recipe.json").exists() or (out / "stamps").is_dir()
+    if not force and out.is_dir() and any(out.iterdir()) and not ours:
+        raise UserError(f"--out {out}: holds files not made by a recipe (no recipe.json); "
+                        "pass --force to write into it, or choose another --out")
     wanted = stamps(recipe, out, runs)
     other = [name for name, done, _ in plan(recipe, out, runs=runs)
              if done.exists() and read_stamp(out, name).get("stamp") != wanted[name]]

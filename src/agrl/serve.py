@@ -4,11 +4,14 @@ Concurrent requests wait on one asyncio queue; a single worker gathers them unti
 items or `max_wait_ms`, then runs one prefill pass for all of them in a worker thread (the event
 loop stays free). Requests are validated by data.parse_record, the batch command's code path.
 A body must be JSON (415 otherwise), arrive within `body_timeout_s` (408) and stay under
-`max_body_bytes` (413, checked while it streams in, before parsing). On SIGTERM the server drains:
-it keeps answering until no request has been in flight for a moment (at most `drain_timeout_s`).
+`max_body_bytes` (413, checked while it streams in, before parsing). Every error is JSON,
+`{"error": "FIELD: what is wrong", "error_type": ...}` (TEI's ErrorResponse). The rerank routes
+(serve_rerank) speak TEI's and Cohere's/Jina's shapes; metrics are in serve_metrics, and the
+server's behaviour under faults (SIGTERM drain, header timeout) in serve_server.
 
     POST /v1/score {"query": "red nike shoes", "items": [{"title": "..."}, ...]}
     POST /v1/judge {"query": "...", "product": {"title": "..."}}    GET /healthz    GET /metrics
+    POST /rerank {"query": "...", "texts": [...]}    POST /v1/rerank, /v2/rerank {"query", "documents", "top_n"}
     agrl serve --model runs/agrl --port 8000
 """
 
@@ -17,22 +20,27 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import signal
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agrl import serve_models as api
+from agrl import serve_rerank as rerank
 from agrl.data import MAX_DEPTH, Record, RowError, loads, parse_record
 from agrl.errors import UserError
 from agrl.rewards import grade
 from agrl.schemes import Scheme
 from agrl.score import Scorer, ScoreResult
+from agrl.serve_metrics import CountRequests, Metrics
+from agrl.serve_models import HTTPError
+from agrl.serve_server import Drain, DrainGate, DrainingServer, header_timeout_protocol
 
 
 @dataclass(frozen=True)
@@ -46,111 +54,18 @@ class Limits:
     max_body_bytes: int = 1_000_000  # 64 items of 4 KB fit with room; checked before parsing
     body_timeout_s: float = 10.0  # a client that never finishes its upload gets 408, and cannot hold shutdown
     drain_timeout_s: float = 30.0  # SIGTERM: how long requests in flight may take to be answered
+    header_timeout_s: float = 10.0  # a request's headers must be complete within this (else 408, closed)
 
     def __post_init__(self):
         for name in ("max_items", "max_query_chars", "max_item_chars", "max_batch", "max_new_tokens",
                      "max_body_bytes"):
             if not getattr(self, name) >= 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
-        for name in ("max_wait_ms", "body_timeout_s", "drain_timeout_s"):
+        for name in ("max_wait_ms", "body_timeout_s", "drain_timeout_s", "header_timeout_s"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0) or (name == "body_timeout_s" and value == 0):
+            if not (math.isfinite(value) and value >= 0) or (name.endswith("timeout_s") and name != "drain_timeout_s"
+                                                             and value == 0):
                 raise UserError(f"--{name.replace('_', '-')} {value}: must be a finite number > 0")
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-# ---------------------------------------------------------------------------- metrics
-
-
-@dataclass
-class Histogram:
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    n: int = 0
-
-    def observe(self, value: float) -> None:
-        if not self.counts:
-            self.counts = [0] * len(self.buckets)
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-        self.total += value
-        self.n += 1
-
-    def lines(self, name: str) -> list[str]:
-        counts = self.counts or [0] * len(self.buckets)
-        out = [f'{name}_bucket{{le="{b:g}"}} {c}' for b, c in zip(self.buckets, counts)]
-        return out + [
-            f'{name}_bucket{{le="+Inf"}} {self.n}',
-            f"{name}_sum {self.total:g}",
-            f"{name}_count {self.n}",
-        ]
-
-
-class Metrics:
-    """Prometheus text format: requests and errors by endpoint, batch sizes, latency."""
-
-    def __init__(self) -> None:
-        self.inflight = 0  # HTTP requests begun and not yet answered (the SIGTERM drain waits on it)
-        self.draining = False
-        self.requests: dict[tuple[str, int], int] = {}
-        self.batch_requests = Histogram((1, 2, 4, 8, 16, 32, 64, 128))
-        self.batch_items = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.latency = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-
-    def request(self, path: str, status: int, seconds: float) -> None:
-        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        self.latency.observe(seconds)
-
-    def render(self) -> str:
-        lines = ["# TYPE agrl_requests_total counter"]
-        lines += [
-            f'agrl_requests_total{{path="{p}",status="{s}"}} {n}'
-            for (p, s), n in sorted(self.requests.items())
-        ]
-        errors = sum(n for (_, s), n in self.requests.items() if s >= 400)
-        lines += ["# TYPE agrl_errors_total counter", f"agrl_errors_total {errors}"]
-        for name, hist in (
-            ("agrl_batch_requests", self.batch_requests),
-            ("agrl_batch_items", self.batch_items),
-            ("agrl_request_latency_seconds", self.latency),
-        ):
-            lines += [f"# TYPE {name} histogram", *hist.lines(name)]
-        return "\n".join(lines) + "\n"
-
-
-ROUTES = ("/v1/score", "/v1/judge", "/healthz", "/metrics")
-
-
-class CountRequests:
-    """Pure ASGI middleware (cheaper than @app.middleware): count requests by path and status, time them."""
-
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
-
-        async def record_status(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        self.metrics.inflight += 1
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            self.metrics.inflight -= 1
-            path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label cardinality
-            self.metrics.request(path, status[0], time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- micro-batching
@@ -219,16 +134,21 @@ class MicroBatcher:
 # ---------------------------------------------------------------------------- validation
 
 
-def _record(query: object, product: object, where: str, limits: Limits, scheme: Scheme) -> Record:
+def _record(query: object, product: object, where: str, limits: Limits, scheme: Scheme, is_text: bool = False) -> Record:
     if isinstance(query, str) and len(query) > limits.max_query_chars:
         raise HTTPError(422, f"query: is {len(query)} characters, over the limit of {limits.max_query_chars}")
     if isinstance(product, dict) and len(json.dumps(product)) > limits.max_item_chars:
         raise HTTPError(422, f"{where}: is over the limit of {limits.max_item_chars} characters (as JSON)")
+    attributes = product.get("attributes") if isinstance(product, dict) else None
+    if attributes is not None and not isinstance(attributes, dict):  # files may hold (key, value) pairs; JSON not
+        raise HTTPError(422, f"{where}.attributes: must be an object, got {type(attributes).__name__}")
     try:
         return parse_record({"query": query, "product": product}, scheme)
     except RowError as err:
         name = err.field if err.field == "query" else err.field.replace("product", where, 1)
-        raise HTTPError(422, f"{name}: {err.message}") from None
+        if is_text:  # a plain string stands for the title: name the string itself
+            name = name.replace(f"{where}.title", where, 1)
+        raise HTTPError(422, f"{api.printable(name)}: {err.message}") from None
 
 
 def _depth(value: object, limit: int, depth: int = 0) -> bool:
@@ -266,11 +186,11 @@ async def _body(request: Request, limits: Limits) -> dict:
     try:
         body = loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HTTPError(400, f"bad JSON: {err}") from None
+        raise HTTPError(400, f"body: bad JSON: {err}") from None
     except RecursionError:
-        raise HTTPError(400, "bad JSON: nested too deeply") from None
+        raise HTTPError(400, "body: bad JSON: nested too deeply") from None
     if _depth(body, MAX_DEPTH):
-        raise HTTPError(400, f"bad JSON: nested deeper than {MAX_DEPTH} levels")
+        raise HTTPError(400, f"body: bad JSON: nested deeper than {MAX_DEPTH} levels")
     if not isinstance(body, dict):
         raise HTTPError(422, "body: must be a JSON object")
     return body
@@ -280,10 +200,39 @@ def _encode(scorer: Scorer, record: Record, where: str) -> list[int]:
     try:
         return scorer.encode(record)
     except ValueError as err:
-        raise HTTPError(422, f"{where}: {err}") from None
+        raise HTTPError(422, f"{where}: {err}", "Tokenizer") from None
+
+
+def _fit(scorer: Scorer, record: Record, where: str, direction: str) -> list[int]:
+    """TEI's `truncate`: cut the title (from the right or the left) until the prompt fits the context."""
+    for _ in range(8):
+        try:
+            return scorer.encode(record)
+        except ValueError:
+            title = record.product.title
+            over = len(scorer.tokenizer(scorer.prefill_text(record), add_special_tokens=False)["input_ids"])
+            keep = int(len(title) * min(0.9, scorer.max_length / over))
+            if keep < 1:
+                break
+            record.product.title = rerank.cut(title, keep, direction)
+    return _encode(scorer, record, where)
 
 
 # ---------------------------------------------------------------------------- the endpoints' work
+
+
+async def _score_records(records: list[Record], wheres: list[str], scorer: Scorer, batcher: MicroBatcher,
+                         route: str, truncate: str | None = None) -> tuple[list[ScoreResult], int]:
+    """Encode (every prompt must fit the context, or is cut with `truncate`), wait for the micro-batch;
+    results in input order, and the number of tokens read."""
+    try:
+        sequences = scorer.encode_many(records)
+    except ValueError:  # some prompt is over the context: name the first such item, or cut it
+        sequences = [_fit(scorer, r, w, truncate) if truncate else _encode(scorer, r, w)
+                     for r, w in zip(records, wheres)]
+    results = await batcher.score(sequences)
+    batcher.metrics.items.labels(route).inc(len(records))
+    return results, sum(len(s) for s in sequences)
 
 
 async def score_items(body: dict, scorer: Scorer, limits: Limits, batcher: MicroBatcher) -> dict:
@@ -294,14 +243,17 @@ async def score_items(body: dict, scorer: Scorer, limits: Limits, batcher: Micro
     if len(items) > limits.max_items:
         raise HTTPError(413, f"items: {len(items)} items, over the limit of {limits.max_items}")
     query = body.get("query")
-    records = [_record(query, item, f"items[{i}]", limits, scorer.scheme) for i, item in enumerate(items)]
-    try:
-        sequences = scorer.encode_many(records)
-    except ValueError:  # some prompt is over the context: name the first such item
-        sequences = [_encode(scorer, r, f"items[{i}]") for i, r in enumerate(records)]
-    results = await batcher.score(sequences)
+    wheres = [f"items[{i}]" for i in range(len(items))]
+    records = [_record(query, item, w, limits, scorer.scheme) for item, w in zip(items, wheres)]
+    results, _ = await _score_records(records, wheres, scorer, batcher, "/v1/score")
     # Returned as a plain JSONResponse: FastAPI's encoder costs more than scoring on small models.
     return {"results": [r.to_dict(scorer.scheme) for r in results], "scheme": scorer.scheme.name}
+
+
+async def rerank_batch(batch: rerank.Batch, scorer: Scorer, limits: Limits, batcher: MicroBatcher,
+                       route: str) -> tuple[list[ScoreResult], int]:
+    records = [_record(batch.query, it.product, it.where, limits, scorer.scheme, it.is_text) for it in batch.items]
+    return await _score_records(records, [it.where for it in batch.items], scorer, batcher, route, batch.truncate)
 
 
 async def judge_pair(body: dict, scorer: Scorer, limits: Limits, executor: ThreadPoolExecutor) -> dict:
@@ -326,11 +278,17 @@ async def judge_pair(body: dict, scorer: Scorer, limits: Limits, executor: Threa
 
 # ---------------------------------------------------------------------------- the app
 
+ERRORS = {status: {"model": api.ErrorResponse, "description": why} for status, why in (
+    (400, "bad JSON, or (TEI) empty `texts`"), (408, "body not received in time"),
+    (413, "body or item count over the limit"), (415, "not application/json"),
+    (422, "a field is wrong: `error` names it"), (503, "draining, or the scoring worker stopped"))}
+
 
 def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") -> FastAPI:
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1)  # one model, one forward pass at a time
     batcher = MicroBatcher(scorer, limits, executor, metrics)
+    metrics.queue_depth.set_function(batcher.queue.qsize)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -340,26 +298,71 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
         executor.shutdown(wait=False)
 
     app = FastAPI(title="agrl relevance scoring", lifespan=lifespan)
-    app.add_middleware(CountRequests, metrics=metrics)
-    app.state.metrics = metrics  # the draining server reads in-flight counts from it
+    drain = Drain()  # the draining server expires it at the deadline: DrainGate answers what is left 503
+    app.add_middleware(DrainGate, drain=drain)
+    app.add_middleware(CountRequests, metrics=metrics)  # outermost: it counts DrainGate's 503s too
+    app.state.metrics, app.state.drain = metrics, drain
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = api.add_request_schemas(get_openapi(title=app.title, version="1",
+                                                                     routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, err: HTTPError):
-        return JSONResponse({"error": err.message}, status_code=err.status)
+        body = {"error": err.message, "error_type": err.error_type}
+        if request.url.path in ("/v1/rerank", "/v2/rerank"):
+            body["message"] = err.message  # Cohere's key
+        return JSONResponse(body, status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(request: Request, err: StarletteHTTPException):  # 404, 405: the same JSON shape
+        return JSONResponse({"error": f"path: {request.url.path}: {err.detail}", "error_type": "Validation"},
+                            status_code=err.status_code, headers=err.headers)  # 405's Allow
 
     @app.exception_handler(RuntimeError)
     async def model_error(request: Request, err: RuntimeError):
-        return JSONResponse({"error": f"scoring failed: {err}"}, status_code=500)
+        return JSONResponse({"error": f"model: scoring failed: {err}", "error_type": "Backend"}, status_code=500)
 
-    @app.post("/v1/score")
+    @app.post("/v1/score", response_model=api.ScoreResponse, responses=ERRORS,
+              openapi_extra=api.body_of(api.ScoreRequest))
     async def score(request: Request):
         return JSONResponse(await score_items(await _body(request, limits), scorer, limits, batcher))
 
-    @app.post("/v1/judge")
+    @app.post("/v1/judge", response_model=api.JudgeResponse, responses=ERRORS,
+              openapi_extra=api.body_of(api.JudgeRequest))
     async def judge(request: Request):
         return JSONResponse(await judge_pair(await _body(request, limits), scorer, limits, executor))
 
-    @app.get("/healthz")
+    @app.post("/rerank", response_model=list[api.Rank], responses=ERRORS,
+              openapi_extra=api.body_of(api.TEIRerankRequest))
+    async def tei_rerank(request: Request):
+        """Text Embeddings Inference's rerank: ranks sorted by score, highest first."""
+        batch, req = rerank.tei_batch(await _body(request, limits), limits.max_items)
+        results, _ = await rerank_batch(batch, scorer, limits, batcher, "/rerank")
+        return JSONResponse(rerank.tei_response(req, results, scorer.scheme))
+
+    def cohere_route(version: str):
+        route = f"/v{version}/rerank"
+
+        async def cohere_rerank(request: Request):
+            body = await _body(request, limits)
+            batch, req = rerank.cohere_batch(body, limits.max_items)
+            results, tokens = await rerank_batch(batch, scorer, limits, batcher, route)
+            return JSONResponse(rerank.cohere_response(req, body["documents"], results, scorer.scheme, tokens,
+                                                       model_name, version))
+
+        app.post(route, response_model=api.RerankResponse, responses=ERRORS, summary=f"Rerank (Cohere v{version}, "
+                 "Jina)", openapi_extra=api.body_of(api.CohereRerankRequest), name=f"rerank_v{version}")(cohere_rerank)
+
+    cohere_route("1")
+    cohere_route("2")
+
+    @app.get("/healthz", response_model=api.Health, response_model_exclude_none=True,
+             responses={503: {"model": api.Health}})
     async def healthz():
         if metrics.draining:  # load balancers stop sending; requests that still come are answered
             return JSONResponse({"status": "draining"}, status_code=503)
@@ -367,9 +370,10 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
             return JSONResponse({"status": "broken", "error": repr(batcher.broken)}, status_code=503)
         return {"status": "ok", "model": model_name, "scheme": scorer.scheme.name}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus():
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -384,47 +388,13 @@ def serve(
     tier_threshold: float = 0.6,
     device: str | None = None,
 ) -> None:
-    """Load the model and run the service until interrupted; SIGTERM drains (DrainingServer)."""
+    """Load the model and run the service until interrupted; SIGTERM drains (serve_server.DrainingServer)."""
     scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
     if scorer.model.device.type == "cuda":
         scorer.warmup()
     app = create_app(scorer, limits, model_name=str(model))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=max(1, round(limits.body_timeout_s + 5)))
-    DrainingServer(config, app.state.metrics, limits.drain_timeout_s).run()
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn.Server whose first SIGTERM drains before it stops.
-
-    uvicorn alone stops at once: it closes every connection whose request it has not started
-    reading, so requests already sent get connection resets. Here the server keeps serving
-    until nothing has been in flight for QUIET_S (requests sitting in socket buffers get read
-    in that time) or `drain_timeout_s` passes; then uvicorn's own graceful shutdown runs.
-    A second signal, or SIGINT, stops at once.
-    """
-
-    QUIET_S = 0.5
-
-    def __init__(self, config, metrics: Metrics, drain_timeout_s: float):
-        super().__init__(config)
-        self.metrics, self.drain_timeout_s = metrics, drain_timeout_s
-
-    def handle_exit(self, sig, frame) -> None:
-        if sig != signal.SIGTERM or self.metrics.draining:
-            return super().handle_exit(sig, frame)
-        self.metrics.draining = True
-        threading.Thread(target=self._drain, daemon=True).start()
-        return None
-
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self.drain_timeout_s
-        quiet_since = None
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            quiet_since = (quiet_since or now) if self.metrics.inflight == 0 else None
-            if quiet_since is not None and now - quiet_since >= self.QUIET_S:
-                break
-            time.sleep(0.02)
-        self.should_exit = True
-
+    # uvicorn's own graceful timeout runs after the drain, when every request has been answered (the
+    # drain's deadline answers the rest 503): it only has idle connections to close.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
+                            http=header_timeout_protocol(limits.header_timeout_s))
+    DrainingServer(config, app.state.metrics, app.state.drain, limits.drain_timeout_s).run()

@@ -9,7 +9,7 @@ steps to GRPO's final macro-F1, mechanism counters, the sweep, stability, immedi
 
     agrl run configs/study/study.yaml --out runs/study --jobs 2
     PYTHONPATH=src python bench/study.py --results runs/study/results.json --out runs/study/study
-    PYTHONPATH=src python bench/study.py            # from bench/results/study/*.json (the README's numbers)
+    PYTHONPATH=src python bench/study.py            # from bench/results/study/*.json (the numbers of docs/results.md)
 """
 
 from __future__ import annotations

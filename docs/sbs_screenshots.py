@@ -1,4 +1,4 @@
-"""The README's SBS screenshots: docs/sbs_rate.png (the rating page) and docs/sbs_results.png (results).
+"""The SBS screenshots of docs/service.md: docs/sbs_rate.png (the rating page) and docs/sbs_results.png (results).
 
 The answers behind the results page are simulated, not people's: rater "gold" picks the judge whose label
 is the pair's synthetic gold label (both good / both bad when both are right / wrong) and gives that label;

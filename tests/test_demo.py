@@ -20,7 +20,7 @@ METHODS = ("sft", "dpo", "grpo", "agrl")
 
 
 # The demo's stage settings (flat: common + stage keys) as its recipes resolve them from configs/*.yaml:
-# the demo must run exactly these (its numbers in the README). The default's RL stages are the method
+# the demo must run exactly these (its numbers in docs/results.md). The default's RL stages are the method
 # study's budget and chosen rates (bench/PROTOCOL.md); the rest is what it ran before reading the configs.
 _COMMON = {"seed": 0, "report_to": "none", "disable_tqdm": True, "bf16": False, "logging_steps": 1, "save_strategy": "no"}
 _RL = {"num_generations": 4, "beta": 0.0}

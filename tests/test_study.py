@@ -36,7 +36,7 @@ def test_paired_difference_is_zero_for_identical_runs_and_covers_a_real_gap():
 
 
 def test_the_committed_study_gives_the_readmes_cells():
-    """The library's pooled cells over the committed per-run files are the README's (mean ±std; the
+    """The library's pooled cells over the committed per-run files are docs/results.md's (mean ±std; the
     interval needs the full bootstrap, which bench/study.py runs)."""
     runs, choices, _ = study.read_files(study.RESULTS)
     groups = study.by_method(runs, choices)

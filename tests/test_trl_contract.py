@@ -225,7 +225,7 @@ def test_tiny_run_shapes_attributes_and_advantages(tiny_model_dir, tmp_path):
 
 
 def test_overridden_hooks_are_the_documented_ones():
-    """The README names these hooks: a new override must be added here, to the README and to HOOKS."""
+    """docs/paper.md names these hooks: a new override must be added here, to docs/paper.md and to HOOKS."""
     from agrl.train.agr_immediate import ImmediateAGRLTrainer
     from agrl.train.grpo import CountingGRPOTrainer, DynamicSamplingGRPOTrainer
 

@@ -53,9 +53,9 @@ model_app = typer.Typer(no_args_is_help=True, help="Build, import and merge loca
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 console = Console(stderr=True)
-MODEL_SCHEME_HELP = ("label scheme: built-in name or YAML file (default: the one the data's manifest.json names, "
+MODEL_SCHEME_HELP = ("label scheme: default, esci, three_level or a YAML file (default: the one the data's manifest.json names, "
                      "else the one the model trained with, else default)")
-DATA_SCHEME_HELP = "label scheme: built-in name or YAML file (default: the one the data's manifest.json names, else default)"
+DATA_SCHEME_HELP = "label scheme: default, esci, three_level or a YAML file (default: the one the data's manifest.json names, else default)"
 
 
 def model_scheme(scheme: str | None, model: str) -> str:
@@ -346,7 +346,9 @@ def train(
 ) -> None:
     """Run one training stage (a method of train/methods.py: sft, dpo, grpo, grpo_pr, agrl, ...) from a config file.
 
-    Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones)."""
+    Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones).
+
+    Keys: agrl's (model, train_file, scheme, rules_config, lora_r, sft_label_weight, agr_*, ...: docs/pipeline.md) and the method's TRL config's (SFTConfig, DPOConfig, GRPOConfig)."""
     from agrl.train import train as run_stage
 
     input_file(config, "training config")
@@ -664,3 +666,56 @@ def data_agreement(
 from agrl.sbs.cli import sbs_app  # light: typer only; each command imports its own work
 
 app.add_typer(sbs_app, name="sbs")
+
+
+# ---------------------------------------------------------------------------- an example in every --help
+# One place for every command's example (typer's epilog), so `agrl COMMAND --help` is enough to use it;
+# tests/test_docs.py checks that each command has one and that each example names its own command.
+
+EXAMPLES = {
+    "": "agrl data validate pairs.csv && agrl train configs/sft.yaml --set model=src/agrl/judges/tiny-base "
+        "--set train_file=pairs.csv --set output_dir=runs/mine && agrl serve --model runs/mine",
+    "data": "agrl data validate pairs.csv",
+    "data validate": "agrl data validate pairs.csv --scheme three_level",
+    "data label": "agrl data label pairs.csv labelled.jsonl --rules my_rules.yaml",
+    "data synth": "agrl data synth --out runs/data --seed 0 --size small",
+    "data agreement": "agrl data agreement runs/home_depot/train.jsonl --out agreement.json",
+    "data import": "agrl data import home-depot --out runs/home_depot",
+    "data import home-depot": "agrl data import home-depot --out runs/home_depot --input home_depot.csv.gz",
+    "data import qbqtc": "agrl data import qbqtc --out runs/qbqtc --input ../shared/data/qbqtc",
+    "data import esci": "agrl data import esci --out runs/esci --examples shopping_queries_dataset_examples.parquet "
+                        "--products shopping_queries_dataset_products.parquet --locale us",
+    "model": "agrl model init --out runs/model --size tiny",
+    "model init": "agrl model init --out runs/model --size tiny --corpus titles.txt",
+    "model import": "agrl model import smollm2 --out runs/smollm2",
+    "model merge": "agrl model merge runs/agrl_lora --out runs/agrl_merged",
+    "baseline": "agrl baseline fit --kind bm25 --train train.jsonl --out bm25.joblib",
+    "baseline fit": "agrl baseline fit --kind bm25 --train runs/home_depot/train.jsonl --out runs/hd_bm25.joblib",
+    "baseline predict": "agrl baseline predict --model runs/hd_bm25.joblib --input runs/home_depot/test.jsonl "
+                        "--output runs/hd_bm25.jsonl",
+    "train": "agrl train configs/sft.yaml --set model=src/agrl/judges/tiny-base --set train_file=pairs.csv "
+             "--set output_dir=runs/mine --max_steps 50",
+    "eval": "agrl eval --model runs/mine --data heldout.csv --out runs/mine/eval/heldout.json --limit 200",
+    "report": "agrl report runs/demo/sft runs/demo/agrl --out runs/report",
+    "score": "agrl score --model runs/mine --input catalog.csv --output scores.jsonl --shard 0/2",
+    "serve": "agrl serve --model runs/mine --port 8000 (then: curl -s localhost:8000/v1/score -H 'content-type: "
+             "application/json' -d '{\"query\": \"red shoes\", \"items\": [{\"title\": \"nike shoe, red\"}]}')",
+    "run": "agrl run configs/study/study.yaml --out runs/study --jobs 2",
+    "demo": "agrl demo --quick --out runs/quick",
+    "sbs": "agrl sbs create --a a.json --b b.json --pairs pairs.jsonl --out study.sqlite --sample 50",
+    "sbs create": "agrl sbs create --a runs/demo/sft/eval/eval_balanced.json --b runs/demo/agrl/eval/eval_balanced.json "
+                  "--pairs runs/demo/data/eval_balanced.jsonl --out study.sqlite --sample 50 --agreed skip",
+    "sbs serve": "agrl sbs serve study.sqlite --port 8080",
+    "sbs report": "agrl sbs report study.sqlite --out runs/demo/report",
+}
+
+
+def _add_examples(group: typer.Typer, path: str = "") -> None:
+    group.info.epilog = f"Example: {EXAMPLES[path]}"
+    for info in group.registered_commands:
+        info.epilog = f"Example: {EXAMPLES[f'{path} {info.name}'.strip()]}"
+    for sub in group.registered_groups:
+        _add_examples(sub.typer_instance, f"{path} {sub.name}".strip())
+
+
+_add_examples(app)

@@ -228,7 +228,7 @@ class Adherence(_Reward):
     def value(self, graded: Grade, label: int) -> float:
         # Only where the record has gold steps (the rules are trusted on it): elsewhere a completion
         # without steps would "adhere" only with the table's all-match label (measured on Home Depot:
-        # RL then collapses onto it; README, "LLM judges on Home Depot").
+        # RL then collapses onto it; docs/results.md, "Home Depot: LLM judges").
         if graded.step_accuracy is None:
             return 0.0
         return self.gain(graded) * (1.0 if graded.adheres else 0.0)

@@ -187,7 +187,7 @@ def attribute_values(f: Facts) -> dict[str, frozenset[str]]:
 # ---------------------------------------------------------------------------- the product-type step
 
 # How a query's product type stands to a title's, and how often the rules' label agrees with the human
-# label for pairs read so (Home Depot train split, `bench/home_depot.py --agreement`; see README "Real data").
+# label for pairs read so (Home Depot train split, `bench/home_depot.py --agreement`; see docs/results.md, "Home Depot").
 # A verdict is used as a gold step where its confidence reaches the rules config's gold_step_confidence.
 TYPE_EVIDENCE = {
     "head": ("match", "the query's head noun is the title's, and so is every modifier of it"),

@@ -5,7 +5,7 @@ completion the record's `reasoning` (teacher text, possibly noisy, as sft.jsonl 
 the rules engine's rendering of the gold verdicts. The loss covers the completion only.
 With `sft_label_weight` > 1 the label token (the one right after `<label>`, one token or, in a pretrained
 tokenizer, several) weighs that many tokens in the loss: the judge states its label before its reasoning, so the label is decided in one position
-while ~40 reasoning tokens share the plain token mean (our choice; README, "The embedded judge").
+while ~40 reasoning tokens share the plain token mean (our choice; docs/results.md, "The embedded judge").
 With `sft_guided_share` > 0, that share of records is added again with AGR guidance (a random level
 1-3) in the prompt and the same target: a model that never saw guidance cannot use it in AGRL
 (measured in bench/README.md, Quality).

@@ -19,6 +19,7 @@ is rewritten as each job ends, so a run cut short still reports what finished.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -475,8 +476,14 @@ def machine() -> dict[str, Any]:
                              text=True, timeout=10, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
+    versions = {}
+    for package in ("torch", "transformers", "trl", "datasets", "peft"):  # the GPU host's differ from our pins
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "versions": versions}
 
 
 def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,

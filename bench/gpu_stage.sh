@@ -73,7 +73,7 @@ stage)
   versions
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   # The whole path on this host's versions at smoke size before call 2 spends minutes on it.
-  WORK=/tmp/agrl_smoke OUT=/tmp/agrl_smoke/out bash bench/gpu_stage.sh dry
+  WORK=/tmp/agrl_smoke OUT=/tmp/agrl_smoke/out DRY_JOBS=8 bash bench/gpu_stage.sh dry
   ;;
 run)
   RECIPE=${2:?usage: gpu_stage.sh run RECIPE}

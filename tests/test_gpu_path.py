@@ -124,7 +124,7 @@ def test_the_dry_run_of_the_staging_script_writes_every_json(tmp_path):
     assert set(runs) == {"sft", "grpo-learning_rate=1e-05-s0", "agrl-learning_rate=1e-05-s0", "grpo-s1", "agrl-s1"}
     assert hd["choices"] == {"grpo": {"learning_rate": 1e-05}, "agrl": {"learning_rate": 1e-05}}
     for run in runs.values():  # every final run scored on validation and test, every RL seed from the one SFT
-        assert set(run["scores"]) == {"validation", "test"} and run["scores"]["test"]["scored"] > 0
+        assert set(run["scores"]) == {"validation", "test"} and run["scores"]["test"]["metrics"]["scored"] > 0
         assert run["config"]["model"].endswith("/sft") or run["name"] == "sft"
     assert hd["baselines"]["tfidf"]["test"]["metrics"]["n"] == runs["sft"]["scores"]["test"]["metrics"]["n"] > 0
     report = (tmp_path / "work" / "dry_home_depot" / "report" / "report.md").read_text()

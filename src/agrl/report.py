@@ -12,6 +12,7 @@ Runs of one method (several seeds) are pooled: mean ± standard deviation across
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import json
@@ -496,22 +497,35 @@ def columns(predictions: str | Path) -> dict:
 SCORE_METRICS = ("macro_f1", "accuracy")  # of one-pass scores and baselines' predictions: a label, no reasoning
 
 
-def score_columns(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
-    """`agrl score` or `agrl baseline predict` rows (id, label) as columns in the source's record order
-    (pred -1: not scored, e.g. a run cut short), to pool as `columns` does."""
+@functools.lru_cache(maxsize=32)
+def _gold(source: str, scheme_name: str) -> tuple[tuple, tuple, tuple]:
+    """(ids, labels, families) of a split: read once per process (`agrl run` reports after every job)."""
     from agrl.data import load_records
-    from agrl.files import read_jsonl_tolerant
     from agrl.schemes import load_scheme
 
     records = load_records(source, load_scheme(scheme_name))
+    return tuple(r.id for r in records), tuple(r.label for r in records), tuple(r.family for r in records)
+
+
+def score_columns(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
+    """`agrl score` or `agrl baseline predict` rows (id, label) as columns in the source's record order
+    (pred -1: not scored, e.g. a run cut short), to pool as `columns` does."""
+    from agrl.files import read_jsonl_tolerant
+
+    ids, gold, family = _gold(str(source), scheme_name)
     labels = {row.get("id"): row.get("label") for row in read_jsonl_tolerant(Path(predictions))}
-    return {"gold": [r.label for r in records], "family": [r.family for r in records],
-            "pred": [-1 if labels.get(r.id) is None else labels[r.id] for r in records],
-            "adheres": [None] * len(records), "step_accuracy": [None] * len(records)}
+    return {"gold": list(gold), "family": list(family), "pred": [-1 if labels.get(i) is None else labels[i] for i in ids],
+            "adheres": [None] * len(ids), "step_accuracy": [None] * len(ids)}
 
 
 def score_metrics(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
     """Macro-F1 and accuracy of scored labels against the source's gold, and how many were scored."""
+    stat = Path(predictions).stat()
+    return _score_metrics(str(predictions), stat.st_mtime_ns, stat.st_size, str(source), scheme_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _score_metrics(predictions: str, mtime_ns: int, size: int, source: str, scheme_name: str) -> dict:
     from agrl.metrics import column_score
     from agrl.schemes import load_scheme
 

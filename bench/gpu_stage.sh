@@ -11,13 +11,14 @@
 #   device call 2 (<= 10 min), back to back (the machine stays warm 30 s):
 #       run(carry=[".gpu/2"], timeout_s=600,
 #           command="bash bench/gpu_stage.sh run configs/gpu/home_depot.yaml")    # or configs/gpu/synthetic.yaml
-#       assembles and checks the GGUF, imports SmolLM2 and the data, runs the study recipe
-#       (bench/gpu_study.py), then the speed ladder (bench/gpu_speed.py) in what is left of BUDGET_S (570 s);
-#       every JSON lands in $OUT (at most 8 files come back).
+#       assembles and checks the GGUF, imports SmolLM2 and the data, runs the study recipe with
+#       `agrl run RECIPE --jobs $JOBS` (12 runs sharing the one GPU; results.json rewritten into
+#       $OUT/results_NAME.json as each job ends, so a run cut short still reports), then the speed ladder
+#       (bench/gpu_speed.py) in what is left of BUDGET_S (570 s); every JSON lands in $OUT.
 #
-#   bash bench/gpu_stage.sh dry        # CPU dry run of the same path: tiny model, a few steps, a few records
-#                                      # (tests/test_gpu_path.py; PYTHON=... picks the interpreter,
-#                                      # DRY_RECIPES=... and DRY_METHODS=grpo,agrl narrow it)
+#   bash bench/gpu_stage.sh dry        # CPU dry run of the same path: tiny model, a few steps, a few records:
+#                                      # `agrl run RECIPE --profile dry` (tests/test_gpu_path.py; PYTHON=...
+#                                      # picks the interpreter, DRY_RECIPES=... and DRY_ONLY=sft,grpo,agrl narrow it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: gpu_stage.sh prepare|stage|run RECIPE|dry}
@@ -26,6 +27,7 @@ OUT=${OUT:-/tmp/agrl_out}
 SITE=/tmp/agrl_site
 CARRY=/tmp/agrl_carry
 WORK=${WORK:-/tmp/agrl_gpu}
+JOBS=${JOBS:-12}  # runs at a time on the one GPU (~4 GB each: fp32 weights, grads and Adam of 135M params)
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 HD_CSV=${HD_CSV:-../shared/data/home_depot/home_depot.csv.gz}
@@ -71,7 +73,7 @@ stage)
   versions
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   # The whole path on this host's versions at smoke size before call 2 spends minutes on it.
-  WORK=/tmp/agrl_smoke OUT=/tmp/agrl_smoke/out bash bench/gpu_stage.sh dry
+  WORK=/tmp/agrl_smoke OUT=/tmp/agrl_smoke/out DRY_JOBS=8 bash bench/gpu_stage.sh dry
   ;;
 run)
   RECIPE=${2:?usage: gpu_stage.sh run RECIPE}
@@ -88,7 +90,12 @@ run)
   fi
   echo "model and data ready after $(( $(date +%s) - start )) s"
   versions
-  $PY bench/gpu_study.py --recipe "$RECIPE" --work "$WORK" --out "$OUT"
+  name=$(basename "$RECIPE" .yaml)
+  sets=(--set "model.path=$WORK/smollm2")
+  if grep -q '^  dir:' "$RECIPE"; then sets+=(--set "data.dir=$WORK/home_depot"); fi  # an import recipe
+  $PY -m agrl run "$RECIPE" --out "$WORK/study_$name" --jobs "$JOBS" "${sets[@]}" \
+    --results "$OUT/results_$name.json" || echo "agrl run failed: $OUT/results_$name.json holds what finished"
+  if [ -f "$WORK/study_$name/report/report.md" ]; then cp "$WORK/study_$name/report/report.md" "$OUT/report_$name.md"; fi
   echo "study done after $(( $(date +%s) - start )) s"
   # Then the speed ladder in the time left (it saves its JSON after every row): the study's JSON is safe.
   left=$(( ${BUDGET_S:-570} - ($(date +%s) - start) ))
@@ -109,9 +116,25 @@ dry)
   $PY bench/gpu_speed.py --model "$WORK/tiny" --train-file "$WORK/synth/sft.jsonl" --batch 8 --steps 2 \
     --warmup 1 --levers issue,fused_label_loss --grpo agrl --prompts 2 --num-generations 2 --grpo-steps 1 \
     --max-completion-length 16 --out "$OUT/gpu_speed.json"
+  if [ ! -f "$WORK/hd_dry/train.jsonl" ]; then  # a stand-in Home Depot CSV of synthetic pairs, imported
+    $PY - "$WORK/hd_dry.csv.gz" <<'PY'
+import csv, gzip, sys
+from agrl.synth import generate
+records = generate(seed=0, sizes={"sft": 200, "rl": 0, "eval_balanced": 0, "eval_wild": 0})["sft"]
+with gzip.open(sys.argv[1], "wt", newline="", encoding="utf-8") as handle:
+    out = csv.writer(handle)
+    out.writerow(["id", "product_uid", "product_title", "search_term", "relevance"])
+    for i, r in enumerate(records):  # default scheme codes 1..4 -> mean grades 1.0..3.0
+        out.writerow([i, 100000 + i, r.product.title, r.query, f"{1 + (r.label - 1) * 2 / 3:.2f}"])
+PY
+    $PY -m agrl data import home-depot --input "$WORK/hd_dry.csv.gz" --out "$WORK/hd_dry"
+  fi
   for recipe in ${DRY_RECIPES:-configs/gpu/home_depot.yaml configs/gpu/synthetic.yaml}; do
-    $PY bench/gpu_study.py --recipe "$recipe" --work "$WORK" --out "$OUT" --dry --model "$WORK/tiny" \
-      ${DRY_METHODS:+--methods "$DRY_METHODS"}
+    name=$(basename "$recipe" .yaml)
+    sets=(--set "model.path=$WORK/tiny")
+    if grep -q '^  dir:' "$recipe"; then sets+=(--set "data.dir=$WORK/hd_dry"); fi
+    $PY -m agrl run "$recipe" --profile dry --out "$WORK/dry_$name" --jobs "${DRY_JOBS:-2}" "${sets[@]}" \
+      --results "$OUT/results_${name}_dry.json" ${DRY_ONLY:+--only "$DRY_ONLY"}
   done
   ;;
 *)

@@ -1,8 +1,9 @@
 """The GPU path on CPU (issue 19), so it cannot rot before a session with a device runs it: the speed
 levers that must not change results don't (the label-weighted loss on TRL's fused LM head, padding-free
-batches), every run of both GPU recipes is a valid `agrl train` config, and the staging script's dry run
-(bench/gpu_stage.sh dry: the speed ladder and both study recipes with a tiny model, a few records and
-steps) writes its JSONs. The dry run takes ~30-60 s on 2 cores."""
+batches), every run of both GPU recipes (full and `--profile dry`) is a valid `agrl train` config, and the
+staging script's dry run (bench/gpu_stage.sh dry: the speed ladder, then `agrl run` of both study recipes
+with `--profile dry`: a tiny model, a few records and steps) writes its JSONs. The dry run takes ~3 min
+on 2 cores."""
 
 from __future__ import annotations
 
@@ -19,15 +20,13 @@ from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 from agrl.output import LABEL_OPEN
+from agrl.recipe import check_recipe, expand, load_recipe, stage_config
 from agrl.rules import RulesEngine
 from agrl.synth import generate
 from agrl.tiny import init_model
 from agrl.train import sft
-from agrl.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import gpu_study
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +89,28 @@ def test_padding_free_batches_give_the_padded_loss(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["configs/gpu/home_depot.yaml", "configs/gpu/synthetic.yaml"])
-@pytest.mark.parametrize("dry", [False, True])
-def test_every_run_of_a_gpu_recipe_is_a_valid_training_config(recipe, dry, tmp_path):
-    """Each run's keys as the driver writes them load as an `agrl train` config (the TRL parser checks
-    every key and type), with no key the GPU host's transformers 5.17 lacks."""
-    spec = gpu_study.load_recipe(str(ROOT / recipe), dry)
-    stages = {"sft": spec["sft"]} | {m: keys if keys["method"] == "dpo" else spec["rl"] | keys
-                                     for m, keys in spec["methods"].items()}
-    for name, stage in stages.items():
-        keys = gpu_study.run_keys(spec, tmp_path / "model", tmp_path / "train.jsonl", stage,
-                                  learning_rate=spec["lr_grid"][0], seed=0) | {"output_dir": str(tmp_path / name)}
-        assert "activation_checkpointing" not in keys
-        method, _, args = load_config(None, [f"{k}={json.dumps(v)}" for k, v in keys.items()])
-        assert method == stage["method"]
-        assert args.gradient_checkpointing is False
+@pytest.mark.parametrize("profile", [None, "dry"])
+def test_every_run_of_a_gpu_recipe_is_a_valid_training_config(recipe, profile, tmp_path):
+    """Each run of the recipe (every seed and grid point) loads as an `agrl train` config (check_recipe: the
+    TRL parser checks every key and type), with no key the GPU host's transformers 5.17 lacks; every RL run
+    starts from the one SFT run."""
+    imported = tmp_path / "import"
+    imported.mkdir()
+    for split in ("train", "validation", "test"):
+        (imported / f"{split}.jsonl").write_text("")
+    spec = load_recipe(ROOT / recipe, profile, [f"data.dir={imported}"] if "home_depot" in recipe else [])
+    check_recipe(spec, tmp_path / "out")
+    runs = expand(spec)
+    assert {run["from"] for name, run in runs.items() if name != "sft"} == {"sft"}
+    for name in runs:
+        keys = stage_config(spec, name, tmp_path / "out", runs)
+        assert "activation_checkpointing" not in keys and keys["gradient_checkpointing"] is False
+        assert keys["bf16"] is (profile is None)
 
 
 def test_the_dry_run_of_the_staging_script_writes_every_json(tmp_path):
     env = os.environ | {"PYTHON": sys.executable, "WORK": str(tmp_path / "work"), "OUT": str(tmp_path / "out"),
-                        "DRY_METHODS": "grpo,agrl", "OMP_NUM_THREADS": "1"}
+                        "DRY_ONLY": "sft,grpo,agrl", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", "bench/gpu_stage.sh", "dry"], cwd=ROOT, env=env, capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -117,13 +119,21 @@ def test_the_dry_run_of_the_staging_script_writes_every_json(tmp_path):
     for row in speed["sft"].values():
         assert 0 < row["pad_share"] < 1 and row["tokens_per_s"] > 0 and row["tflops"] > 0
     assert speed["grpo"]["agrl"]["median_step_s"] > 0
-    hd = json.loads((tmp_path / "out" / "gpu_study_home_depot_dry.json").read_text())
-    for split in ("validation", "test"):
-        assert set(hd["table"][split]) == {"sft", "grpo", "agrl"}
-        assert "agrl_minus_this" in hd["table"][split]["grpo"]
-    assert set(hd["chosen_lr"]) == {"grpo", "agrl"}
-    assert hd["baselines"]["tfidf"]["n"] > 0
-    synthetic = json.loads((tmp_path / "out" / "gpu_study_synthetic_dry.json").read_text())
-    assert set(synthetic["table"]) == {"eval_balanced", "eval_wild"}
-    agrl_seed0 = synthetic["runs"]["agrl_lr1e-05_s0"]
-    assert "agr/flagged_share" in agrl_seed0["counters"] and "macro_f1" in agrl_seed0["eval"]["eval_wild"]
+    hd = json.loads((tmp_path / "out" / "results_home_depot_dry.json").read_text())
+    runs = {run["name"]: run for run in hd["runs"]}
+    assert set(runs) == {"sft", "grpo-learning_rate=1e-05-s0", "agrl-learning_rate=1e-05-s0", "grpo-s1", "agrl-s1"}
+    assert hd["choices"] == {"grpo": {"learning_rate": 1e-05}, "agrl": {"learning_rate": 1e-05}}
+    for run in runs.values():  # every final run scored on validation and test, every RL seed from the one SFT
+        assert set(run["scores"]) == {"validation", "test"} and run["scores"]["test"]["metrics"]["scored"] > 0
+        assert run["config"]["model"].endswith("/sft") or run["name"] == "sft"
+    assert hd["baselines"]["tfidf"]["test"]["metrics"]["n"] == runs["sft"]["scores"]["test"]["metrics"]["n"] > 0
+    report = (tmp_path / "work" / "dry_home_depot" / "report" / "report.md").read_text()
+    assert "## test (one-pass scores): pooled over seeds" in report and "| baseline:tfidf | 1 |" in report
+    assert "- agrl - grpo, macro_f1:" in report
+    synthetic = json.loads((tmp_path / "out" / "results_synthetic_dry.json").read_text())
+    runs = {run["name"]: run for run in synthetic["runs"]}
+    agrl_seed0 = runs["agrl-learning_rate=1e-05-s0"]
+    assert set(agrl_seed0["evals"]) == {"eval_balanced", "eval_wild"}
+    assert "agr/flagged_share" in agrl_seed0["counters"] and "macro_f1" in agrl_seed0["evals"]["eval_wild"]["metrics"]
+    sft_rows = (tmp_path / "work" / "dry_synthetic" / "data" / "sft.jsonl").read_text().splitlines()
+    assert len(sft_rows) == 80 and sum("-add1" in row for row in sft_rows) == 40  # the clean set, then the noisy rows

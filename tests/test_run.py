@@ -81,7 +81,9 @@ def test_two_jobs_a_kill_and_a_resume_give_the_uninterrupted_results(tmp_path):
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "results.json").exists(), "killed too late to test a resume"
+    assert not (killed / "timings.json").exists(), "killed too late to test a resume"
+    partial = json.loads((killed / "results.json").read_text())  # rewritten as each job ends: a cut run reports
+    assert "sft" in {r["name"] for r in partial["runs"]}
     before = {p.name: p.read_text() for p in (killed / "stamps").glob("*.json")}
 
     result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(killed), "--jobs", "2"])
@@ -187,3 +189,97 @@ def test_every_shipped_recipe_validates(path, tmp_path):
             (tmp_path / "import" / f"{split}.jsonl").write_text("")
     check_recipe(recipe, tmp_path / "out")
     assert expand(recipe)
+
+
+# ---------------------------------------------------------------------------- the GPU studies' features
+
+
+def test_a_profile_and_sets_are_laid_over_the_recipe(tmp_path):
+    recipe = _recipe(tmp_path, lambda b: b.update(profiles={"dry": {"stages": {"sft": {"max_steps": 1}}, "seeds": [3]}}))
+    plain = load_recipe(recipe)
+    assert plain["stages"]["sft"]["max_steps"] == 2 and "profiles" not in plain
+    dry = load_recipe(recipe, "dry", ["stages.grpo.learning_rate=3.0e-5", "data.sizes.sft=16"])
+    assert dry["stages"]["sft"]["max_steps"] == 1 and dry["stages"]["sft"]["per_device_train_batch_size"] == 8
+    assert dry["seeds"] == [3] and dry["stages"]["grpo"]["learning_rate"] == 3e-5 and dry["data"]["sizes"]["sft"] == 16
+    assert set(expand(dry)) == {"sft-s3", "grpo-s3", "agrl-s3"}
+
+
+def test_a_once_stage_runs_once_and_every_seed_starts_from_it(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, lambda b: (b.update(seeds=[0, 1]), b["stages"]["sft"].update(once=True))))
+    runs = expand(recipe)
+    assert set(runs) == {"sft", "grpo-s0", "grpo-s1", "agrl-s0", "agrl-s1"}
+    assert runs["sft"]["seed"] is None and "seed" not in runs["sft"]["keys"]
+    assert {runs[n]["from"] for n in runs if n != "sft"} == {"sft"}
+    assert runs["grpo-s1"]["keys"] == {"seed": 1}
+    from agrl.recipe import stage_config
+
+    assert stage_config(recipe, "agrl-s1", tmp_path)["model"] == str(tmp_path / "sft")
+
+
+def test_data_add_puts_a_clean_generated_set_before_the_split_off_the_eval_queries(tmp_path):
+    from agrl import synth
+    from agrl.run import make_data
+
+    recipe = load_recipe(_recipe(tmp_path, lambda b: b["data"].update(
+        add={"sft": {"seed": 1, "size": 24, "mix": {"plain": 0.5, "brand": 0.5}}},
+        split={"rl": {"rl": 0.75, "validation": 0.25}})))
+    out = tmp_path / "out"
+    make_data(recipe, out)
+    rows = [json.loads(line) for line in (out / "data" / "sft.jsonl").read_text().splitlines()]
+    added = sum(r["id"].endswith("-add1") for r in rows)  # (generate may fall short of a size by a few)
+    assert 16 <= added <= 24 and len(rows) - added >= 16 and len({r["id"] for r in rows}) == len(rows)
+    assert all(r["id"].endswith("-add1") and r["family"] in ("plain", "brand") for r in rows[:added])
+    assert not any(r["id"].endswith("-add1") for r in rows[added:])
+    evals = {synth.normalize_query(json.loads(line)["query"]) for split in ("eval_balanced", "eval_wild")
+             for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()}
+    assert not evals & {synth.normalize_query(r["query"]) for r in rows[:added]}
+    assert (out / "data" / "validation.jsonl").stat().st_size > 0
+
+
+def test_a_sweep_by_score_chooses_on_the_scored_macro_f1(tmp_path):
+    from agrl.recipe import choose
+
+    recipe = load_recipe(_recipe(tmp_path, lambda b: b.update(
+        score={"splits": [], "batch_size": 8},
+        sweep={"split": "eval_wild", "metric": "macro_f1", "by": "score", "stages": {"grpo": {"learning_rate": [1e-5, 1e-4]}}})))
+    out = tmp_path / "out"
+    from agrl.run import make_data
+
+    make_data(recipe, out)
+    runs = expand(recipe)
+    assert runs["grpo-learning_rate=1e-05"]["scores"] == ["eval_wild"] and runs["grpo-learning_rate=1e-05"]["evals"] == []
+    assert choose(recipe, out) == {}  # no grid point scored yet: no choice
+    gold = [json.loads(line) for line in (out / "data" / "eval_wild.jsonl").read_text().splitlines()]
+    (out / "scores").mkdir()
+    for name, right in (("grpo-learning_rate=1e-05", False), ("grpo-learning_rate=0.0001", True)):
+        rows = [{"id": r["id"], "label": r["label"] if right else 1 + r["label"] % 4} for r in gold]
+        (out / "scores" / f"{name}.eval_wild.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (out / "scores" / f"{name}.eval_wild.cost.json").write_text("{}")
+    assert choose(recipe, out) == {"grpo": {"learning_rate": 1e-4}}
+    chosen = expand(recipe, {"grpo": {"learning_rate": 1e-4}})["grpo-learning_rate=0.0001"]
+    assert not chosen["sweep"] and chosen["evals"] == ["eval_balanced", "eval_wild"]
+
+
+@pytest.mark.parametrize("args, change, expected", [
+    (["--profile", "gpu"], None, "profiles.gpu: no such profile"),
+    (["--set", "stages.sft.max_steps"], None, "--set stages.sft.max_steps: expected KEY=VALUE"),
+    (["--set", "stages.sft.max_stepz=2"], None, ("stages.sft:", "max_stepz")),
+    (["--set", "evaluation.limit=2"], None, "evaluation: unknown recipe key"),
+    ([], lambda b: b["stages"]["grpo"].update(once=True), "stages.grpo.once: a `once` stage starts from"),
+    ([], lambda b: b["stages"]["sft"].update(once="yes"), "stages.sft.once: must be true or false"),
+    ([], lambda b: b.update(baselines={"kinds": ["svm"], "train": "sft", "splits": ["eval_wild"]}),
+     "baselines.kinds: 'svm' is not a baseline"),
+    ([], lambda b: b.update(baselines={"kinds": ["tfidf"], "train": "sft", "splits": ["test"]}),
+     "baselines.splits: 'test' is not a split"),
+    ([], lambda b: b["data"].update(add={"sft": {"seed": 1, "size": 8, "noize": 0}}), "data.add.sft.noize: unknown key"),
+    ([], lambda b: b.update(sweep={"split": "eval_wild", "metric": "macro_f1", "by": "score",
+                                   "stages": {"grpo": {"learning_rate": [1e-5]}}}), "sweep.by: score needs a score section"),
+])
+def test_bad_gpu_study_input_is_one_line_naming_file_and_key(tmp_path, args, change, expected):
+    recipe = _recipe(tmp_path, change)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and str(recipe) in result.output
+    assert all(part in result.output for part in ((expected,) if isinstance(expected, str) else expected))
+    assert not out.exists()

@@ -450,13 +450,17 @@ def run(
     only: Annotated[str | None, typer.Option(help="comma-separated: run only these stages (their `from` must be done)")] = None,
     force: Annotated[bool, typer.Option("--force", help="redo the steps OUT holds from another recipe")] = False,
     threads: Annotated[int | None, typer.Option(help="torch threads per job (default: cores / jobs)")] = None,
+    profile: Annotated[str | None, typer.Option(help="lay the recipe's profiles.NAME over it (e.g. dry: smoke sizes)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE (KEY dotted, VALUE YAML), after the profile; repeatable")] = None,
+    results: Annotated[str | None, typer.Option(help="also write results.json here (rewritten as each job ends)")] = None,
 ) -> None:
     """Run a recipe: data -> model -> stages (as jobs) -> eval / score -> results.json and the report."""
     from agrl.run import JobFailed, run_recipe
 
     try:
         result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only else None, force=force,
-                            threads=threads, console=console)
+                            threads=threads, console=console, profile=profile, sets=set_ or [],
+                            results_copy=results)
     except JobFailed as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -12,6 +12,7 @@ Runs of one method (several seeds) are pooled: mean ± standard deviation across
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import json
@@ -493,6 +494,47 @@ def columns(predictions: str | Path) -> dict:
             "step_accuracy": [r["step_accuracy"] for r in rows]}
 
 
+SCORE_METRICS = ("macro_f1", "accuracy")  # of one-pass scores and baselines' predictions: a label, no reasoning
+
+
+@functools.lru_cache(maxsize=32)
+def _gold(source: str, scheme_name: str) -> tuple[tuple, tuple, tuple]:
+    """(ids, labels, families) of a split: read once per process (`agrl run` reports after every job)."""
+    from agrl.data import load_records
+    from agrl.schemes import load_scheme
+
+    records = load_records(source, load_scheme(scheme_name))
+    return tuple(r.id for r in records), tuple(r.label for r in records), tuple(r.family for r in records)
+
+
+def score_columns(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
+    """`agrl score` or `agrl baseline predict` rows (id, label) as columns in the source's record order
+    (pred -1: not scored, e.g. a run cut short), to pool as `columns` does."""
+    from agrl.files import read_jsonl_tolerant
+
+    ids, gold, family = _gold(str(source), scheme_name)
+    labels = {row.get("id"): row.get("label") for row in read_jsonl_tolerant(Path(predictions))}
+    return {"gold": list(gold), "family": list(family), "pred": [-1 if labels.get(i) is None else labels[i] for i in ids],
+            "adheres": [None] * len(ids), "step_accuracy": [None] * len(ids)}
+
+
+def score_metrics(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
+    """Macro-F1 and accuracy of scored labels against the source's gold, and how many were scored."""
+    stat = Path(predictions).stat()
+    return _score_metrics(str(predictions), stat.st_mtime_ns, stat.st_size, str(source), scheme_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _score_metrics(predictions: str, mtime_ns: int, size: int, source: str, scheme_name: str) -> dict:
+    from agrl.metrics import column_score
+    from agrl.schemes import load_scheme
+
+    cols = score_columns(predictions, source, scheme_name)
+    every = np.arange(len(cols["gold"]))
+    return {"n": len(cols["gold"]), "scored": sum(p != -1 for p in cols["pred"]),
+            **{m: column_score(cols, m, every, load_scheme(scheme_name)) if len(every) else None for m in SCORE_METRICS}}
+
+
 def pct_cell(stat: dict) -> str:
     """A pooled cell in percent: mean [95% interval] ±std across seeds."""
     if stat["mean"] is None:
@@ -509,25 +551,27 @@ def difference_line(name: str, metric: str, d: dict) -> str:
 
 
 def seed_sections(groups: dict[str, dict[str, list[dict]]], scheme, resamples: int,
-                  pairs: list[tuple[str, str]]) -> tuple[list[str], dict]:
+                  pairs: list[tuple[str, str]], metrics: tuple[str, ...] | None = None,
+                  what: str = "") -> tuple[list[str], dict]:
     """Markdown per split: the pooled table (seeds and records resampled) and the paired differences.
     `groups`: split -> name -> per-seed columns."""
     from agrl.metrics import SEED_METRICS, paired_difference, seed_table
     from agrl.synth import HARD
 
+    metrics = metrics or SEED_METRICS
     lines, stats = [], {}
     for split, named in groups.items():
-        stats[split] = seed_table(named, scheme, resamples, HARD)
-        lines += [f"## {split}: pooled over seeds", "",
+        stats[split] = seed_table(named, scheme, resamples, HARD, metrics)
+        lines += [f"## {split}{what}: pooled over seeds", "",
                   "Cells: percent, mean over seeds [95% bootstrap interval, seeds and records resampled] ±std.", "",
-                  "| run | seeds | " + " | ".join(SEED_METRICS) + " |", "|---|---|" + "---|" * len(SEED_METRICS)]
-        lines += [f"| {name} | {len(named[name])} | " + " | ".join(pct_cell(row[m]) for m in SEED_METRICS) + " |"
+                  "| run | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+        lines += [f"| {name} | {len(named[name])} | " + " | ".join(pct_cell(row[m]) for m in metrics) + " |"
                   for name, row in stats[split].items()]
         diffs = [(a, b) for a, b in pairs if a in named and b in named and len(named[a]) == len(named[b])]
         if diffs:
             lines += ["", "Paired differences (points, [95% interval]):", ""]
             for a, b in diffs:
-                for metric in ("macro_f1", "hard_macro_f1"):
+                for metric in [m for m in ("macro_f1", "hard_macro_f1") if m in metrics]:
                     lines.append(difference_line(f"{a} - {b}", metric,
                                                  paired_difference(named[a], named[b], metric, scheme, resamples, HARD)))
         lines.append("")
@@ -556,4 +600,24 @@ def report_results(results: str | Path, out: str | Path) -> dict[str, Path]:
         with paths["markdown"].open("a") as handle:
             handle.write("\n" + "\n".join(lines))
         atomic_write(Path(out) / "seeds.json", json.dumps(stats, indent=1) + "\n")
+    scored: dict[str, dict[str, list[dict]]] = {}  # one-pass scores (and the baselines: one "seed" each)
+    scheme_name = rows[0]["config"].get("scheme", "default") if rows else "default"
+    for row in rows:
+        for split, result in row.get("scores", {}).items():
+            if result.get("source") and Path(result["file"]).is_file():
+                cols = score_columns(result["file"], result["source"], scheme_name)
+                scored.setdefault(split, {}).setdefault(row["stage"], []).append(cols)
+    for kind, splits in (body.get("baselines") or {}).items():
+        for split, result in splits.items():
+            scored.setdefault(split, {})[f"baseline:{kind}"] = [score_columns(result["file"], result["source"], scheme_name)]
+    if scored:
+        from agrl.schemes import load_scheme
+
+        names = list(dict.fromkeys(r["stage"] for r in rows))
+        pairs = body.get("differences") or [(name, names[0]) for name in names[1:]]
+        lines, stats = seed_sections(scored, load_scheme(scheme_name), body.get("resamples", 1000),
+                                     [tuple(p) for p in pairs], SCORE_METRICS, " (one-pass scores)")
+        with paths["markdown"].open("a") as handle:
+            handle.write("\n" + "\n".join(lines))
+        atomic_write(Path(out) / "scored.json", json.dumps(stats, indent=1) + "\n")
     return paths

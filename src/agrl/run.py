@@ -3,13 +3,15 @@ and the report.
 
 Steps: `data` (the synthetic benchmark, or the import folder's train subsets), `model`, then per
 concrete stage `train NAME`, `eval NAME SPLIT` (greedy `agrl eval`) and `score NAME SPLIT` (one-pass
-`agrl score`). A job is the data, the model or one stage (its training, evals and scores), run as
+`agrl score`), and `baseline KIND` (`agrl baseline` fit and predict, on CPU beside the stages). A job
+is the data, the model, one stage (its training, evals and scores) or one baseline, run as
 its own process (`python -m agrl.run OUT STEP...`, OMP_NUM_THREADS=threads) once the job it starts
 from has finished. Each finished step writes OUT/stamps/STEP.json: a hash of everything that made
 it (its inputs' stamps included) and its wall and CPU seconds. A rerun skips a step whose output
 exists under the same stamp, resumes a killed one (training from its last checkpoint, scoring from
 the last scored row) and refuses OUT when it holds a step made by another recipe (`--force` redoes
-it). With a sweep, the grid points run first; OUT/choices.json records what they chose.
+it). With a sweep, the grid points run first; OUT/choices.json records what they chose. results.json
+is rewritten as each job ends, so a run cut short still reports what finished.
 
     agrl run configs/home_depot/tiny.yaml --out runs/hd_judges/tiny --jobs 2
 """
@@ -17,6 +19,7 @@ it). With a sweep, the grid points run first; OUT/choices.json records what they
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -46,7 +49,16 @@ from rich.progress import (
 
 from agrl.errors import UserError
 from agrl.files import atomic_write, read_jsonl_tolerant
-from agrl.recipe import choose, data_file, expand, load_recipe, splits_of, stage_config, stage_data
+from agrl.recipe import (
+    choose,
+    data_file,
+    expand,
+    load_recipe,
+    score_source,
+    splits_of,
+    stage_config,
+    stage_data,
+)
 
 Step = tuple[str, Path, Callable[[], None]]
 
@@ -72,8 +84,10 @@ def stamps(recipe: dict, out: Path, runs: dict) -> dict[str, str]:
             made[f"eval {name} {split}"] = digest(recipe.get("eval"), made[f"train {name}"], made["data"])
         if (recipe.get("eval") or {}).get("curve"):
             made[f"curve {name}"] = digest(recipe["eval"], made[f"train {name}"], made["data"])
-        for split in (recipe.get("score") or {}).get("splits", ()) if not run["sweep"] else ():
+        for split in run["scores"]:
             made[f"score {name} {split}"] = digest(recipe["score"], made[f"train {name}"], made["data"])
+    for kind in (recipe.get("baselines") or {}).get("kinds", ()):
+        made[f"baseline {kind}"] = digest(recipe["baselines"], kind, made["data"])
     return made
 
 
@@ -90,6 +104,10 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
     steps: list[Step] = [("data", out / "data" / "splits.json", lambda: make_data(recipe, out))]
     if "path" not in recipe["model"]:
         steps.append(("model", out / "model" / "config.json", lambda: make_model(recipe, out)))
+    for kind in (recipe.get("baselines") or {}).get("kinds", ()):  # not stages: --only keeps them
+        last = recipe["baselines"]["splits"][-1]
+        steps.append((f"baseline {kind}", out / "baselines" / f"{kind}.{last}.jsonl",
+                      lambda k=kind: baseline(recipe, out, k)))
     for name in names:
         config = stage_config(recipe, name, out, runs)
         steps.append((f"train {name}", trained_file(config, out, name), lambda n=name: train_stage(recipe, out, n, runs)))
@@ -98,7 +116,7 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
             steps.append((f"curve {name}", out / name / "curve" / "curve.json", lambda n=name: curve_stage(recipe, out, n)))
         steps += [(f"eval {name} {split}", out / name / "eval" / f"{split}.json",
                    lambda n=name, s=split: evaluate_stage(recipe, out, n, s)) for split in runs[name]["evals"]]
-        for split in (recipe.get("score") or {}).get("splits", ()) if not runs[name]["sweep"] else ():
+        for split in runs[name]["scores"]:
             steps.append((f"score {name} {split}", out / "scores" / f"{name}.{split}.cost.json",
                           lambda n=name, s=split: score_stage(recipe, out, n, s)))
     return steps
@@ -119,6 +137,14 @@ def make_data(recipe: dict, out: Path) -> None:
             exclude = synth.eval_queries(synth.generate(seed=other["seed"], sizes=other.get("sizes"), noise=0.0))
         splits = synth.generate(seed=data["seed"], sizes=data.get("sizes"), noise=data["noise"], mix=data.get("mix"),
                                 exclude_queries=exclude)
+        for name, extra in (data.get("add") or {}).items():  # e.g. a large clean SFT set before the noisy rows
+            sizes = dict.fromkeys(synth.SPLITS, 0) | {name: extra["size"]}
+            added = synth.generate(seed=extra["seed"], sizes=sizes, noise=extra.get("noise", 0.0),
+                                   mix={name: extra["mix"]} if extra.get("mix") else None,
+                                   exclude_queries=exclude | synth.eval_queries(splits))[name]
+            for record in added:  # ids stay unique in the joined split
+                record.id = f"{record.id}-add{extra['seed']}"
+            splits[name] = added + splits[name]
         for name, parts in data.get("split", {}).items():  # query-disjoint parts, e.g. rl -> rl_train + validation
             splits |= split_by_query(splits.pop(name), parts, seed=data["seed"])
         for name, records in splits.items():
@@ -209,11 +235,6 @@ def curve_stage(recipe: dict, out: Path, name: str) -> None:
             shutil.rmtree(checkpoint)
 
 
-def score_source(recipe: dict, out: Path, split: str) -> Path:
-    queries = recipe["score"].get("queries")
-    return data_file(recipe, split, out) if queries is None else out / "data" / f"{split}_first{queries}queries.jsonl"
-
-
 def score_stage(recipe: dict, out: Path, name: str, split: str) -> None:
     from agrl.score import Scorer, score_file
 
@@ -224,6 +245,20 @@ def score_stage(recipe: dict, out: Path, name: str, split: str) -> None:
     cost = {"cpu_s": round(_cpu_s() - cpu0, 1), "wall_s": round(time.perf_counter() - t0, 1),
             "threads": os.environ.get("OMP_NUM_THREADS")}
     atomic_write(target.with_suffix(".cost.json"), json.dumps(cost) + "\n")
+
+
+def baseline(recipe: dict, out: Path, kind: str) -> None:
+    """`agrl baseline fit` on the recipe's train split, then `predict` on each of its splits."""
+    from agrl import baselines
+    from agrl.data import load_records
+    from agrl.schemes import load_scheme
+
+    settings, scheme = recipe["baselines"], recipe["data"].get("scheme", "default")
+    model = baselines.fit(load_records(data_file(recipe, settings["train"], out), load_scheme(scheme)), kind, scheme)
+    baselines.save(model, out / "baselines" / f"{kind}.joblib")
+    for split in settings["splits"]:
+        rows = baselines.predict(model, load_records(data_file(recipe, split, out), load_scheme(scheme)))
+        baselines.write_predictions(rows, out / "baselines" / f"{kind}.{split}.jsonl")
 
 
 def _cpu_s() -> float:
@@ -275,10 +310,12 @@ def read_stamp(out: Path, name: str) -> dict:
 
 def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: list[str] | None = None,
                force: bool = False, threads: int | None = None, console: Console | None = None,
-               title: str = "agrl run") -> dict[str, Any]:
-    """Run every step of the recipe into OUT (skipping finished ones), then results.json and the report.
-    Returns {"timings": step -> seconds (None: already done), "total_s", "report": paths, "summary",
-    "results": path}. Every check (recipe, stages, OUT) runs before any job starts."""
+               title: str = "agrl run", profile: str | None = None, sets: list[str] = (),
+               results_copy: str | Path | None = None) -> dict[str, Any]:
+    """Run every step of the recipe (with `profile` and `sets` laid over it: recipe.overlay) into OUT
+    (skipping finished ones), then results.json and the report. results.json (and `results_copy`) is
+    rewritten as each job ends. Returns {"timings": step -> seconds (None: already done), "total_s",
+    "report": paths, "summary", "results": path}. Every check (recipe, stages, OUT) runs before any job starts."""
     from agrl.recipe import check_recipe
 
     out = Path(out)
@@ -288,7 +325,7 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
         raise UserError(f"--threads {threads}: must be at least 1")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected the run's directory")
-    recipe = load_recipe(recipe_name)
+    recipe = load_recipe(recipe_name, profile, sets)
     unknown = set(stages or ()) - set(recipe["stages"])
     if unknown:
         raise UserError(f"{recipe['_path']}: no stage(s) {sorted(unknown)} (stages: {list(recipe['stages'])})")
@@ -299,21 +336,23 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
     timings: dict[str, float | None] = {}
     runs = expand(recipe)
     _refuse_other_recipe(recipe, out, runs, force)
+
+    def report_so_far(runs: dict) -> Path:  # after each job: a run cut short still reports what finished
+        return write_results(recipe, out, runs, stages, jobs, threads, results_copy)
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         if recipe.get("sweep"):  # the grid points first: they choose the swept stages' keys
-            timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title)
-            split = recipe["sweep"]["split"]
-            if all((out / n / "eval" / f"{split}.json").exists() for n, r in runs.items() if r["sweep"]):
-                recipe["_choices"] = choose(recipe, out)  # (--only may leave the grid unfinished: no choice yet)
-                atomic_write(out / "choices.json", json.dumps(recipe["_choices"], indent=2) + "\n")
-                runs = expand(recipe, recipe["_choices"])
-                _refuse_other_recipe(recipe, out, runs, force)
-        more = _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title)
+            timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title, report_so_far)
+            recipe["_choices"] = choose(recipe, out)  # (--only may leave a grid unfinished: no choice for it yet)
+            atomic_write(out / "choices.json", json.dumps(recipe["_choices"], indent=2) + "\n")
+            runs = expand(recipe, recipe["_choices"])
+            _refuse_other_recipe(recipe, out, runs, force)
+        more = _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title, report_so_far)
         timings |= {k: v for k, v in more.items() if v is not None or k not in timings}
     total = time.perf_counter() - start
     atomic_write(out / "timings.json", json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
-    results = write_results(recipe, out, runs, stages, jobs, threads)
+    results = report_so_far(runs)
     from agrl.report import report_results
 
     report = report_results(results, out / "report")
@@ -336,11 +375,14 @@ def _refuse_other_recipe(recipe: dict, out: Path, runs: dict, force: bool) -> No
 
 
 def _job_of(step: str) -> str:
+    if step.startswith("baseline "):
+        return step.replace(" ", "-")
     return step if step in ("data", "model") else step.split(" ")[1]
 
 
 def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
-              progress: Progress, console: Console, title: str) -> dict[str, float | None]:
+              progress: Progress, console: Console, title: str,
+              job_done: Callable[[dict], Any] = lambda runs: None) -> dict[str, float | None]:
     """Each job (data, model, one stage) as a process once the one it starts from is done, `jobs` at a time."""
     wanted = stamps(recipe, out, runs)
     steps = plan(recipe, out, stages, runs)
@@ -353,7 +395,8 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
         if done.exists() and name.startswith("train "):  # another recipe's: no resume from its checkpoints
             shutil.rmtree(out / _job_of(name), ignore_errors=True)
         todo.setdefault(_job_of(name), []).append(name)
-    after = {"model": "data", **{n: r["from"] for n, r in runs.items()}}
+    after = {"model": "data", **{n: r["from"] for n, r in runs.items()},
+             **{_job_of(name): "data" for name, _, _ in steps if name.startswith("baseline ")}}
     atomic_write(out / "recipe.json", json.dumps(recipe, default=str) + "\n")
     overall = progress.add_task(f"[bold]{title}", total=len(steps))
     progress.advance(overall, sum(v is None for v in timings.values()))
@@ -398,6 +441,7 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
             if proc.returncode:
                 failed.append(job)
                 console.log(f"[red]{job} failed (exit {proc.returncode}); see {out / 'logs'}")
+            job_done(runs)
     if failed:
         raise JobFailed(f"job(s) {', '.join(failed)} failed or did not start; see {out / 'logs'} "
                            "(a rerun resumes them)")
@@ -417,8 +461,8 @@ def _last_step(path: Path) -> int:
 # ---------------------------------------------------------------------------- results.json
 
 
-COUNTERS = ("rewards/outcome/mean", "frac_reward_zero_std", "groups/all_wrong", "groups/all_wrong_hard",
-            "groups/all_wrong_common", "groups/all_right", "agr/guided_group_share", "agr/guided_acc",
+COUNTERS = ("reward", "rewards/outcome/mean", "frac_reward_zero_std", "groups/all_wrong", "groups/all_wrong_hard",
+            "groups/all_wrong_common", "groups/all_right", "agr/flagged_share", "agr/guided_group_share", "agr/guided_acc",
             "agr/group_acc_before", "agr/group_acc_after", "agr/replay_acc", "agr/replay_acc_at_flag",
             "agr/threshold", "dynamic_sampling/dropped_groups", "entropy", "step_time")
 
@@ -437,12 +481,23 @@ def machine() -> dict[str, Any]:
                              text=True, timeout=10, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
+    versions = {}
+    for package in ("torch", "transformers", "trl", "datasets", "peft"):  # the GPU host's differ from our pins
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "versions": versions}
 
 
-def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int) -> Path:
-    """OUT/results.json: every run's config, eval metrics and intervals, score files, cost, the machine."""
+def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
+                  copy: str | Path | None = None) -> Path:
+    """OUT/results.json (and `copy`): every run's config, eval metrics and intervals, score files with
+    their metrics, the baselines' predictions and metrics, cost, the machine."""
+    from agrl.report import score_metrics
+
+    scheme = recipe["data"].get("scheme", "default")
     rows = []
     for name, run in runs.items():
         if stages is not None and run["stage"] not in stages and name not in stages:
@@ -454,9 +509,11 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
                 result = json.loads(path.read_text())
                 evals[split] = {k: result.get(k) for k in ("n", "metrics", "intervals", "predictions")}
         scores = {split: {"file": str(out / "scores" / f"{name}.{split}.jsonl"),
+                          "source": str(score_source(recipe, out, split)),
+                          "metrics": score_metrics(out / "scores" / f"{name}.{split}.jsonl",
+                                                   score_source(recipe, out, split), scheme),
                           **json.loads((out / "scores" / f"{name}.{split}.cost.json").read_text())}
-                  for split in (recipe.get("score") or {}).get("splits", ())
-                  if (out / "scores" / f"{name}.{split}.cost.json").exists()}
+                  for split in run["scores"] if (out / "scores" / f"{name}.{split}.cost.json").exists()}
         curve = out / name / "curve" / "curve.json"
         cost = {step: {k: s[k] for k in ("wall_s", "cpu_s")} for step in
                 [f"train {name}", f"curve {name}", *(f"eval {name} {x}" for x in run["evals"]), *(f"score {name} {x}" for x in scores)]
@@ -469,8 +526,19 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
     body = {"recipe": recipe["_path"], "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
             "jobs": jobs, "threads_per_job": threads, "choices": recipe.get("_choices"), "runs": rows,
             "resamples": (recipe.get("eval") or {}).get("resamples") or 1000,
-            "differences": (recipe.get("report") or {}).get("differences")}
-    return atomic_write(out / "results.json", json.dumps(body, indent=1, default=str) + "\n")
+            "differences": (recipe.get("report") or {}).get("differences"), "baselines": {},
+            "profile": recipe.get("_profile"), "sets": recipe.get("_sets")}
+    for kind in (recipe.get("baselines") or {}).get("kinds", ()):
+        for split in recipe["baselines"]["splits"]:
+            path = out / "baselines" / f"{kind}.{split}.jsonl"
+            if path.exists():
+                body["baselines"].setdefault(kind, {})[split] = {
+                    "file": str(path), "source": str(data_file(recipe, split, out)),
+                    "metrics": score_metrics(path, data_file(recipe, split, out), scheme)}
+    text = json.dumps(body, indent=1, default=str) + "\n"
+    if copy:
+        atomic_write(Path(copy), text)
+    return atomic_write(out / "results.json", text)
 
 
 if __name__ == "__main__":  # a job's process: python -m agrl.run OUT STEP...

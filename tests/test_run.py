@@ -71,6 +71,13 @@ def test_two_jobs_a_kill_and_a_resume_give_the_uninterrupted_results(tmp_path):
                   and not r["sweep"])  # the chosen grid point is the stage's run, now on both eval splits too
     assert chosen["config"]["learning_rate"] == choices["grpo"]["learning_rate"]
     assert set(chosen["evals"]) == {"eval_wild", "eval_balanced"}
+    # --jobs 2: after SFT three stages could start (two grid points and agrl); never more than two run at once.
+    spans = {}
+    for text in stamps.values():
+        stamp = json.loads(text)
+        spans.setdefault(stamp["job"], []).append((stamp["ended"] - stamp["wall_s"], stamp["ended"]))
+    jobs = [(min(a for a, _ in s), max(b for _, b in s)) for s in spans.values()]
+    assert max(sum(a <= t < b for a, b in jobs) for t, _ in jobs) == 2
 
     # Kill the whole process group (runner and its jobs) once SFT is done and the RL stages have started.
     proc = _agrl("run", str(recipe), "--out", str(killed), "--jobs", "2", start_new_session=True)

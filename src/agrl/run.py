@@ -288,7 +288,8 @@ def run_steps(out: Path, names: list[str]) -> None:
         atomic_write(out / "stamps" / f"{name.replace(' ', '_')}.json",
                      json.dumps({"stamp": wanted[name], "wall_s": round(time.perf_counter() - t0, 2),
                                  "cpu_s": round(_cpu_s() - cpu0, 2),
-                                 "date": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n")
+                                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                                 "ended": round(time.time(), 2), "job": _job_of(name)}) + "\n")
 
 
 class _ToStderrNow(logging.Handler):
@@ -407,7 +408,9 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
     running: dict[str, tuple[subprocess.Popen, int | None]] = {}
     failed: list[str] = []
     while todo or running:
-        for job in [j for j in todo if len(running) < jobs and after.get(j) not in {*todo, *running}]:
+        for job in [j for j in todo if after.get(j) not in {*todo, *running}]:
+            if len(running) >= jobs:  # checked per start: --jobs is the most at a time
+                break
             if after.get(job) in failed:
                 failed.append(job)
                 todo.pop(job)

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, TrainerCallback
+from step_time import StepClock  # bench/ is on sys.path: this script's folder
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from agrl.train import sft
 from agrl.train import train as agrl_train
@@ -92,12 +93,13 @@ class PadOnly(Exception):
     """Raised by Meter once the pad share is read, when no steps are wanted (--pad-only)."""
 
 
-class Meter(TrainerCallback):
-    """Wall time of each step (synchronised on CUDA), TRL's running non-pad token count at each log, the
+class Meter(StepClock):
+    """StepClock's wall and CPU time of each step, TRL's running non-pad token count at each log, the
     pad share of the first batches, and when training started."""
 
     def __init__(self, pad_batches: int, pad_only: bool = False):
-        self.pad_batches, self.pad_only, self.wall, self.cpu, self.tokens = pad_batches, pad_only, [], [], []
+        super().__init__()
+        self.pad_batches, self.pad_only, self.tokens = pad_batches, pad_only, []
         self.pad = self.positions = 0
         self.began = None
 
@@ -112,15 +114,6 @@ class Meter(TrainerCallback):
         if self.pad_only:
             raise PadOnly
         self.began = time.perf_counter()
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = (time.perf_counter(), time.process_time())
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.wall.append(time.perf_counter() - self._start[0])
-        self.cpu.append(time.process_time() - self._start[1])  # steadier than wall on a shared CPU box
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "num_tokens" in logs:

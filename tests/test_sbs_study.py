@@ -282,3 +282,15 @@ def test_raters_at_once_never_exceed_k_on_an_item(study):
         statuses = sorted(pool.map(attempt, range(8)))
     assert statuses == [200, 200] + [409] * 6
     assert len(_rows(study, "answers")) == 2 and len(_rows(study, "events")) == 2
+
+
+def test_the_pairs_are_read_under_the_scheme_their_manifest_names(inputs, tmp_path):
+    """Labels of one scheme are never read as another's: the import's manifest.json names the scheme."""
+    (inputs["pairs"].parent / "manifest.json").write_text(json.dumps({"scheme": "three_level"}))
+    out = tmp_path / "s.sqlite"
+    with pytest.raises(UserError, match="--scheme default: .*labelled in scheme 'three_level'.*manifest.json"):
+        create(inputs["a"], inputs["b"], inputs["pairs"], out, scheme="default")
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(out)])
+    assert result.exit_code == 2 and "pairs.jsonl:1: label" in result.output  # 4 is not a three_level code
+    assert not out.exists()

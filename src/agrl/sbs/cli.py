@@ -35,7 +35,8 @@ def create(
     agreed_weight: Annotated[float, typer.Option(help="down-weight: keep an agreed pair with this "
                                                  "probability; it then counts 1/weight")] = 0.25,
     raters_per_item: Annotated[int, typer.Option(help="how many raters are asked each item (k)")] = 1,
-    scheme: Annotated[str, typer.Option(help="label scheme: default, esci, three_level or a YAML file")] = "default",
+    scheme: Annotated[str | None, typer.Option(
+        help="label scheme: default, esci, three_level or a YAML file (default: the one the pairs' manifest.json names, else default)")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing study file")] = False,
 ) -> None:
     """A study from two judges' outputs over the same pairs."""

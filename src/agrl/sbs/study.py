@@ -25,7 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agrl import __version__
-from agrl.data import BadRow, BadRowsError, Record, RowError, iter_rows, parse_record
+from agrl.data import (
+    BadRow,
+    BadRowsError,
+    Record,
+    RowError,
+    check_data_scheme,
+    iter_rows,
+    parse_record,
+    resolve_scheme,
+)
 from agrl.errors import UserError
 from agrl.files import input_file
 from agrl.sbs.store import FORMAT, SCHEMA
@@ -54,6 +63,7 @@ def read_pairs(path: str | Path, scheme: Scheme) -> dict[str, Record]:
     from agrl.score import row_id  # lazily: agrl.score imports torch
 
     path = input_file(path, "--pairs")
+    check_data_scheme(path, scheme)
     pairs: dict[str, Record] = {}
     bad: list[BadRow] = []
     for line, raw in iter_rows(path):
@@ -219,7 +229,7 @@ def create(
     agreed: str = "keep",
     agreed_weight: float = 0.25,
     raters_per_item: int = 1,
-    scheme: str = "default",
+    scheme: str | None = None,
     force: bool = False,
 ) -> dict:
     """Write a study file; return its summary (items, agreed pairs, strata). Nothing is written on error."""
@@ -237,7 +247,7 @@ def create(
     for option, path in (("--a", a), ("--b", b), ("--pairs", pairs)):
         if Path(path).exists() and out.exists() and out.resolve() == Path(path).resolve():
             raise UserError(f"--out {out} is also {option}: it would be overwritten; choose another path")
-    label_scheme = load_scheme(scheme)
+    label_scheme = load_scheme(resolve_scheme(pairs, scheme))  # the pairs' manifest.json, else --scheme
     records = read_pairs(pairs, label_scheme)
     out_a, prov_a = read_judge(a, records, label_scheme, "--a")
     out_b, prov_b = read_judge(b, records, label_scheme, "--b")

@@ -291,6 +291,7 @@ def _run(todo, report, model, scheme, batch_size, tier_threshold, fingerprint, o
     import ray
 
     try:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines would bury agrl's progress bar
         ray.data.DataContext.get_current().enable_progress_bars = False
         if actors is None:  # as many as the cluster holds: one per GPU (or per gpus_per_actor), else per CPU
             have = ray.cluster_resources()

@@ -125,6 +125,17 @@ def test_equals_single_process_score_every_pair_once(cluster, catalog, reference
     # Done is done: a rerun finds every shard and scores nothing (no cluster work at all).
     again = score_catalog(tiny_model_dir, str(catalog), out, ray_address="auto", rows_per_shard=250)
     assert (again.resumed, again.scored) == (10, 0)
+    # JSONL shards: the same lines as `agrl score` writes, plus the fingerprint.
+    lines_out = tmp_path / "jsonl"
+    score_catalog(tiny_model_dir, str(catalog / "c.csv"), lines_out, ray_address="auto", actors=1, fmt="jsonl",
+                  rows_per_shard=300)
+    got = [json.loads(line) for path in sorted((lines_out / "shards").glob("*.jsonl"))
+           for line in path.read_text().splitlines()]
+    assert len(got) == 400 and len({g["id"] for g in got}) == 400
+    for g in got:
+        w = reference[0][g["id"]]
+        assert list(g) == [*w, "fingerprint"] and (g["label"], g["tier"]) == (w["label"], w["tier"])
+        assert g["probabilities"] == pytest.approx(w["probabilities"], abs=1e-5)
 
 
 def shard_workers() -> list[int]:

@@ -233,7 +233,7 @@ def connect(address: str, **init_args) -> bool:
         return False
     logging.getLogger("ray").setLevel(logging.WARNING)
     try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
+        ray.init(address=address, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False, **init_args)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise UserError(f"--ray {address}: cannot join the Ray cluster ({str(err).splitlines()[0]})") from None
@@ -329,9 +329,10 @@ def _user_error(err: BaseException) -> UserError | None:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, UserError):
+        cause = getattr(err, "cause", None)  # a RayTaskError is also an instance of the error it wraps
+        if isinstance(err, UserError) and cause is None:
             return err
-        err = getattr(err, "cause", None) or err.__cause__
+        err = cause or err.__cause__
     return None
 
 

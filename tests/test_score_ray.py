@@ -29,7 +29,8 @@ from agrl.score import Scorer, model_fingerprint, score_file
 ray = pytest.importorskip("ray", reason='needs Ray Data: pip install "agrl[cluster]"')
 from test_score import make_rows
 
-from agrl.score_ray import score_catalog
+from agrl.errors import UserError
+from agrl.score_ray import claim_outdir, score_catalog
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -230,3 +231,17 @@ def test_cli_refusals_name_the_option(tmp_path, tiny_model_dir, catalog):
     (tmp_path / "out" / "shards" / "x.parquet").write_bytes(b"")
     result = CliRunner().invoke(app, base + ["--input", str(catalog)])
     assert result.exit_code == 2 and "no manifest.json" in result.output, result.output
+
+
+def test_a_rerun_with_other_options_or_a_changed_input_is_refused(tmp_path):
+    maker = {"model": "/m", "fingerprint": "f1", "scheme": "default", "codes": [4, 3, 2, 1], "tier_threshold": 0.6}
+    plan = {"format": "parquet", "rows_per_shard": 100, "shards": 3, "inputs": [{"path": "/in/a.jsonl", "bytes": 10}]}
+    claim_outdir(tmp_path, maker, plan)
+    claim_outdir(tmp_path, maker, plan | {"inputs": plan["inputs"] + [{"path": "/in/b.jsonl", "bytes": 5}]})
+    for other, says in ((plan | {"rows_per_shard": 50}, "--rows-per-shard 100"),
+                        (plan | {"format": "jsonl"}, "--format parquet"),
+                        (plan | {"inputs": [{"path": "/in/a.jsonl", "bytes": 11}]}, "changed size")):
+        with pytest.raises(UserError, match=says):
+            claim_outdir(tmp_path, maker, other)
+    with pytest.raises(UserError, match="tier_threshold"):
+        claim_outdir(tmp_path, maker | {"tier_threshold": 0.7}, plan)

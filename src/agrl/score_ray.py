@@ -25,11 +25,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agrl import models
 from agrl.data import check_data_scheme, check_source, first_line, iter_row_range, resolve_scheme, table_size
 from agrl.errors import UserError
 from agrl.files import atomic_open, atomic_write
 from agrl.schemes import Scheme, load_scheme
-from agrl.score import FileReport, _lock, _triage, check_maker, check_model_scheme, made_by, result_row
+from agrl.score import (
+    FileReport,
+    _lock,
+    _triage,
+    check_maker,
+    check_model_scheme,
+    check_threshold,
+    label_token_ids,
+    made_by,
+    result_row,
+)
 
 SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
 FORMATS = ("parquet", "jsonl")
@@ -248,9 +259,15 @@ def score_catalog(model: str | Path, input: str, output: str | Path, ray_address
     """Score every pair of `input`'s files into `output`/shards on the cluster at `ray_address`."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    check_threshold(tier_threshold)
     files = input_files(input)
     scheme_obj = load_scheme(resolve_scheme(files[0], scheme, model))  # as `agrl score` resolves it
     check_model_scheme(model, scheme_obj)
+    # The actors' one check that needs the model, made here once: a tokenizer without a token per label
+    # code is then one line, not an actor pool dying at start.
+    label_token_ids(models.load_tokenizer(model), scheme_obj)
     for path in files:
         check_data_scheme(path, scheme_obj)
     outdir = Path(output)
@@ -326,14 +343,16 @@ def _run(todo, report, model, scheme, batch_size, tier_threshold, fingerprint, o
 
 def _user_error(err: BaseException) -> UserError | None:
     """The UserError an actor raised (a file gone unreadable mid-run), out of Ray's wrappers."""
-    seen = set()
+    seen, first = set(), err
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         cause = getattr(err, "cause", None)  # a RayTaskError is also an instance of the error it wraps
         if isinstance(err, UserError) and cause is None:
             return err
         err = cause or err.__cause__
-    return None
+    # An actor that died in its constructor reaches the driver as text only (ray.exceptions.ActorDiedError).
+    said = re.search(r"agrl\.errors\.UserError: ([^\n]+)", str(first))
+    return UserError(said[1]) if said else None
 
 
 @contextmanager

@@ -7,7 +7,7 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first (a local wheel on the dev machines); everything else then sees it satisfied.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[serve,dev]"
+	$(PY) -m pip install -q -e ".[serve,dev,cluster]"
 	touch $(VENV_STAMP)
 
 venv: $(VENV_STAMP)

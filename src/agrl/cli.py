@@ -168,8 +168,20 @@ def score(
     batch_size: Annotated[int, typer.Option(help="pairs per forward pass")] = 32,
     tier_threshold: Annotated[float, typer.Option(help="CumPT threshold for tiers")] = 0.6,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
+    ray: Annotated[str | None, typer.Option(help="score on a Ray cluster: local (start one here), auto (the running "
+                                            "one) or its ADDRESS; then INPUT is a folder or glob, OUTPUT a folder")] = None,
+    actors: Annotated[int | None, typer.Option(help="--ray: models scoring at once (default: one per GPU, else "
+                                               "per CPU, of the cluster)")] = None,
+    gpus_per_actor: Annotated[float, typer.Option(help="--ray: GPUs each actor holds (0: CPU actors)")] = 0.0,
+    cpus_per_actor: Annotated[float, typer.Option(help="--ray: CPUs each actor holds")] = 1.0,
+    rows_per_shard: Annotated[int, typer.Option(help="--ray: input rows per output shard (the unit of resume)")] = 10_000,
+    format: Annotated[str, typer.Option("--format", help="--ray: shard files, parquet or jsonl")] = "parquet",
 ) -> None:
     """Prefill-score every pair of INPUT (one forward pass each, no decoding) into OUTPUT."""
+    if ray is not None:
+        _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, ray, actors,
+                   gpus_per_actor, cpus_per_actor, rows_per_shard, format)
+        return
     from agrl.data import check_not_empty, check_source, resolve_scheme
     from agrl.files import model_dir, output_file
     from agrl.models import check_device
@@ -210,6 +222,33 @@ def score(
         + (f" (all in {report.rejects_path})" if report.rejected else "")
         + (f", other shards {report.other_shards}" if part[1] > 1 else "")
     )
+
+
+def _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, address, actors,
+               gpus_per_actor, cpus_per_actor, rows_per_shard, fmt) -> None:
+    """`agrl score --ray`: the catalog in shards on a Ray cluster (agrl/score_ray.py)."""
+    from agrl.files import model_dir
+    from agrl.score import check_threshold
+    from agrl.score_ray import score_catalog
+
+    for option, given in (("--shard", shard != "0/1"), ("--rejects", rejects), ("--device", device)):
+        if given:
+            raise UserError(f"{option}: not with --ray (the cluster shards the input, rejects go to OUTPUT/rejects, "
+                            "--gpus-per-actor places the model)")
+    for value, option in ((batch_size, "--batch-size"), (rows_per_shard, "--rows-per-shard"), (actors, "--actors"),
+                          (cpus_per_actor, "--cpus-per-actor")):
+        positive(value, option)
+    positive(gpus_per_actor, "--gpus-per-actor", zero_ok=True)
+    check_threshold(tier_threshold)
+    model_dir(model)
+    report = score_catalog(model, input, output, ray_address=address, scheme=scheme, actors=actors,
+                           gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size,
+                           tier_threshold=tier_threshold, rows_per_shard=rows_per_shard, fmt=fmt, progress=True)
+    for line in report.first_rejects:
+        console.print(line, markup=False)
+    console.print(f"{output}: {report.shards} shards, {report.resumed} already done; scored {report.scored}, "
+                  f"rejected {report.rejected}" + (f" (all in {Path(output) / 'rejects.jsonl'})" if report.rejected else "")
+                  + f"; {report.rows} results in {Path(output) / 'shards'}", markup=False)
 
 
 @app.command("serve")

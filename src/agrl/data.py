@@ -283,9 +283,13 @@ def parse_record(obj: Any, scheme: Scheme) -> Record:
 # ---------------------------------------------------------------------------- reading files
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _jsonl_rows(path: Path, offset: int = 0, first: int = 1, end: int | None = None) -> Iterator[tuple[int, Any]]:
+    """Lines `first` to `end` (exclusive) of a JSONL file; `offset` is the byte where line `first` starts."""
     with path.open("rb") as handle:  # bytes: one bad byte is one bad line, not a dead file
-        for line_no, data in enumerate(handle, start=1):
+        handle.seek(offset)
+        for line_no, data in enumerate(handle, start=first):
+            if end is not None and line_no >= end:
+                break
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -416,6 +420,29 @@ def iter_rows(source: str | Path) -> Iterator[tuple[int, Any]]:
         yield from _jsonl_rows(path)
     else:
         yield from _table_rows(path)
+
+
+def first_line(path: Path) -> int:
+    """The line number `iter_rows` gives a file's first row: 2 in a CSV (line 1 is its header), else 1."""
+    return 2 if path.suffix == ".csv" else 1
+
+
+def table_size(path: str | Path) -> int:
+    """Rows of a CSV or Parquet file (the whole table is read: a corrupt one is a UserError)."""
+    return len(_read_table(Path(path)))
+
+
+def iter_row_range(source: str | Path, first: int, end: int, offset: int = 0) -> Iterator[tuple[int, Any]]:
+    """`iter_rows` of a file, only the rows numbered `first` to `end` (exclusive). In a JSONL file
+    `offset` is the byte where line `first` starts, so a range is read without the lines before it."""
+    path = check_source(source)
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        yield from _jsonl_rows(path, offset, first, end)
+        return
+    base = first_line(path)
+    frame = _read_table(path).iloc[max(first - base, 0) : max(end - base, 0)]
+    for index, row in enumerate(frame.to_dict(orient="records")):
+        yield first + index, _nested_or_error(row)
 
 
 def check_source(source: str | Path, probe: bool = False) -> Path:

@@ -308,19 +308,24 @@ def claim_output(output: str | Path, maker: dict, write: bool = True) -> None:
         except (ValueError, UnicodeDecodeError):
             raise UserError(f"{meta}: not valid JSON; it records what made {output.name}, so write to a new "
                             "--output") from None
-        differ = [key for key in maker if key != "model" and (not isinstance(theirs, dict)
-                                                               or theirs.get(key) != maker[key])]
-        if differ:
-            key = "model" if "fingerprint" in differ else differ[0]
-            were = theirs.get(key) if isinstance(theirs, dict) else None
-            what = (f"written by model {were!r} as it was before (its weights or config changed since)"
-                    if key == "model" and were == maker["model"] else
-                    f"written with {key} {were!r}, this run has {maker[key]!r}")
-            raise UserError(f"--output {output}: {what} ({meta.name}); resume with the same model and options, "
-                            "or write to a new --output")
+        check_maker(output, meta, theirs, maker)
         return
     if write:
         atomic_write(meta, json.dumps(maker, indent=2) + "\n")
+
+
+def check_maker(output: Path, meta: Path, theirs: object, maker: dict) -> None:
+    """Refuse to add to `output` when `theirs` (what `meta` records made it) is not `maker` (`made_by`)."""
+    differ = [key for key in maker if key != "model" and (not isinstance(theirs, dict)
+                                                           or theirs.get(key) != maker[key])]
+    if differ:
+        key = "model" if "fingerprint" in differ else differ[0]
+        were = theirs.get(key) if isinstance(theirs, dict) else None
+        what = (f"written by model {were!r} as it was before (its weights or config changed since)"
+                if key == "model" and were == maker["model"] else
+                f"written with {key} {were!r}, this run has {maker[key]!r}")
+        raise UserError(f"--output {output}: {what} ({meta.name}); resume with the same model and options, "
+                        "or write to a new --output")
 
 
 def rejects_path(output: str | Path, rejects: str | Path | None) -> Path:
@@ -372,7 +377,7 @@ def score_file(
         def flush() -> None:
             results = scorer.score_ids([ids for _, ids in pending])
             for (rid, _), result in zip(pending, results):
-                out.write(json.dumps({"id": rid} | result.to_dict(scorer.scheme), ensure_ascii=False) + "\n")
+                out.write(json.dumps(result_row(rid, result, scorer.scheme), ensure_ascii=False) + "\n")
             out.flush()
             report.scored += len(pending)
             pending.clear()
@@ -403,10 +408,16 @@ def _lock(handle, output: Path) -> None:
                         "run (each --shard) its own --output") from None
 
 
-def _triage(scorer: Scorer, source, shard, done: set[str], report: FileReport, advance):
-    """Rows to score as (id, token ids), and rejects as dicts (source, line, field, message)."""
+def result_row(rid: str, result: ScoreResult, scheme: Scheme) -> dict:
+    """One output line of `agrl score`: the row's id and its result (`agrl score --ray` writes the same)."""
+    return {"id": rid} | result.to_dict(scheme)
+
+
+def _triage(scorer: Scorer, source, shard, done: set[str], report: FileReport, advance, rows=None):
+    """Rows to score as (id, token ids), and rejects as dicts (source, line, field, message).
+    `rows`: (line, raw) pairs of `source` to triage instead of all of them (a shard of `agrl score --ray`)."""
     first_line: dict[str, int] = {}
-    for line, raw in iter_rows(source):
+    for line, raw in iter_rows(source) if rows is None else rows:
         advance()
         rid = row_id(raw, line)
         if not in_shard(rid, shard):

@@ -86,10 +86,11 @@ def test_accuracy_against_the_raters_majority_label():
     answers = _answers({1: [("ana", "b", 4)], 2: [("ana", "a", 2), ("bo", "a", 2), ("cy", "a", 3)],
                         3: [("ana", "b", 1), ("bo", "b", 2)], 4: [("ana", "b", None)]})
     items = _items(4, labels={1: (4, 4), 2: (4, 2), 3: (1, 1), 4: (4, 1)})
-    accuracy = judge_accuracy(items, answers, resamples=200)
+    accuracy = judge_accuracy(items, answers, resamples=200, min_items=1)
     assert accuracy["items"] == 2 and accuracy["tied"] == 1
     assert accuracy["a"]["value"] == pytest.approx(0.5) and accuracy["b"]["value"] == pytest.approx(1.0)
     assert accuracy["b"]["interval"] == (1.0, 1.0)
+    assert judge_accuracy(items, answers, resamples=200)["b"]["interval"] is None  # 2 items: under the minimum
 
 
 def test_strata_are_broken_down():

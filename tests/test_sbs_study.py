@@ -37,6 +37,19 @@ def study(inputs, tmp_path):
     return out
 
 
+def client_of(study, name=None, tokens=None):
+    """A client holding one person's token (the lead's under "lead"), or none."""
+    client = TestClient(make_app(study))
+    if name is not None:
+        client.headers["Authorization"] = f"Bearer {tokens[name]}"
+    return client
+
+
+@pytest.fixture
+def tokens(study):
+    return Study(study).add_raters(["ana", "bo", "cy", "done"])
+
+
 def _rows(path, table):
     with sqlite3.connect(path) as db:
         return db.execute(f"SELECT * FROM {table}").fetchall()
@@ -115,27 +128,42 @@ def test_serve_binds_this_machine_unless_told_otherwise(study, monkeypatch):
     assert CliRunner().invoke(cli, ["sbs", "serve", str(study)]).exit_code == 0
     public = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--host", "0.0.0.0", "--public"])
     assert public.exit_code == 0 and "warning: listening on 0.0.0.0" in public.output
-    assert calls == [(str(study), "127.0.0.1", 8080), (str(study), "0.0.0.0", 8080)]
+    assert calls == [(str(study), "127.0.0.1", 8080, None), (str(study), "0.0.0.0", 8080, None)]
+
+
+def test_serve_prints_a_link_per_rater_and_the_lead_and_keeps_tokens(study, monkeypatch):
+    monkeypatch.setattr("agrl.sbs.app.serve", lambda *args: None)
+    first = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--rater", "ana", "--rater", "bo"])
+    assert first.exit_code == 0, first.output
+    links = dict(line.strip().rsplit(": ", 1) for line in first.output.splitlines() if "#token=" in line)
+    assert set(links) == {"lead (results, adjudication, export)", "ana", "bo"}
+    assert len({link.split("#token=")[1] for link in links.values()}) == 3  # one token each
+    again = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--rater", "cy"])  # a restart keeps the links
+    assert all(link in again.output for link in links.values()) and "cy: http" in again.output
+    for name in ("ANA", "Lead"):  # names differ in more than case; the lead's name is taken
+        result = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--rater", name])
+        assert (result.exit_code == 0) == (name == "ANA"), result.output
+    tokens = Study(study).add_raters([])
+    assert "ANA" not in tokens and set(tokens) == {"lead", "ana", "bo", "cy"}
 
 
 # ---------------------------------------------------------------------------- the API
 
 
-def test_rater_flow_answer_undo_replace_and_k_raters(study):
-    client = TestClient(make_app(study))
-    first = client.get("/api/next", params={"rater": "ana"}).json()
+def test_rater_flow_answer_undo_replace_and_k_raters(study, tokens):
+    client, bo, cy = (client_of(study, name, tokens) for name in ("ana", "bo", "cy"))
+    first = client.get("/api/next").json()
     assert first["progress"] == {"done": 0, "total": 12}
     item = first["item"]
     assert set(item) == {"id", "query", "product", "left", "right", "previous"}  # no judge names: blinded
-    ok = client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "left", "label": 3})
+    ok = client.post("/api/answer", json={"item_id": item["id"], "choice": "left", "label": 3, "latency_ms": 1500})
     assert ok.status_code == 200 and ok.json()["progress"]["done"] == 1
-    assert client.get("/api/next", params={"rater": "ana"}).json()["item"]["id"] != item["id"]
-    undone = client.post("/api/undo", json={"rater": "ana"}).json()
+    assert client.get("/api/next").json()["item"]["id"] != item["id"]
+    undone = client.post("/api/undo", json={}).json()
     assert undone["item"]["id"] == item["id"] and undone["item"]["previous"]["label"] == 3
-    assert client.get("/api/next", params={"rater": "ana"}).json()["item"]["id"] == item["id"]  # resumes there
+    assert client.get("/api/next").json()["item"]["id"] == item["id"]  # resumes there
     client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "both_bad"})
-    replaced = client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "right",
-                                                "replace": True})
+    replaced = client.post("/api/answer", json={"item_id": item["id"], "choice": "right", "replace": True})
     assert replaced.json()["replaced"] is True
     actions = [row[3] for row in _rows(study, "events")]
     assert actions == ["answer", "undo", "answer", "replace"]  # every step kept, in order
@@ -143,10 +171,10 @@ def test_rater_flow_answer_undo_replace_and_k_raters(study):
     flipped = next(i["flipped"] for i in Study(study).rows()[0] if i["id"] == item["id"])
     assert answer[2] == "right" and answer[3] == ("a" if flipped else "b")  # stored in the judges' terms
     # k = 2: a second rater gets the item, a third does not
-    client.post("/api/answer", json={"rater": "bo", "item_id": item["id"], "choice": "left"})
-    third = client.post("/api/answer", json={"rater": "cy", "item_id": item["id"], "choice": "left"})
+    bo.post("/api/answer", json={"item_id": item["id"], "choice": "left"})
+    third = cy.post("/api/answer", json={"item_id": item["id"], "choice": "left"})
     assert third.status_code == 409 and "already answered by 2" in third.json()["detail"]
-    assert client.get("/api/next", params={"rater": "cy"}).json()["item"]["id"] != item["id"]
+    assert cy.get("/api/next").json()["item"]["id"] != item["id"]
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -155,16 +183,20 @@ def test_rater_flow_answer_undo_replace_and_k_raters(study):
     ({"rater": "ana", "item_id": "1", "choice": "left"}, 422, "item_id"),  # not an integer
     ({"rater": "ana", "item_id": 1, "choice": "maybe"}, 422, "choice"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "label": 7}, 422, "label"),
-    ({"rater": "", "item_id": 1, "choice": "left"}, 422, "rater"),
+    ({"rater": "ana", "item_id": 10**30, "choice": "left"}, 422, "item_id"),  # over SQLite's integer: not a 500
+    ({"rater": "ana", "item_id": -1, "choice": "left"}, 422, "item_id"),
+    ({"rater": "ana", "item_id": 1, "choice": "left", "latency_ms": -5}, 422, "latency_ms"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "admin": True}, 422, "admin"),  # unknown field
     ({"rater": "ana", "item_id": 1, "choice": "left", "comment": "x" * 2001}, 422, "comment"),
     ({"rater": "done", "item_id": 1, "choice": "left"}, 409, "answered it already"),  # a second answer
     ("{not json", 422, ""),
     ([1, 2], 422, ""),
 ])
-def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, body, status, message):
-    client = TestClient(make_app(study))
-    client.post("/api/answer", json={"rater": "done", "item_id": 1, "choice": "left"})
+def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, tokens, body, status, message):
+    client = client_of(study, "done", tokens)
+    client.post("/api/answer", json={"item_id": 1, "choice": "left"})
+    if isinstance(body, dict) and body.get("rater") == "ana":
+        client = client_of(study, "ana", tokens)
     before = (_rows(study, "answers"), _rows(study, "events"))
     if isinstance(body, str):
         response = client.post("/api/answer", content=body, headers={"Content-Type": "application/json"})
@@ -175,28 +207,29 @@ def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, body, stat
     assert (_rows(study, "answers"), _rows(study, "events")) == before
 
 
-def test_undo_with_nothing_to_undo_and_the_results_pages(study):
-    client = TestClient(make_app(study))
-    assert client.post("/api/undo", json={"rater": "ana"}).status_code == 409
+def test_undo_with_nothing_to_undo_and_the_results_pages(study, tokens):
+    client, lead = client_of(study, "ana", tokens), client_of(study, "lead", tokens)
+    assert client.post("/api/undo", json={}).status_code == 409
     assert _rows(study, "events") == []
     for item in Study(study).rows()[0][:4]:
-        client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "left"})
-    summary = client.get("/api/results").json()
+        client.post("/api/answer", json={"item_id": item["id"], "choice": "left"})
+    summary = lead.get("/api/results").json()
     assert summary["answered_items"] == 4 and summary["overall"]["answers"] == 4
-    page = client.get("/results")
+    page = lead.get("/results")
     assert page.status_code == 200 and "win rate of B" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
-def test_report_command_writes_markdown_html_json_and_links_a_run_report(study, tmp_path):
-    TestClient(make_app(study)).post("/api/answer", json={"rater": "ana", "item_id": 1, "choice": "right"})
+def test_report_command_writes_markdown_html_json_and_links_a_run_report(study, tokens, tmp_path):
+    client_of(study, "ana", tokens).post("/api/answer", json={"item_id": 1, "choice": "right"})
     out = tmp_path / "run_report"
     out.mkdir()
     (out / "report.md").write_text("# a run\n")
     for _ in range(2):  # the link is added once
         result = CliRunner().invoke(cli, ["sbs", "report", str(study), "--out", str(out), "--resamples", "100"])
         assert result.exit_code == 0, result.output
-    assert "| all | 1 | 1 |" in (out / "sbs.md").read_text()
+    markdown = (out / "sbs.md").read_text()
+    assert "| all | 1 | 1 | " in markdown and "| – (under 10 items) |" in markdown  # one item: no interval
     assert json.loads((out / "sbs.json").read_text())["answered_items"] == 1
     assert (out / "sbs.html").read_text().startswith("<!doctype html>")
     assert (out / "report.md").read_text().count("## Side-by-side study") == 1
@@ -217,7 +250,7 @@ def _start(study, port):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(300):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/study", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -225,15 +258,16 @@ def _start(study, port):
     raise AssertionError(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
 
 
-def test_kill_9_between_answers_loses_nothing(study):
+def test_kill_9_between_answers_loses_nothing(study, tokens):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = _start(study, port)
     given = []
+    ana = {"Authorization": f"Bearer {tokens['ana']}"}
     try:
         for choice in ("left", "right", "both_good"):
-            item = httpx.get(f"{url}/api/next", params={"rater": "ana"}).json()["item"]
-            r = httpx.post(f"{url}/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": choice})
+            item = httpx.get(f"{url}/api/next", headers=ana).json()["item"]
+            r = httpx.post(f"{url}/api/answer", json={"item_id": item["id"], "choice": choice}, headers=ana)
             assert r.status_code == 200
             given.append((item["id"], choice))
     finally:
@@ -243,7 +277,7 @@ def test_kill_9_between_answers_loses_nothing(study):
     assert stored == given
     server = _start(study, port)  # a restarted server resumes the rater after the last answer
     try:
-        assert httpx.get(f"{url}/api/next", params={"rater": "ana"}).json()["progress"]["done"] == 3
+        assert httpx.get(f"{url}/api/next", headers=ana).json()["progress"]["done"] == 3
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()

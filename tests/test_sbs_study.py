@@ -5,6 +5,7 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_sbs_study.py
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -328,3 +329,128 @@ def test_the_pairs_are_read_under_the_scheme_their_manifest_names(inputs, tmp_pa
                                       "--pairs", str(inputs["pairs"]), "--out", str(out)])
     assert result.exit_code == 2 and "pairs.jsonl:1: label" in result.output  # 4 is not a three_level code
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- issue 29: gold, fields, bad numbers
+
+
+@pytest.mark.parametrize("key, field, bad", [("a", "score", "NaN"), ("a", "score", "1e400"),
+                                             ("b_rows", "expected_relevance", "-Infinity")])
+def test_non_finite_scores_are_refused_at_create_naming_file_line_field(inputs, tmp_path, key, field, bad):
+    lines = inputs[key].read_text().splitlines(True)
+    row = json.loads(lines[1])
+    row[field] = 12345.5
+    lines[1] = json.dumps(row).replace("12345.5", bad) + "\n"  # what Python's json writes for nan and inf
+    inputs[key].write_text("".join(lines))
+    out = tmp_path / "study.sqlite"
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"{inputs[key].name}:2: {field}: " in result.output and "not a finite number" in result.output
+    assert not out.exists()
+
+
+def _gold_file(inputs, rows):
+    path = inputs["pairs"].parent / "gold.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_gold_items_are_mixed_in_unmarked_open_to_every_rater_and_left_out_of_the_win_rate(inputs, tmp_path):
+    # p1, p3: A says 4 (right: the pairs' label), B says 2 -> better "a"; p5 given as "b" outright
+    gold = _gold_file(inputs, [{"id": "p1", "label": 4}, {"id": "p3", "label": 4}, {"id": "p5", "better": "b"}])
+    out = tmp_path / "study.sqlite"
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(out), "--gold", str(gold),
+                                      "--gold-share", "0.2"])
+    assert result.exit_code == 0 and "(2 gold)" in result.output, result.output  # 9 others: 0.2 * 9 / 0.8 -> 2
+    study = Study(out)
+    items = study.rows()[0]
+    golds = [i for i in items if i["gold"]]
+    assert len(items) == 11 and len(golds) == 2 and {i["pair_id"] for i in golds} <= {"p1", "p3", "p5"}
+    assert all(i["gold"]["better"] == ("b" if i["pair_id"] == "p5" else "a") for i in golds)
+    tokens = study.add_raters(["ana", "bo", "cy"])
+    clients = {n: client_of(out, n, tokens) for n in ("ana", "bo", "cy")}
+    seen = set()
+    for name, client in clients.items():  # k = 1, yet every rater gets every gold item
+        while (item := client.get("/api/next").json()["item"]) is not None:
+            assert set(item) == {"id", "query", "product", "left", "right", "previous"}  # unmarked
+            seen.add((name, item["id"]))
+            gold_item = next((g for g in golds if g["id"] == item["id"]), None)
+            right_side = "left" if (gold_item and gold_item["gold"]["better"] == "a") != bool(
+                gold_item and gold_item["flipped"]) else "right"
+            choice = right_side if name != "cy" or not gold_item else "both_bad"  # cy misses every gold item
+            assert client.post("/api/answer", json={"item_id": item["id"], "choice": choice}).status_code == 200
+    for name in clients:
+        assert {g["id"] for g in golds} <= {i for n, i in seen if n == name}
+    summary = client_of(out, "lead", tokens).get("/api/results").json()
+    assert summary["items"] == 9 and summary["overall"]["answers"] == 9  # gold answers count nowhere else
+    assert {n: g["accuracy"] for n, g in summary["gold"]["raters"].items()} == {"ana": 1.0, "bo": 1.0, "cy": 0.0}
+    report = CliRunner().invoke(cli, ["sbs", "report", str(out), "--min-gold-accuracy", "0.5", "--format", "json",
+                                      "--resamples", "50"])
+    data = json.loads(report.output[: report.output.rindex("}") + 1])
+    assert data["gold"]["left_out"] == ["cy"] and "cy" not in data["raters"]
+    assert data["overall"]["answers"] == 9 - sum(1 for n, i in seen if n == "cy" and i not in {g["id"] for g in golds})
+    markdown = (tmp_path / "study_report" / "sbs.md").read_text()
+    assert "## Raters on the gold items" in markdown and "| cy | 2 | 0.000 | – | yes |" in markdown
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"id": "nope", "label": 4}], "gold.jsonl:1: id: 'nope' is not a pair"),
+    ([{"id": "p1"}], "gold.jsonl:1: better, label"),
+    ([{"id": "p1", "better": "left"}], "gold.jsonl:1: better: 'left'"),
+    ([{"id": "p1", "label": 4}, {"id": "p1", "label": 4}], "gold.jsonl:2: id: 'p1' repeats"),
+])
+def test_bad_gold_files_are_one_line_errors(inputs, tmp_path, rows, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "s.sqlite", gold=_gold_file(inputs, rows))
+
+
+def test_raters_see_the_chosen_fields_entities_decoded_and_no_identifiers(inputs, tmp_path):
+    rows = [json.loads(line) for line in inputs["pairs"].read_text().splitlines()]
+    for row in rows:
+        row["product"] |= {"product_uid": 100001, "title": "Tom &amp; Jerry &lt;b&gt; drill"}
+    inputs["pairs"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "all.sqlite")
+    study = Study(tmp_path / "all.sqlite")
+    item = client_of(study.path, "ana", study.add_raters(["ana"])).get("/api/next").json()["item"]
+    assert "product_uid" not in item["product"] and item["product"]["title"] == "Tom & Jerry <b> drill"
+    assert "&amp;" in study.rows()[0][0]["product"]  # stored as given: only the display decodes
+    create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "some.sqlite", show=["title", "price"])
+    some = Study(tmp_path / "some.sqlite")
+    item = client_of(some.path, "ana", some.add_raters(["ana"])).get("/api/next").json()["item"]
+    assert list(item["product"]) == ["title", "price"]
+    about = client_of(some.path, "ana", some.add_raters([])).get("/api/study").json()
+    assert about["score_range"] == "1–4" and "expected label" in about["score"]
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(tmp_path / "x.sqlite"),
+                                      "--show", "title,colour"])
+    assert result.exit_code == 2 and "no product has a field 'colour'" in result.output
+
+
+def test_sbs_md_escapes_what_raters_and_queries_bring(inputs, tmp_path):
+    """A rater name or a query (a stratum) holding `|` or HTML must not shift or inject into sbs.md's tables."""
+    rows = [json.loads(line) for line in inputs["pairs"].read_text().splitlines()]
+    for row in rows:
+        row["query"] = f"drill | saw <img src=x onerror=alert(1)> {row['id']}"
+    inputs["pairs"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("b_rows",):
+        fixed = [json.loads(line) for line in inputs[name].read_text().splitlines()]
+        for row in fixed:
+            row.pop("query", None)
+        inputs[name].write_text("".join(json.dumps(r) + "\n" for r in fixed))
+    out = tmp_path / "s.sqlite"
+    create(inputs["a"], inputs["b"], inputs["pairs"], out, stratify="query", raters_per_item=2)
+    study = Study(out)
+    for item_id in (1, 2, 3):
+        study.answer("x|y <b>bold</b>", item_id, "left")
+        study.answer("zo", item_id, "right")
+    CliRunner().invoke(cli, ["sbs", "report", str(out), "--out", str(tmp_path / "r"), "--resamples", "20"])
+    markdown = (tmp_path / "r" / "sbs.md").read_text()
+    assert "<b>" not in markdown and "<img" not in markdown
+    tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("|")]
+    assert len(tables) >= 3
+    for table in tables:  # every row has its header's number of columns (unescaped pipes)
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+        assert len(widths) == 1, table
+    assert "x\\|y &lt;b&gt;bold&lt;/b&gt;" in markdown

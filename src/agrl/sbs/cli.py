@@ -139,4 +139,4 @@ def export(
     from agrl.sbs.export import write_export
 
     count = write_export(study, out, format)
-    console.print(f"wrote {out}: {count} answers")
+    console.print(f"wrote {out}: {count} answers", soft_wrap=True)

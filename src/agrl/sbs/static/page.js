@@ -206,7 +206,7 @@ async function start() {
   }
   let me;
   try { me = await call("GET", "/api/me"); } catch (err) { show("login"); return; }
-  text($("rater-name"), me.role === "lead" ? `${me.name} (lead)` : me.name);
+  text($("rater-name"), me.name);
   study = await call("GET", "/api/study");
   if (me.role === "lead") { await lead(); return; }
   labelButtons();

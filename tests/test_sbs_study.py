@@ -184,7 +184,7 @@ def test_rater_flow_answer_undo_replace_and_k_raters(study, tokens):
     ({"rater": "ana", "item_id": "1", "choice": "left"}, 422, "item_id"),  # not an integer
     ({"rater": "ana", "item_id": 1, "choice": "maybe"}, 422, "choice"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "label": 7}, 422, "label"),
-    ({"rater": "ana", "item_id": 10**30, "choice": "left"}, 422, "item_id"),  # over SQLite's integer: not a 500
+    ({"rater": "ana", "item_id": 10**30, "choice": "left"}, 422, "item_id"),  # over SQLite's integer
     ({"rater": "ana", "item_id": -1, "choice": "left"}, 422, "item_id"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "latency_ms": -5}, 422, "latency_ms"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "admin": True}, 422, "admin"),  # unknown field
@@ -206,6 +206,18 @@ def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, tokens, bo
     assert response.status_code == status, response.text
     assert message in json.dumps(response.json()["detail"])
     assert (_rows(study, "answers"), _rows(study, "events")) == before
+
+
+def test_an_item_id_beyond_sqlite_integers_is_a_4xx_not_an_overflow(study):
+    """The landed code answered item_id 10**30 with a plain-text 500 (SQLite's OverflowError)."""
+    with pytest.raises(Refused) as refused:
+        Study(study).answer("ana", 10**30, "left")
+    assert refused.value.status == 404
+    client = client_of(study, "ana", Study(study).add_raters(["ana"]))
+    for body in ({"item_id": 10**30, "choice": "left"}, {"item_id": 2**63, "choice": "left"}):
+        response = client.post("/api/answer", json=body)
+        assert response.status_code == 422 and "item_id" in json.dumps(response.json()["detail"])
+    assert _rows(study, "events") == []
 
 
 def test_undo_with_nothing_to_undo_and_the_results_pages(study, tokens):
@@ -413,8 +425,9 @@ def test_raters_see_the_chosen_fields_entities_decoded_and_no_identifiers(inputs
     inputs["pairs"].write_text("".join(json.dumps(r) + "\n" for r in rows))
     create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "all.sqlite")
     study = Study(tmp_path / "all.sqlite")
-    item = client_of(study.path, "ana", study.add_raters(["ana"])).get("/api/next").json()["item"]
+    item = study.next_for("ana")["item"]
     assert "product_uid" not in item["product"] and item["product"]["title"] == "Tom & Jerry <b> drill"
+    assert client_of(study.path, "ana", study.add_raters(["ana"])).get("/api/next").json()["item"] == item
     assert "&amp;" in study.rows()[0][0]["product"]  # stored as given: only the display decodes
     create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "some.sqlite", show=["title", "price"])
     some = Study(tmp_path / "some.sqlite")

@@ -159,8 +159,9 @@ class Study:
 
     def _open(self, rater: str) -> tuple[str, tuple]:
         """Items this rater has not answered and that are open: gold items to all, others to k raters."""
-        return ("FROM items WHERE id NOT IN (SELECT item_id FROM answers WHERE rater = ?) AND (gold IS NOT NULL "
-                "OR (SELECT count(*) FROM answers WHERE item_id = items.id) < ?)", (rater, self.k))
+        where = ("FROM items WHERE id NOT IN (SELECT item_id FROM answers WHERE rater = ?) AND (gold IS NOT NULL "
+                 "OR (SELECT count(*) FROM answers WHERE item_id = items.id) < ?)")
+        return where, (rater, self.k)
 
     def _next_id(self, db: sqlite3.Connection, rater: str) -> int | None:
         """The first open item (study order) for this rater."""

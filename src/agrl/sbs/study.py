@@ -39,7 +39,7 @@ from agrl.data import (
 )
 from agrl.errors import UserError
 from agrl.files import input_file
-from agrl.sbs.store import FORMAT, SCHEMA, VERDICTS, is_identifier
+from agrl.sbs.store import FORMAT, SCHEMA, VERDICTS
 from agrl.schemes import Scheme, load_scheme
 
 STRATA = ("family", "query", "disagreement")

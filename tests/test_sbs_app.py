@@ -143,6 +143,9 @@ def test_a_rater_cannot_undo_replace_or_read_another_raters_answers(study, token
     assert browser.post("/api/login", json={"token": tokens["bo"]}).json() == {"name": "bo", "role": "rater"}
     assert browser.get("/api/me").json()["name"] == "bo"
     assert browser.post("/api/undo", json={"rater": "ana"}).status_code == 403
+    # a form another site could post with the cookie (were SameSite not there): not JSON, refused
+    csrf = browser.post("/api/undo", content="{}", headers={"Content-Type": "text/plain"})
+    assert csrf.status_code == 422
     forged = client_of(app)
     forged.cookies.set("agrl_sbs", "forged")
     assert forged.get("/api/me").status_code == 401

@@ -66,7 +66,7 @@ def blocks(study: Study, summary: dict, esc: Callable[[str], str] = str) -> list
         ("h1", "Side-by-side study: judge B against judge A"),
         ("p", (f"A = {esc(meta['judges']['a'])}; B = {esc(meta['judges']['b'])}. {summary['answered_items']} of "
               f"{summary['items']} items answered, by {len(summary['raters'])} rater(s) "
-              f"({', '.join(map(esc, summary['raters'])) or 'none yet'}); each item is asked of {study.k} "
+              f"({', '.join(map(esc, summary['raters'])) or 'none'}); each item is asked of {study.k} "
               "rater(s).")),
         ("p", ("Win rate of B over A: B better counts 1, A better 0, both good / both bad 1/2 (a tie); "
               "0.5 is a draw. 95% percentile bootstrap interval over items "

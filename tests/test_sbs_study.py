@@ -375,11 +375,11 @@ def test_gold_items_are_mixed_in_unmarked_open_to_every_rater_and_left_out_of_th
     result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
                                       "--pairs", str(inputs["pairs"]), "--out", str(out), "--gold", str(gold),
                                       "--gold-share", "0.2"])
-    assert result.exit_code == 0 and "(2 gold)" in result.output, result.output  # 9 others: 0.2 * 9 / 0.8 -> 2
+    assert result.exit_code == 0 and "(3 gold)" in result.output, result.output  # 0.2 * 12 / 0.8 -> 3
     study = Study(out)
     items = study.rows()[0]
     golds = [i for i in items if i["gold"]]
-    assert len(items) == 11 and len(golds) == 2 and {i["pair_id"] for i in golds} <= {"p1", "p3", "p5"}
+    assert len(items) == 12 and len(golds) == 3 and {i["pair_id"] for i in golds} == {"p1", "p3", "p5"}
     assert all(i["gold"]["better"] == ("b" if i["pair_id"] == "p5" else "a") for i in golds)
     tokens = study.add_raters(["ana", "bo", "cy"])
     clients = {n: client_of(out, n, tokens) for n in ("ana", "bo", "cy")}
@@ -404,7 +404,14 @@ def test_gold_items_are_mixed_in_unmarked_open_to_every_rater_and_left_out_of_th
     assert data["gold"]["left_out"] == ["cy"] and "cy" not in data["raters"]
     assert data["overall"]["answers"] == 9 - sum(1 for n, i in seen if n == "cy" and i not in {g["id"] for g in golds})
     markdown = (tmp_path / "study_report" / "sbs.md").read_text()
-    assert "## Raters on the gold items" in markdown and "| cy | 2 | 0.000 | – | yes |" in markdown
+    assert "## Raters on the gold items" in markdown and "| cy | 3 | 0.000 | – | yes |" in markdown
+
+
+def test_a_gold_file_of_every_pair_gives_some_gold_items_and_leaves_the_rest_ordinary(inputs, tmp_path):
+    gold = _gold_file(inputs, [{"id": f"p{i}", "label": 4} for i in range(12)])
+    create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "s.sqlite", gold=gold, gold_share=0.25, sample=6)
+    items = Study(tmp_path / "s.sqlite").rows()[0]
+    assert len(items) == 8 and sum(bool(i["gold"]) for i in items) == 2  # 0.25 * 6 / 0.75
 
 
 @pytest.mark.parametrize("rows, message", [

@@ -311,20 +311,22 @@ def create(
     known = read_gold(gold, records, (out_a, out_b), label_scheme) if gold else {}
     rng = random.Random(seed)
     agree = {pid: out_a[pid].label == out_b[pid].label for pid in records}
-    kept = {pid: 1.0 for pid in records if not agree[pid] and pid not in known}
+    kept = {pid: 1.0 for pid in records if not agree[pid]}
     for pid in records:  # in file order, so the draws depend on the seed only
-        if pid in known:
-            continue  # a gold pair is a check on raters, never a sampled item
         if agree[pid] and (agreed == "keep" or agreed == "down-weight" and rng.random() < agreed_weight):
             kept[pid] = 1.0 if agreed == "keep" else 1 / agreed_weight
     kept = {pid: kept[pid] for pid in records if pid in kept}
+    # Gold items first, from the gold file: gold_share of what raters see (g / (n + g)), at least one. The
+    # gold file's other pairs stay ordinary candidates (a labelled set may serve as both).
+    n_regular = min(sample, len(kept)) if sample else len(kept)
+    n_gold = min(len(known), max(1, round(gold_share * n_regular / (1 - gold_share)))) if known else 0
+    gold_ids = rng.sample(list(known), n_gold)
+    kept = {pid: weight for pid, weight in kept.items() if pid not in set(gold_ids)}
     if not kept:
-        raise UserError(f"the two judges agree on all {len(records)} pairs: nothing to compare (--agreed keep)")
+        raise UserError(f"the two judges agree on all {len(records)} pairs (gold items aside): nothing to "
+                        "compare (--agreed keep)")
     strata = {pid: stratum_of(records[pid], agree[pid], stratify) for pid in kept}
-    chosen = sample_ids(strata, sample, rng)
-    # Gold items make up gold_share of what raters see: g / (n + g) = share, at least one, at most all.
-    n_gold = min(len(known), max(1, round(gold_share * len(chosen) / (1 - gold_share)))) if known else 0
-    chosen += rng.sample(list(known), n_gold)
+    chosen = sample_ids(strata, sample, rng) + gold_ids
     rng.shuffle(chosen)  # raters see the items in a random order, gold ones among them, unmarked
     rows = []
     for pid in chosen:
@@ -332,7 +334,7 @@ def create(
         product = record.to_dict()["product"]
         rows.append((pid, record.query, json.dumps(product, ensure_ascii=False), strata.get(pid),
                      kept.get(pid, 1.0), int(agree[pid]), int(flipped), _dump(out_a[pid]), _dump(out_b[pid]),
-                     json.dumps(known[pid]) if pid in known else None))
+                     json.dumps(known[pid]) if pid in gold_ids else None))
     show = check_show(show, [json.loads(row[2]) for row in rows])
     pairs_path = input_file(pairs, "--pairs")
     provenance = {

@@ -208,7 +208,7 @@ async function start() {
   try { me = await call("GET", "/api/me"); } catch (err) { show("login"); return; }
   text($("rater-name"), me.name);
   study = await call("GET", "/api/study");
-  if (me.role === "lead") { await lead(); return; }
+  if (me.role === "lead") { text(document.querySelector("h1"), "Side-by-side study: the lead's view"); await lead(); return; }
   labelButtons();
   await next();
 }

@@ -1,9 +1,11 @@
 """The SBS screenshots of docs/service.md: docs/sbs_rate.png (a rater's page), docs/sbs_adjudicate.png (the
 lead's adjudication view) and docs/sbs_results.png (the lead's results page).
 
-Makes the study from a demo folder (`agrl demo`, or `agrl demo --quick`): judge A its SFT judge, B its AGRL
-judge, on eval_balanced (up to 50 items, pairs both judges label alike kept: the quick demo has 16 pairs),
-2 raters per item, and gold items (10%) from the pairs' own labels.
+Makes the study from a demo folder (`agrl demo`, or `agrl demo --quick`): judge A its SFT model, B its AGRL
+model, each scored on eval_balanced by `agrl sbs create` in one pass (label and score; no reasoning: the
+quick demo's 2-3 training steps give judges that write no valid completion), up to 50 items (pairs both
+judges label alike kept: the quick demo has 16 pairs), 2 raters per item, and gold items (10%) from the
+pairs' own labels.
 The answers are simulated, not people's: rater "gold" picks the judge whose label is the pair's synthetic
 gold label (both good / both bad when both are right / wrong) and gives that label; rater "noisy" does the
 same but answers at random one time in four (seeded). Each works from their own link (token), as people
@@ -47,8 +49,7 @@ def make_study(demo: Path) -> tuple[Path, dict[str, int]]:
     gold_file = demo / "sbs_gold.jsonl"
     gold_file.write_text("".join(json.dumps({"id": pid, "label": label}) + "\n" for pid, label in labels.items()))
     study = demo / "sbs.sqlite"
-    create(demo / "sft" / "eval" / "eval_balanced.json", demo / "agrl" / "eval" / "eval_balanced.json", pairs,
-           study, sample=50, agreed="keep", raters_per_item=2, gold=gold_file, gold_share=0.1, force=True)
+    create(demo / "sft", demo / "agrl", pairs, study, sample=50, agreed="keep", raters_per_item=2, gold=gold_file, gold_share=0.1, force=True)
     return study, labels
 
 

@@ -287,12 +287,13 @@ class Study:
     # -- the lead: disagreements and their adjudication
 
     def disagreements(self) -> list[dict]:
-        """Items two or more raters answered differently, as the raters saw them, with each answer and
-        the lead's adjudication if there is one."""
+        """Items (gold ones aside) two or more raters answered differently, as the raters saw them, with
+        each answer and the lead's adjudication if there is one."""
         db = self._connect()
         try:
-            ids = [r[0] for r in db.execute("SELECT item_id FROM answers GROUP BY item_id "
-                                            "HAVING count(*) >= 2 AND count(DISTINCT verdict) >= 2 ORDER BY item_id")]
+            ids = [r[0] for r in db.execute(  # gold items have their answer already: not the lead's to settle
+                "SELECT item_id FROM answers WHERE item_id IN (SELECT id FROM items WHERE gold IS NULL) "
+                "GROUP BY item_id HAVING count(*) >= 2 AND count(DISTINCT verdict) >= 2 ORDER BY item_id")]
             out = []
             for item_id in ids:
                 shown = self._shown(db, item_id, None)

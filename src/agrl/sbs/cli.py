@@ -39,7 +39,7 @@ def create(
         help="label scheme: default, esci, three_level or a YAML file (default: the one the pairs' manifest.json names, else default)")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing study file")] = False,
     gold: Annotated[str | None, typer.Option(
-        help="gold items: JSONL/CSV rows with the id of a pair in --pairs and its known answer: better "
+        help="gold items: JSONL rows with the id of a pair in --pairs and its known answer: better "
              "(a, b, both_good, both_bad) and/or label; shown unmarked to every rater")] = None,
     gold_share: Annotated[float, typer.Option(help="the share of the items that are gold, in (0, 1)")] = 0.1,
     show: Annotated[str | None, typer.Option(

@@ -199,6 +199,8 @@ def read_gold(path: str | Path, records: dict[str, Record], outputs: tuple[dict,
     the `id` of a pair in --pairs and `better` (the judge known to be right, in judge terms), `label`
     (the right label; the better side then follows from the judges' labels), or both."""
     path = input_file(path, "--gold")
+    if path.suffix not in (".jsonl", ".json", ".ndjson"):
+        raise UserError(f"--gold {path}: give a JSONL file (labels as numbers, which CSV cannot say)")
     gold: dict[str, dict] = {}
     for line, raw in iter_rows(path):
         where = f"{path}:{line}"

@@ -412,6 +412,10 @@ def test_a_gold_file_of_every_pair_gives_some_gold_items_and_leaves_the_rest_ord
     create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "s.sqlite", gold=gold, gold_share=0.25, sample=6)
     items = Study(tmp_path / "s.sqlite").rows()[0]
     assert len(items) == 8 and sum(bool(i["gold"]) for i in items) == 2  # 0.25 * 6 / 0.75
+    as_csv = gold.with_suffix(".csv")
+    as_csv.write_text("id,label\np1,4\n")
+    with pytest.raises(UserError, match="give a JSONL file"):
+        create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "c.sqlite", gold=as_csv)
 
 
 @pytest.mark.parametrize("rows, message", [

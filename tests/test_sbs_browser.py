@@ -1,12 +1,17 @@
 """The SBS rating page in a real browser: Playwright driving the system's Chromium (Debian's `chromium`).
 
-A person's session: give a name, answer with the mouse and with the keyboard, reload mid-study and go on,
-undo, comment, finish, read the results page. Hostile titles and reasoning must show as characters.
+Two raters, each from their own link (token): one answers with the mouse and the keyboard, reloads
+mid-study and goes on, undoes, comments, finishes; the other disagrees. A gold item sits among the items,
+unmarked. The lead, from the lead's link, settles a disagreement, reads the results (gold accuracy per
+rater) and downloads the export; a rater cannot open the results. Hostile titles and reasoning must show
+as characters.
 Skipped, with the reason, where Playwright or Chromium is missing (`.ci/run` installs both).
 
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_sbs_browser.py
 """
 
+import csv
+import json
 import os
 import shutil
 import socket
@@ -33,8 +38,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 @pytest.fixture
 def served(tmp_path):
     paths = write_inputs(tmp_path / "in", n=6, hostile=True)
+    gold = tmp_path / "in" / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "p1", "label": 4}) + "\n")  # A says 4, B says 2: A is right
     study = tmp_path / "study.sqlite"
-    create(paths["a"], paths["b"], paths["pairs"], study, seed=0)
+    create(paths["a"], paths["b"], paths["pairs"], study, seed=0, raters_per_item=2, gold=gold)
+    tokens = Study(study).add_raters(["ana", "bo"])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -45,21 +53,22 @@ def served(tmp_path):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", study
+    url = f"http://127.0.0.1:{port}"
+    yield url, study, {name: f"{url}/#token={token}" for name, token in tokens.items()}
     server.should_exit = True
     thread.join(timeout=10)
 
 
 @pytest.fixture
-def page():
+def browser():
     with sync_api.sync_playwright() as play:
         browser = play.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser.new_page()
+        yield browser
         browser.close()
 
 
-def _answers(study):
-    return {a["item_id"]: a for a in Study(study).rows()[1]}
+def _answers(study, rater="ana"):
+    return {a["item_id"]: a for a in Study(study).rows()[1] if a["rater"] == rater}
 
 
 def _check_text_only(page):
@@ -76,15 +85,17 @@ def _check_text_only(page):
     return False
 
 
-def test_a_rater_session_in_chromium(served, page):
-    url, study = served
+def test_two_raters_a_gold_item_an_adjudication_and_the_export_in_chromium(served, browser, tmp_path):
+    url, study, links = served
     expect = sync_api.expect
-    page.goto(url)
-    page.fill("#name", "ana")
-    page.click("text=Start")
-    expect(page.locator("#count")).to_have_text("0 / 6 done")
+    page = browser.new_context().new_page()  # each person their own browser profile (cookies)
+    page.goto(links["ana"])
+    expect(page.locator("#rater-name")).to_have_text("ana")
+    assert "token" not in page.url  # the token left the address bar (and history) once used
+    expect(page.locator("#count")).to_have_text("0 / 6 done")  # 5 items and the gold one, unmarked
     seen_hostile = _check_text_only(page)
     expect(page.locator("#right .reasoning, #left .reasoning").first).not_to_be_empty()
+    expect(page.locator("#left .score, #right .score").first).to_contain_text("on 1–4")  # the scale, stated
 
     page.click("button[data-choice=left]")  # 1: the mouse
     expect(page.locator("#count")).to_have_text("1 / 6 done")
@@ -96,8 +107,9 @@ def test_a_rater_session_in_chromium(served, page):
     page.keyboard.press("b")
     expect(page.locator("#count")).to_have_text("2 / 6 done")
     assert _answers(study)[second]["label"] == 3 and _answers(study)[second]["choice"] == "right"
+    assert _answers(study)[second]["latency_ms"] > 0  # measured by the page
 
-    page.reload()  # mid-study: the page remembers the rater and goes on where they stopped
+    page.reload()  # mid-study: the page remembers the rater (its cookie) and goes on where they stopped
     expect(page.locator("#count")).to_have_text("2 / 6 done")
     assert page.evaluate("item.id") not in _answers(study)
 
@@ -119,22 +131,60 @@ def test_a_rater_session_in_chromium(served, page):
     expect(page.locator("#count")).to_have_text("3 / 6 done")
     assert _answers(study)[third]["comment"] == "a b g x: the titles disagree"
 
+    gold = next(i for i in Study(study).rows()[0] if i["gold"])
+    a_side = "right" if gold["flipped"] else "left"  # where judge A, the gold answer, sits
     while page.locator("#rate").is_visible():
         seen_hostile |= _check_text_only(page)
         done = page.locator("#count").inner_text()
-        page.click("button[data-choice=right]")
+        page.click(f"button[data-choice={a_side if page.evaluate('item.id') == gold['id'] else 'right'}]")
         expect(page.locator("#count")).not_to_have_text(done)
     expect(page.locator("#done")).to_be_visible()
     assert seen_hostile, "the item with the hostile title was never shown"
-    answers = _answers(study)
-    assert len(answers) == 6 and {a["rater"] for a in answers.values()} == {"ana"}
+    assert len(_answers(study)) == 6
+    assert page.goto(f"{url}/results").status == 403  # the results are the lead's
 
-    page.click("text=See the results")
-    expect(page.locator("h1")).to_have_text("Side-by-side study: judge B against judge A")
-    row = page.locator("table").first.locator("tr").nth(1).locator("td")
-    counts = [row.nth(i).inner_text() for i in (1, 2)]
-    assert counts == ["6", "6"]  # items, answers
-    verdicts = [a["verdict"] for a in answers.values()]
-    assert [row.nth(i).inner_text() for i in (5, 6, 7, 8)] == [
-        str(verdicts.count(v)) for v in ("b", "a", "both_good", "both_bad")]
-    assert page.evaluate("window.pwned") is None
+    bo = browser.new_context().new_page()  # the second rater: left on everything, the gold item wrong
+    bo.goto(links["bo"])
+    expect(bo.locator("#rater-name")).to_have_text("bo")
+    expect(bo.locator("#count")).to_have_text("0 / 6 done")
+    while bo.locator("#rate").is_visible():
+        done = bo.locator("#count").inner_text()
+        bo.click(f"button[data-choice={'right' if a_side == 'left' else 'left'}]"
+                 if bo.evaluate("item.id") == gold["id"] else "button[data-choice=left]")
+        expect(bo.locator("#count")).not_to_have_text(done)
+    assert len(_answers(study, "bo")) == 6 and len(_answers(study)) == 6  # nobody overwrote anybody
+
+    lead = browser.new_context(accept_downloads=True).new_page()
+    lead.goto(links["lead"])
+    expect(lead.locator("#lead")).to_be_visible()
+    cases = lead.locator("#adjudicate .case")
+    expect(cases.first).to_be_visible()
+    assert cases.count() == int(lead.locator("#disagree-count").inner_text()) >= 1
+    first = cases.first
+    settled_item = int(first.get_attribute("data-item"))
+    expect(first.locator("td").first).to_have_text("ana")
+    first.locator("select").select_option("2")
+    first.locator("button[data-settle=right]").click()
+    expect(lead.locator(f"#adjudicate .case[data-item='{settled_item}'] .settled")).to_have_text(
+        "Settled: B is better, label 2")
+    (adjudicated,) = [i["adjudication"] for i in Study(study).rows()[0] if i["adjudication"]]
+    assert (adjudicated["item_id"], adjudicated["choice"], adjudicated["label"]) == (settled_item, "right", 2)
+
+    with lead.expect_download() as download:
+        lead.click("#export-csv")
+    exported = tmp_path / "answers.csv"
+    download.value.save_as(exported)
+    rows = list(csv.DictReader(exported.open()))
+    assert len(rows) == 12 and {r["rater"] for r in rows} == {"ana", "bo"}
+    assert sum(r["gold"] == "True" for r in rows) == 2 and all(r["latency_ms"] for r in rows)
+
+    lead.goto(f"{url}/results")
+    expect(lead.locator("h1")).to_have_text("Side-by-side study: judge B against judge A")
+    row = lead.locator("table").first.locator("tr").nth(1).locator("td")
+    assert [row.nth(i).inner_text() for i in (1, 2, 11)] == ["5", "10", "1"]  # items, answers, adjudicated
+    gold_table = lead.locator("h2:text('Raters on the gold items') + p + table")
+    ana_right = _answers(study)[gold["id"]]["verdict"] == "a"  # the scripted keys above may have met it first
+    assert gold_table.locator("tr").nth(1).inner_text().split("\t")[:3] == ["ana", "1", f"{ana_right:.3f}"]
+    assert gold_table.locator("tr").nth(2).inner_text().split("\t")[:3] == ["bo", "1", "0.000"]
+    for p in (page, bo, lead):
+        assert p.evaluate("window.pwned") is None

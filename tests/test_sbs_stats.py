@@ -86,10 +86,11 @@ def test_accuracy_against_the_raters_majority_label():
     answers = _answers({1: [("ana", "b", 4)], 2: [("ana", "a", 2), ("bo", "a", 2), ("cy", "a", 3)],
                         3: [("ana", "b", 1), ("bo", "b", 2)], 4: [("ana", "b", None)]})
     items = _items(4, labels={1: (4, 4), 2: (4, 2), 3: (1, 1), 4: (4, 1)})
-    accuracy = judge_accuracy(items, answers, resamples=200)
+    accuracy = judge_accuracy(items, answers, resamples=200, min_items=1)
     assert accuracy["items"] == 2 and accuracy["tied"] == 1
     assert accuracy["a"]["value"] == pytest.approx(0.5) and accuracy["b"]["value"] == pytest.approx(1.0)
     assert accuracy["b"]["interval"] == (1.0, 1.0)
+    assert judge_accuracy(items, answers, resamples=200)["b"]["interval"] is None  # 2 items: under the minimum
 
 
 def test_strata_are_broken_down():
@@ -98,3 +99,40 @@ def test_strata_are_broken_down():
     assert summary["strata"]["brand"]["win_rate"]["value"] == 1.0
     assert summary["strata"]["negation"]["win_rate"]["value"] == 0.0
     assert summary["overall"]["win_rate"]["value"] == pytest.approx(2 / 3)
+
+
+def test_no_interval_below_the_minimum_of_items():
+    """One answer once gave a win rate of 0.000 with the interval [0.000, 0.000]."""
+    summary = summarize(_items(1), _answers({1: [("ana", "a", None)]}), resamples=50)
+    assert summary["overall"]["win_rate"] == {"value": 0.0, "interval": None} and summary["min_items"] == 10
+    assert win_rate([1.0] * 9 + [0.0], [1.0] * 10, resamples=50)["interval"] is not None
+    assert win_rate([1.0] * 8 + [0.0], [1.0] * 9, resamples=50)["interval"] is None
+    assert win_rate([1.0, 0.0], [1.0, 1.0], resamples=50, min_items=2)["interval"] is not None
+
+
+def test_gsb_is_good_minus_bad_beside_the_win_rate():
+    # items: B, B, A, both good, both bad, and one split B / both bad -> good = 2.5/6, bad = 1/6, same = 2.5/6
+    answers = _answers({1: [("ana", "b", None)], 2: [("ana", "b", None)], 3: [("ana", "a", None)],
+                        4: [("ana", "both_good", None)], 5: [("ana", "both_bad", None)],
+                        6: [("ana", "b", None), ("bo", "both_bad", None)]})
+    gsb = summarize(_items(6), answers, resamples=50)["overall"]["gsb"]
+    assert (gsb["good"], gsb["same"], gsb["bad"]) == pytest.approx((2.5 / 6, 2.5 / 6, 1 / 6))
+    assert gsb["value"] == pytest.approx(1.5 / 6)
+    win = summarize(_items(6), answers, resamples=50)["overall"]["win_rate"]["value"]
+    assert gsb["value"] == pytest.approx(2 * win - 1)
+
+
+def test_gold_accuracy_per_rater_and_the_threshold_leaves_raters_out():
+    items = _items(4)
+    items[0]["gold"] = {"better": "b", "label": 4}
+    items[1]["gold"] = {"better": "a", "label": None}
+    answers = _answers({1: [("ana", "b", 4), ("bo", "a", 2)], 2: [("ana", "a", None), ("bo", "a", None)],
+                        3: [("ana", "b", None), ("bo", "a", None)], 4: [("cy", "a", None)]})
+    summary = summarize(items, answers, resamples=50)
+    assert summary["gold"]["raters"]["ana"] == {"items": 2, "right": 2, "labels": 1, "labels_right": 1,
+                                                     "accuracy": 1.0, "label_accuracy": 1.0}
+    assert summary["gold"]["raters"]["bo"]["accuracy"] == 0.5 and "cy" not in summary["gold"]["raters"]
+    assert summary["items"] == 2 and summary["overall"]["answers"] == 3  # gold items count only here
+    strict = summarize(items, answers, resamples=50, min_gold_accuracy=0.75)
+    assert strict["gold"]["left_out"] == ["bo"] and strict["raters"] == ["ana", "cy"]  # cy: no gold yet, kept
+    assert strict["overall"]["counts"] == {"b": 1, "a": 1, "both_good": 0, "both_bad": 0}

@@ -5,6 +5,7 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_sbs_study.py
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -35,6 +36,19 @@ def study(inputs, tmp_path):
     out = tmp_path / "study.sqlite"
     create(inputs["a"], inputs["b"], inputs["pairs"], out, seed=1, raters_per_item=2)
     return out
+
+
+def client_of(study, name=None, tokens=None):
+    """A client holding one person's token (the lead's under "lead"), or none."""
+    client = TestClient(make_app(study))
+    if name is not None:
+        client.headers["Authorization"] = f"Bearer {tokens[name]}"
+    return client
+
+
+@pytest.fixture
+def tokens(study):
+    return Study(study).add_raters(["ana", "bo", "cy", "done"])
 
 
 def _rows(path, table):
@@ -115,27 +129,42 @@ def test_serve_binds_this_machine_unless_told_otherwise(study, monkeypatch):
     assert CliRunner().invoke(cli, ["sbs", "serve", str(study)]).exit_code == 0
     public = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--host", "0.0.0.0", "--public"])
     assert public.exit_code == 0 and "warning: listening on 0.0.0.0" in public.output
-    assert calls == [(str(study), "127.0.0.1", 8080), (str(study), "0.0.0.0", 8080)]
+    assert calls == [(str(study), "127.0.0.1", 8080, None), (str(study), "0.0.0.0", 8080, None)]
+
+
+def test_serve_prints_a_link_per_rater_and_the_lead_and_keeps_tokens(study, monkeypatch):
+    monkeypatch.setattr("agrl.sbs.app.serve", lambda *args: None)
+    first = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--rater", "ana", "--rater", "bo"])
+    assert first.exit_code == 0, first.output
+    links = dict(line.strip().rsplit(": ", 1) for line in first.output.splitlines() if "#token=" in line)
+    assert set(links) == {"lead (results, adjudication, export)", "ana", "bo"}
+    assert len({link.split("#token=")[1] for link in links.values()}) == 3  # one token each
+    again = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--rater", "cy"])  # a restart keeps the links
+    assert all(link in again.output for link in links.values()) and "cy: http" in again.output
+    for name in ("ANA", "Lead"):  # names differ in more than case; the lead's name is taken
+        result = CliRunner().invoke(cli, ["sbs", "serve", str(study), "--rater", name])
+        assert (result.exit_code == 0) == (name == "ANA"), result.output
+    tokens = Study(study).add_raters([])
+    assert "ANA" not in tokens and set(tokens) == {"lead", "ana", "bo", "cy"}
 
 
 # ---------------------------------------------------------------------------- the API
 
 
-def test_rater_flow_answer_undo_replace_and_k_raters(study):
-    client = TestClient(make_app(study))
-    first = client.get("/api/next", params={"rater": "ana"}).json()
+def test_rater_flow_answer_undo_replace_and_k_raters(study, tokens):
+    client, bo, cy = (client_of(study, name, tokens) for name in ("ana", "bo", "cy"))
+    first = client.get("/api/next").json()
     assert first["progress"] == {"done": 0, "total": 12}
     item = first["item"]
     assert set(item) == {"id", "query", "product", "left", "right", "previous"}  # no judge names: blinded
-    ok = client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "left", "label": 3})
+    ok = client.post("/api/answer", json={"item_id": item["id"], "choice": "left", "label": 3, "latency_ms": 1500})
     assert ok.status_code == 200 and ok.json()["progress"]["done"] == 1
-    assert client.get("/api/next", params={"rater": "ana"}).json()["item"]["id"] != item["id"]
-    undone = client.post("/api/undo", json={"rater": "ana"}).json()
+    assert client.get("/api/next").json()["item"]["id"] != item["id"]
+    undone = client.post("/api/undo", json={}).json()
     assert undone["item"]["id"] == item["id"] and undone["item"]["previous"]["label"] == 3
-    assert client.get("/api/next", params={"rater": "ana"}).json()["item"]["id"] == item["id"]  # resumes there
+    assert client.get("/api/next").json()["item"]["id"] == item["id"]  # resumes there
     client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "both_bad"})
-    replaced = client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "right",
-                                                "replace": True})
+    replaced = client.post("/api/answer", json={"item_id": item["id"], "choice": "right", "replace": True})
     assert replaced.json()["replaced"] is True
     actions = [row[3] for row in _rows(study, "events")]
     assert actions == ["answer", "undo", "answer", "replace"]  # every step kept, in order
@@ -143,10 +172,10 @@ def test_rater_flow_answer_undo_replace_and_k_raters(study):
     flipped = next(i["flipped"] for i in Study(study).rows()[0] if i["id"] == item["id"])
     assert answer[2] == "right" and answer[3] == ("a" if flipped else "b")  # stored in the judges' terms
     # k = 2: a second rater gets the item, a third does not
-    client.post("/api/answer", json={"rater": "bo", "item_id": item["id"], "choice": "left"})
-    third = client.post("/api/answer", json={"rater": "cy", "item_id": item["id"], "choice": "left"})
+    bo.post("/api/answer", json={"item_id": item["id"], "choice": "left"})
+    third = cy.post("/api/answer", json={"item_id": item["id"], "choice": "left"})
     assert third.status_code == 409 and "already answered by 2" in third.json()["detail"]
-    assert client.get("/api/next", params={"rater": "cy"}).json()["item"]["id"] != item["id"]
+    assert cy.get("/api/next").json()["item"]["id"] != item["id"]
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -155,16 +184,20 @@ def test_rater_flow_answer_undo_replace_and_k_raters(study):
     ({"rater": "ana", "item_id": "1", "choice": "left"}, 422, "item_id"),  # not an integer
     ({"rater": "ana", "item_id": 1, "choice": "maybe"}, 422, "choice"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "label": 7}, 422, "label"),
-    ({"rater": "", "item_id": 1, "choice": "left"}, 422, "rater"),
+    ({"rater": "ana", "item_id": 10**30, "choice": "left"}, 422, "item_id"),  # over SQLite's integer
+    ({"rater": "ana", "item_id": -1, "choice": "left"}, 422, "item_id"),
+    ({"rater": "ana", "item_id": 1, "choice": "left", "latency_ms": -5}, 422, "latency_ms"),
     ({"rater": "ana", "item_id": 1, "choice": "left", "admin": True}, 422, "admin"),  # unknown field
     ({"rater": "ana", "item_id": 1, "choice": "left", "comment": "x" * 2001}, 422, "comment"),
     ({"rater": "done", "item_id": 1, "choice": "left"}, 409, "answered it already"),  # a second answer
     ("{not json", 422, ""),
     ([1, 2], 422, ""),
 ])
-def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, body, status, message):
-    client = TestClient(make_app(study))
-    client.post("/api/answer", json={"rater": "done", "item_id": 1, "choice": "left"})
+def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, tokens, body, status, message):
+    client = client_of(study, "done", tokens)
+    client.post("/api/answer", json={"item_id": 1, "choice": "left"})
+    if isinstance(body, dict) and body.get("rater") == "ana":
+        client = client_of(study, "ana", tokens)
     before = (_rows(study, "answers"), _rows(study, "events"))
     if isinstance(body, str):
         response = client.post("/api/answer", content=body, headers={"Content-Type": "application/json"})
@@ -175,28 +208,41 @@ def test_bad_requests_are_4xx_with_a_message_and_write_nothing(study, body, stat
     assert (_rows(study, "answers"), _rows(study, "events")) == before
 
 
-def test_undo_with_nothing_to_undo_and_the_results_pages(study):
-    client = TestClient(make_app(study))
-    assert client.post("/api/undo", json={"rater": "ana"}).status_code == 409
+def test_an_item_id_beyond_sqlite_integers_is_a_4xx_not_an_overflow(study):
+    """The landed code answered item_id 10**30 with a plain-text 500 (SQLite's OverflowError)."""
+    with pytest.raises(Refused) as refused:
+        Study(study).answer("ana", 10**30, "left")
+    assert refused.value.status == 404
+    client = client_of(study, "ana", Study(study).add_raters(["ana"]))
+    for body in ({"item_id": 10**30, "choice": "left"}, {"item_id": 2**63, "choice": "left"}):
+        response = client.post("/api/answer", json=body)
+        assert response.status_code == 422 and "item_id" in json.dumps(response.json()["detail"])
+    assert _rows(study, "events") == []
+
+
+def test_undo_with_nothing_to_undo_and_the_results_pages(study, tokens):
+    client, lead = client_of(study, "ana", tokens), client_of(study, "lead", tokens)
+    assert client.post("/api/undo", json={}).status_code == 409
     assert _rows(study, "events") == []
     for item in Study(study).rows()[0][:4]:
-        client.post("/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": "left"})
-    summary = client.get("/api/results").json()
+        client.post("/api/answer", json={"item_id": item["id"], "choice": "left"})
+    summary = lead.get("/api/results").json()
     assert summary["answered_items"] == 4 and summary["overall"]["answers"] == 4
-    page = client.get("/results")
+    page = lead.get("/results")
     assert page.status_code == 200 and "win rate of B" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
-def test_report_command_writes_markdown_html_json_and_links_a_run_report(study, tmp_path):
-    TestClient(make_app(study)).post("/api/answer", json={"rater": "ana", "item_id": 1, "choice": "right"})
+def test_report_command_writes_markdown_html_json_and_links_a_run_report(study, tokens, tmp_path):
+    client_of(study, "ana", tokens).post("/api/answer", json={"item_id": 1, "choice": "right"})
     out = tmp_path / "run_report"
     out.mkdir()
     (out / "report.md").write_text("# a run\n")
     for _ in range(2):  # the link is added once
         result = CliRunner().invoke(cli, ["sbs", "report", str(study), "--out", str(out), "--resamples", "100"])
         assert result.exit_code == 0, result.output
-    assert "| all | 1 | 1 |" in (out / "sbs.md").read_text()
+    markdown = (out / "sbs.md").read_text()
+    assert "| all | 1 | 1 | " in markdown and "| – (under 10 items) |" in markdown  # one item: no interval
     assert json.loads((out / "sbs.json").read_text())["answered_items"] == 1
     assert (out / "sbs.html").read_text().startswith("<!doctype html>")
     assert (out / "report.md").read_text().count("## Side-by-side study") == 1
@@ -217,7 +263,7 @@ def _start(study, port):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(300):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/study", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -225,15 +271,16 @@ def _start(study, port):
     raise AssertionError(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
 
 
-def test_kill_9_between_answers_loses_nothing(study):
+def test_kill_9_between_answers_loses_nothing(study, tokens):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = _start(study, port)
     given = []
+    ana = {"Authorization": f"Bearer {tokens['ana']}"}
     try:
         for choice in ("left", "right", "both_good"):
-            item = httpx.get(f"{url}/api/next", params={"rater": "ana"}).json()["item"]
-            r = httpx.post(f"{url}/api/answer", json={"rater": "ana", "item_id": item["id"], "choice": choice})
+            item = httpx.get(f"{url}/api/next", headers=ana).json()["item"]
+            r = httpx.post(f"{url}/api/answer", json={"item_id": item["id"], "choice": choice}, headers=ana)
             assert r.status_code == 200
             given.append((item["id"], choice))
     finally:
@@ -243,7 +290,7 @@ def test_kill_9_between_answers_loses_nothing(study):
     assert stored == given
     server = _start(study, port)  # a restarted server resumes the rater after the last answer
     try:
-        assert httpx.get(f"{url}/api/next", params={"rater": "ana"}).json()["progress"]["done"] == 3
+        assert httpx.get(f"{url}/api/next", headers=ana).json()["progress"]["done"] == 3
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
@@ -294,3 +341,140 @@ def test_the_pairs_are_read_under_the_scheme_their_manifest_names(inputs, tmp_pa
                                       "--pairs", str(inputs["pairs"]), "--out", str(out)])
     assert result.exit_code == 2 and "pairs.jsonl:1: label" in result.output  # 4 is not a three_level code
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- issue 29: gold, fields, bad numbers
+
+
+@pytest.mark.parametrize("key, field, bad", [("a", "score", "NaN"), ("a", "score", "1e400"),
+                                             ("b_rows", "expected_relevance", "-Infinity")])
+def test_non_finite_scores_are_refused_at_create_naming_file_line_field(inputs, tmp_path, key, field, bad):
+    lines = inputs[key].read_text().splitlines(True)
+    row = json.loads(lines[1])
+    row[field] = 12345.5
+    lines[1] = json.dumps(row).replace("12345.5", bad) + "\n"  # what Python's json writes for nan and inf
+    inputs[key].write_text("".join(lines))
+    out = tmp_path / "study.sqlite"
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"{inputs[key].name}:2: {field}: " in result.output and "not a finite number" in result.output
+    assert not out.exists()
+
+
+def _gold_file(inputs, rows):
+    path = inputs["pairs"].parent / "gold.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_gold_items_are_mixed_in_unmarked_open_to_every_rater_and_left_out_of_the_win_rate(inputs, tmp_path):
+    # p1, p3: A says 4 (right: the pairs' label), B says 2 -> better "a"; p5 given as "b" outright
+    gold = _gold_file(inputs, [{"id": "p1", "label": 4}, {"id": "p3", "label": 4}, {"id": "p5", "better": "b"}])
+    out = tmp_path / "study.sqlite"
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(out), "--gold", str(gold),
+                                      "--gold-share", "0.2"])
+    assert result.exit_code == 0 and "(3 gold)" in result.output, result.output  # 0.2 * 12 / 0.8 -> 3
+    study = Study(out)
+    items = study.rows()[0]
+    golds = [i for i in items if i["gold"]]
+    assert len(items) == 12 and len(golds) == 3 and {i["pair_id"] for i in golds} == {"p1", "p3", "p5"}
+    assert all(i["gold"]["better"] == ("b" if i["pair_id"] == "p5" else "a") for i in golds)
+    tokens = study.add_raters(["ana", "bo", "cy"])
+    clients = {n: client_of(out, n, tokens) for n in ("ana", "bo", "cy")}
+    seen = set()
+    for name, client in clients.items():  # k = 1, yet every rater gets every gold item
+        while (item := client.get("/api/next").json()["item"]) is not None:
+            assert set(item) == {"id", "query", "product", "left", "right", "previous"}  # unmarked
+            seen.add((name, item["id"]))
+            gold_item = next((g for g in golds if g["id"] == item["id"]), None)
+            right_side = "left" if (gold_item and gold_item["gold"]["better"] == "a") != bool(
+                gold_item and gold_item["flipped"]) else "right"
+            choice = right_side if name != "cy" or not gold_item else "both_bad"  # cy misses every gold item
+            assert client.post("/api/answer", json={"item_id": item["id"], "choice": choice}).status_code == 200
+    for name in clients:
+        assert {g["id"] for g in golds} <= {i for n, i in seen if n == name}
+    summary = client_of(out, "lead", tokens).get("/api/results").json()
+    assert summary["items"] == 9 and summary["overall"]["answers"] == 9  # gold answers count nowhere else
+    assert {n: g["accuracy"] for n, g in summary["gold"]["raters"].items()} == {"ana": 1.0, "bo": 1.0, "cy": 0.0}
+    report = CliRunner().invoke(cli, ["sbs", "report", str(out), "--min-gold-accuracy", "0.5", "--format", "json",
+                                      "--resamples", "50"])
+    data = json.loads(report.output[: report.output.rindex("}") + 1])
+    assert data["gold"]["left_out"] == ["cy"] and "cy" not in data["raters"]
+    assert data["overall"]["answers"] == 9 - sum(1 for n, i in seen if n == "cy" and i not in {g["id"] for g in golds})
+    markdown = (tmp_path / "study_report" / "sbs.md").read_text()
+    assert "## Raters on the gold items" in markdown and "| cy | 3 | 0.000 | – | yes |" in markdown
+
+
+def test_a_gold_file_of_every_pair_gives_some_gold_items_and_leaves_the_rest_ordinary(inputs, tmp_path):
+    gold = _gold_file(inputs, [{"id": f"p{i}", "label": 4} for i in range(12)])
+    create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "s.sqlite", gold=gold, gold_share=0.25, sample=6)
+    items = Study(tmp_path / "s.sqlite").rows()[0]
+    assert len(items) == 8 and sum(bool(i["gold"]) for i in items) == 2  # 0.25 * 6 / 0.75
+    as_csv = gold.with_suffix(".csv")
+    as_csv.write_text("id,label\np1,4\n")
+    with pytest.raises(UserError, match="give a JSONL file"):
+        create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "c.sqlite", gold=as_csv)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"id": "nope", "label": 4}], "gold.jsonl:1: id: 'nope' is not a pair"),
+    ([{"id": "p1"}], "gold.jsonl:1: better, label"),
+    ([{"id": "p1", "better": "left"}], "gold.jsonl:1: better: 'left'"),
+    ([{"id": "p1", "label": 4}, {"id": "p1", "label": 4}], "gold.jsonl:2: id: 'p1' repeats"),
+])
+def test_bad_gold_files_are_one_line_errors(inputs, tmp_path, rows, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "s.sqlite", gold=_gold_file(inputs, rows))
+
+
+def test_raters_see_the_chosen_fields_entities_decoded_and_no_identifiers(inputs, tmp_path):
+    rows = [json.loads(line) for line in inputs["pairs"].read_text().splitlines()]
+    for row in rows:
+        row["product"] |= {"product_uid": 100001, "title": "Tom &amp; Jerry &lt;b&gt; drill"}
+    inputs["pairs"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "all.sqlite")
+    study = Study(tmp_path / "all.sqlite")
+    item = study.next_for("ana")["item"]
+    assert "product_uid" not in item["product"] and item["product"]["title"] == "Tom & Jerry <b> drill"
+    assert client_of(study.path, "ana", study.add_raters(["ana"])).get("/api/next").json()["item"] == item
+    assert "&amp;" in study.rows()[0][0]["product"]  # stored as given: only the display decodes
+    create(inputs["a"], inputs["b"], inputs["pairs"], tmp_path / "some.sqlite", show=["title", "price"])
+    some = Study(tmp_path / "some.sqlite")
+    item = client_of(some.path, "ana", some.add_raters(["ana"])).get("/api/next").json()["item"]
+    assert list(item["product"]) == ["title", "price"]
+    about = client_of(some.path, "ana", some.add_raters([])).get("/api/study").json()
+    assert about["score_range"] == "1–4" and "expected label" in about["score"]
+    result = CliRunner().invoke(cli, ["sbs", "create", "--a", str(inputs["a"]), "--b", str(inputs["b"]),
+                                      "--pairs", str(inputs["pairs"]), "--out", str(tmp_path / "x.sqlite"),
+                                      "--show", "title,colour"])
+    assert result.exit_code == 2 and "no product has a field 'colour'" in result.output
+
+
+def test_sbs_md_escapes_what_raters_and_queries_bring(inputs, tmp_path):
+    """A rater name or a query (a stratum) holding `|` or HTML must not shift or inject into sbs.md's tables."""
+    rows = [json.loads(line) for line in inputs["pairs"].read_text().splitlines()]
+    for row in rows:
+        row["query"] = f"drill | saw <img src=x onerror=alert(1)> {row['id']}"
+    inputs["pairs"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("b_rows",):
+        fixed = [json.loads(line) for line in inputs[name].read_text().splitlines()]
+        for row in fixed:
+            row.pop("query", None)
+        inputs[name].write_text("".join(json.dumps(r) + "\n" for r in fixed))
+    out = tmp_path / "s.sqlite"
+    create(inputs["a"], inputs["b"], inputs["pairs"], out, stratify="query", raters_per_item=2)
+    study = Study(out)
+    for item_id in (1, 2, 3):
+        study.answer("x|y <b>bold</b>", item_id, "left")
+        study.answer("zo", item_id, "right")
+    CliRunner().invoke(cli, ["sbs", "report", str(out), "--out", str(tmp_path / "r"), "--resamples", "20"])
+    markdown = (tmp_path / "r" / "sbs.md").read_text()
+    assert "<b>" not in markdown and "<img" not in markdown
+    tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("|")]
+    assert len(tables) >= 3
+    for table in tables:  # every row has its header's number of columns (unescaped pipes)
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+        assert len(widths) == 1, table
+    assert "x\\|y &lt;b&gt;bold&lt;/b&gt;" in markdown

@@ -704,7 +704,7 @@ def data_agreement(
 
 
 # ---------------------------------------------------------------------------- side-by-side evaluation by people
-# `agrl sbs create|serve|report` (sbs/cli.py).
+# `agrl sbs create|serve|report|export` (sbs/cli.py).
 
 from agrl.sbs.cli import sbs_app  # light: typer only; each command imports its own work
 
@@ -748,8 +748,9 @@ EXAMPLES = {
     "sbs": "agrl sbs create --a a.json --b b.json --pairs pairs.jsonl --out study.sqlite --sample 50",
     "sbs create": "agrl sbs create --a runs/demo/sft/eval/eval_balanced.json --b runs/demo/agrl/eval/eval_balanced.json "
                   "--pairs runs/demo/data/eval_balanced.jsonl --out study.sqlite --sample 50 --agreed skip",
-    "sbs serve": "agrl sbs serve study.sqlite --port 8080",
-    "sbs report": "agrl sbs report study.sqlite --out runs/demo/report",
+    "sbs serve": "agrl sbs serve study.sqlite --rater ana --rater bo --port 8080",
+    "sbs report": "agrl sbs report study.sqlite --out runs/demo/report --min-gold-accuracy 0.7",
+    "sbs export": "agrl sbs export study.sqlite --out answers.csv",
 }
 
 

@@ -4,7 +4,8 @@
 `agrl score` JSONL, or a model directory, which is scored here in one pass: label and score, no
 reasoning), samples items with a seed (stratified by a field when asked; pairs where the judges give
 the same label kept, skipped, or kept with probability w and counted 1/w), randomises which judge is
-shown on the left, records the provenance, and writes the file (store.py: its schema and later use).
+shown on the left, mixes in gold items (pairs with a known answer) at a set share, records the
+provenance, and writes the file (store.py: its schema and later use).
 
     create("a.json", "b.json", "pairs.jsonl", "study.sqlite", sample=50, agreed="skip")
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -37,7 +39,7 @@ from agrl.data import (
 )
 from agrl.errors import UserError
 from agrl.files import input_file
-from agrl.sbs.store import FORMAT, SCHEMA
+from agrl.sbs.store import FORMAT, SCHEMA, VERDICTS
 from agrl.schemes import Scheme, load_scheme
 
 STRATA = ("family", "query", "disagreement")
@@ -105,8 +107,11 @@ def _row_output(row: dict, scheme: Scheme, where: str) -> Output:
         raise UserError(f"{where}: label: {label!r} is not a code of scheme {scheme.name} {list(scheme.codes)}")
     if text is not None and not isinstance(text, str):
         raise UserError(f"{where}: completion: must be a string")
+    field = "expected_relevance" if "completion" in row or "pred" in row else "score"
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
-        raise UserError(f"{where}: score: must be a number, got {score!r}")
+        raise UserError(f"{where}: {field}: must be a number, got {score!r}")
+    if score is not None and not math.isfinite(score):  # JSON NaN / 1e400: shown as "null" otherwise
+        raise UserError(f"{where}: {field}: {score!r} is not a finite number")
     name = scheme.name_of(label) if label is not None else f"invalid output ({reason or 'rejected'})"
     return Output(label, name, _reasoning(text) if text else None, None if score is None else float(score))
 
@@ -189,6 +194,52 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_gold(path: str | Path, records: dict[str, Record], outputs: tuple[dict, dict], scheme: Scheme) -> dict:
+    """Pair id -> {"better": a|b|both_good|both_bad, "label": code or None} from a gold file: rows with
+    the `id` of a pair in --pairs and `better` (the judge known to be right, in judge terms), `label`
+    (the right label; the better side then follows from the judges' labels), or both."""
+    path = input_file(path, "--gold")
+    if path.suffix not in (".jsonl", ".json", ".ndjson"):
+        raise UserError(f"--gold {path}: give a JSONL file (labels as numbers, which CSV cannot say)")
+    gold: dict[str, dict] = {}
+    for line, raw in iter_rows(path):
+        where = f"{path}:{line}"
+        if isinstance(raw, RowError) or not isinstance(raw, dict):
+            raise UserError(f"{where}: not a JSON object")
+        pid = raw.get("id")
+        pid = None if pid is None or isinstance(pid, bool) else str(pid)
+        if pid not in records:
+            raise UserError(f"{where}: id: {raw.get('id')!r} is not a pair of the --pairs file")
+        if pid in gold:
+            raise UserError(f"{where}: id: {pid!r} repeats an earlier row")
+        label, better = raw.get("label"), raw.get("better")
+        if label is not None and (isinstance(label, bool) or label not in scheme.codes):
+            raise UserError(f"{where}: label: {label!r} is not a code of scheme {scheme.name} {list(scheme.codes)}")
+        if better is not None and better not in VERDICTS:
+            raise UserError(f"{where}: better: {better!r} is not one of {', '.join(VERDICTS)}")
+        if better is None and label is None:
+            raise UserError(f"{where}: better, label: give the known better side, the right label, or both")
+        if better is None:
+            a_right, b_right = outputs[0][pid].label == label, outputs[1][pid].label == label
+            better = ("both_good" if a_right else "both_bad") if a_right == b_right else ("a" if a_right else "b")
+        gold[pid] = {"better": better, "label": label}
+    if not gold:
+        raise UserError(f"{path}: no gold rows")
+    return gold
+
+
+def check_show(show: list[str] | None, products: list[dict]) -> list[str] | None:
+    """--show: fields that some product has, in the order given."""
+    if not show:
+        return None
+    known = {key for product in products for key in product}
+    for name in show:
+        if name not in known:
+            raise UserError(f"--show {','.join(show)}: no product has a field {name!r}; "
+                            f"they have {', '.join(sorted(known))}")
+    return show
+
+
 # ---------------------------------------------------------------------------- sampling
 
 
@@ -231,8 +282,14 @@ def create(
     raters_per_item: int = 1,
     scheme: str | None = None,
     force: bool = False,
+    gold: str | Path | None = None,
+    gold_share: float = 0.1,
+    show: list[str] | None = None,
 ) -> dict:
-    """Write a study file; return its summary (items, agreed pairs, strata). Nothing is written on error."""
+    """Write a study file; return its summary (items, agreed pairs, gold items). Nothing is written on error.
+
+    `gold`: a file of pairs with a known answer (read_gold), mixed in unmarked at `gold_share` of the
+    items and open to every rater; `show`: the product fields raters see (default: all but identifiers)."""
     if stratify not in (None, *STRATA):
         raise UserError(f"--stratify {stratify}: must be one of {', '.join(STRATA)}")
     if agreed not in AGREED:
@@ -241,6 +298,8 @@ def create(
         raise UserError(f"--agreed-weight {agreed_weight}: must be in (0, 1]")
     if sample is not None and sample < 1 or raters_per_item < 1:
         raise UserError("--sample and --raters-per-item must be >= 1")
+    if not 0 < gold_share < 1:
+        raise UserError(f"--gold-share {gold_share}: must be in (0, 1)")
     out = Path(out)
     if out.exists() and not force:
         raise UserError(f"--out {out}: exists; pass --force to replace it, or choose another")
@@ -251,6 +310,7 @@ def create(
     records = read_pairs(pairs, label_scheme)
     out_a, prov_a = read_judge(a, records, label_scheme, "--a")
     out_b, prov_b = read_judge(b, records, label_scheme, "--b")
+    known = read_gold(gold, records, (out_a, out_b), label_scheme) if gold else {}
     rng = random.Random(seed)
     agree = {pid: out_a[pid].label == out_b[pid].label for pid in records}
     kept = {pid: 1.0 for pid in records if not agree[pid]}
@@ -258,17 +318,26 @@ def create(
         if agree[pid] and (agreed == "keep" or agreed == "down-weight" and rng.random() < agreed_weight):
             kept[pid] = 1.0 if agreed == "keep" else 1 / agreed_weight
     kept = {pid: kept[pid] for pid in records if pid in kept}
+    # Gold items first, from the gold file: gold_share of what raters see (g / (n + g)), at least one. The
+    # gold file's other pairs stay ordinary candidates (a labelled set may serve as both).
+    n_regular = min(sample, len(kept)) if sample else len(kept)
+    n_gold = min(len(known), max(1, round(gold_share * n_regular / (1 - gold_share)))) if known else 0
+    gold_ids = rng.sample(list(known), n_gold)
+    kept = {pid: weight for pid, weight in kept.items() if pid not in set(gold_ids)}
     if not kept:
-        raise UserError(f"the two judges agree on all {len(records)} pairs: nothing to compare (--agreed keep)")
+        raise UserError(f"the two judges agree on all {len(records)} pairs (gold items aside): nothing to "
+                        "compare (--agreed keep)")
     strata = {pid: stratum_of(records[pid], agree[pid], stratify) for pid in kept}
-    chosen = sample_ids(strata, sample, rng)
-    rng.shuffle(chosen)  # raters see the items in a random order
+    chosen = sample_ids(strata, sample, rng) + gold_ids
+    rng.shuffle(chosen)  # raters see the items in a random order, gold ones among them, unmarked
     rows = []
     for pid in chosen:
         record, flipped = records[pid], rng.random() < 0.5
         product = record.to_dict()["product"]
-        rows.append((pid, record.query, json.dumps(product, ensure_ascii=False), strata[pid], kept[pid],
-                     int(agree[pid]), int(flipped), _dump(out_a[pid]), _dump(out_b[pid])))
+        rows.append((pid, record.query, json.dumps(product, ensure_ascii=False), strata.get(pid),
+                     kept.get(pid, 1.0), int(agree[pid]), int(flipped), _dump(out_a[pid]), _dump(out_b[pid]),
+                     json.dumps(known[pid]) if pid in gold_ids else None))
+    show = check_show(show, [json.loads(row[2]) for row in rows])
     pairs_path = input_file(pairs, "--pairs")
     provenance = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -279,15 +348,19 @@ def create(
         "inputs": {"a": prov_a, "b": prov_b, "pairs": {"path": str(pairs), "sha256": sha256(pairs_path)}},
         "settings": {"sample": sample, "seed": seed, "stratify": stratify, "agreed": agreed,
                      "agreed_weight": agreed_weight if agreed == "down-weight" else None,
-                     "raters_per_item": raters_per_item, "scheme": label_scheme.name},
-        "counts": {"pairs": len(records), "agreed": sum(agree.values()), "items": len(rows)},
+                     "raters_per_item": raters_per_item, "scheme": label_scheme.name,
+                     "gold_share": gold_share if gold else None, "show": show},
+        "counts": {"pairs": len(records), "agreed": sum(agree.values()), "items": len(rows), "gold": n_gold},
     }
+    if gold:
+        provenance["inputs"]["gold"] = {"path": str(gold), "sha256": sha256(input_file(gold, "--gold"))}
     meta = {
         "format": FORMAT,
         "provenance": provenance,
         "judges": {"a": str(a), "b": str(b)},
         "raters_per_item": raters_per_item,
         "scheme": {"name": label_scheme.name, "levels": [[lv.code, lv.name] for lv in label_scheme.levels]},
+        "show": show,
     }
     _write(out, meta, rows)
     return provenance["counts"]
@@ -307,8 +380,8 @@ def _write(out: Path, meta: dict, rows: list[tuple]) -> None:
         with db:
             db.executescript(SCHEMA)
             db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-            db.executemany("INSERT INTO items (pair_id, query, product, stratum, weight, agree, flipped, a, b) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO items (pair_id, query, product, stratum, weight, agree, flipped, a, b, gold) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection is in WAL mode
         db.close()
         os.replace(tmp, out)

@@ -210,6 +210,11 @@ def score(
         + (f" (all in {report.rejects_path})" if report.rejected else "")
         + (f", other shards {report.other_shards}" if part[1] > 1 else "")
     )
+    if part == (0, 1) and not report.rejected:  # labelled input: how the scores fare (graded: RMSE, Spearman)
+        from agrl.metrics import score_metrics, score_metrics_line
+
+        if line := score_metrics_line(score_metrics(output, input, scheme)):
+            console.print(line)
 
 
 @app.command("serve")

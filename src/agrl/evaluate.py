@@ -60,6 +60,7 @@ def judge_outputs(
             adheres=graded.adheres,
             step_accuracy=graded.step_accuracy,
             posterior=posterior,
+            grade=record.extra["grade"] if isinstance(record.extra.get("grade"), (int, float)) else None,
         )
         preds.append(pred)
         rows.append(_row(pred, text, None if graded.valid else graded.parsed))

@@ -560,10 +560,21 @@ def _score_metrics(predictions: str, mtime_ns: int, size: int, source: str, sche
 
     cols = score_columns(predictions, source, scheme_name)
     every = np.arange(len(cols["gold"]))
-    out = {"n": len(cols["gold"]), "scored": sum(p != -1 for p in cols["pred"]),
-           **{m: column_score(cols, m, every, load_scheme(scheme_name)) if len(every) else None for m in SCORE_METRICS}}
+    out = {"n": len(cols["gold"]), "scored": sum(p != -1 for p in cols["pred"])}
+    if any(g is None for g in cols["gold"]):  # unlabelled pairs: nothing to measure against
+        return out
+    out |= {m: column_score(cols, m, every, load_scheme(scheme_name)) if len(every) else None for m in SCORE_METRICS}
     pairs = [(s, g) for s, g in zip(cols["score"], cols["grade"]) if s is not None and g is not None]
     if pairs and all(g is not None for g in cols["grade"]):
         score, grade = np.array(pairs, dtype=float).T
         out |= {"rmse": rmse(score, grade), "spearman": spearman(score, grade)}
     return out
+
+
+def score_metrics_line(metrics: dict) -> str | None:
+    """`agrl score`'s closing line on labelled input: macro-F1, accuracy, and RMSE + Spearman with grades."""
+    if metrics.get("macro_f1") is None:
+        return None
+    names = {"macro_f1": "macro-F1", "accuracy": "accuracy", "rmse": "RMSE", "spearman": "Spearman"}
+    shown = ", ".join(f"{label} {metrics[key]:.3f}" for key, label in names.items() if metrics.get(key) is not None)
+    return f"against the labels of {metrics['scored']:,}/{metrics['n']:,} scored pairs: {shown}"

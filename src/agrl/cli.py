@@ -565,6 +565,29 @@ def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, fl
                       f"labels {size['labels']})")
 
 
+@data_app.command("split")
+def data_split(
+    file: Annotated[str, typer.Argument(help="records: JSONL, CSV, Parquet (plain, or .jsonl.gz / .csv.gz) or hf:NAME")],
+    out: Annotated[str | None, typer.Option("--out", help="output directory: train/validation/test .jsonl + "
+                                            "manifest.json (default: FILE's name without extensions + _split, beside it)")] = None,
+    scheme: Annotated[str | None, typer.Option("--scheme", help=DATA_SCHEME_HELP)] = None,
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    test: TestOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """Split your own records query-disjointly (as the importers do): no query in two splits."""
+    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.schemes import load_scheme
+
+    check_source(file, probe=True)
+    check_not_empty(file)
+    name = resolve_scheme(file, scheme)
+    out = out or str(Path(file).parent / (Path(file).name.split(".")[0] + "_split"))
+    _run_import(out, force, {"FILE": file}, lambda notes: load_records(file, load_scheme(name)),
+                (seed, validation, test), {"source": "split", "input": file, "scheme": name})
+
+
 @import_app.command("home-depot")
 def import_home_depot(
     out: OutOpt,
@@ -742,6 +765,7 @@ EXAMPLES = {
     "data label": "agrl data label pairs.csv labelled.jsonl --rules my_rules.yaml",
     "data synth": "agrl data synth --out runs/data --seed 0 --size small",
     "data agreement": "agrl data agreement runs/home_depot/train.jsonl --out agreement.json",
+    "data split": "agrl data split pairs.csv --test 0.3 --validation 0.1 --seed 0 --out runs/pairs",
     "data import": "agrl data import home-depot --out runs/home_depot",
     "data import home-depot": "agrl data import home-depot --out runs/home_depot --input home_depot.csv.gz",
     "data import qbqtc": "agrl data import qbqtc --out runs/qbqtc --input ../shared/data/qbqtc",

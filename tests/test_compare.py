@@ -140,7 +140,7 @@ def test_user_path_import_split_train_compare(imported, tmp_path):
     code, _, err = run("baseline", "fit", "--kind", "tfidf", "--train", tmp_path / "sp" / "train.jsonl",
                        "--out", tmp_path / "tfidf.joblib")
     assert code == 0, err
-    code, stdout, err = run("compare", f"judge={judge}", tmp_path / "tfidf.joblib", "--data",
+    code, _, err = run("compare", f"judge={judge}", tmp_path / "tfidf.joblib", "--data",
                             imported / "test.jsonl", "--prior", tmp_path / "sp" / "train.jsonl", "--out",
                             tmp_path / "cmp", "--resamples", "50")
     assert code == 0, err

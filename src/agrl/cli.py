@@ -214,7 +214,7 @@ def score(
         from agrl.metrics import score_metrics, score_metrics_line
 
         if line := score_metrics_line(score_metrics(output, input, scheme)):
-            console.print(line)
+            typer.echo(line)  # not rich: one unwrapped line, for logs and greps
 
 
 @app.command("serve")

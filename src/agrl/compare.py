@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from agrl import __version__
-from agrl.data import Record
+from agrl.data import Record, grade_of
 from agrl.errors import UserError
 from agrl.files import atomic_write, empty_dir, read_jsonl_tolerant
 from agrl.metrics import (
@@ -158,9 +158,8 @@ class Table:
     def __init__(self, records: list[Record], scheme: Scheme, resamples: int, seed: int):
         self.scheme = scheme
         self.gold = np.array([r.label for r in records])
-        grades = [r.extra.get("grade") for r in records]
-        self.grade = (np.array(grades, dtype=float)
-                      if grades and all(isinstance(g, (int, float)) for g in grades) else None)
+        grades = [grade_of(r) for r in records]
+        self.grade = np.array(grades, dtype=float) if grades and None not in grades else None
         queries: dict[str, list[int]] = {}
         for index, record in enumerate(records):
             queries.setdefault(record.query, []).append(index)

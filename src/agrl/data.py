@@ -635,6 +635,19 @@ def load_records(
     return records
 
 
+def grade_of(record: Record) -> float | None:
+    """The record's human grade (`grade`: the importers keep Home Depot's mean of raters) as a number: a
+    CSV cell's text too; None when absent or not a finite number."""
+    value = record.extra.get("grade")
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def write_jsonl(rows: Iterable[Record | dict], path: str | Path) -> int:
     """Write rows as JSONL atomically (a kill leaves the old file or the new one)."""
     count = 0

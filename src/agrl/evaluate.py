@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.table import Table
 
 from agrl import __version__, models
-from agrl.data import Record, load_records, write_jsonl
+from agrl.data import Record, grade_of, load_records, write_jsonl
 from agrl.errors import UserError
 from agrl.files import atomic_write, distinct, output_file, trained_with
 from agrl.metrics import Prediction, expected_relevance, summarize
@@ -60,7 +60,7 @@ def judge_outputs(
             adheres=graded.adheres,
             step_accuracy=graded.step_accuracy,
             posterior=posterior,
-            grade=record.extra["grade"] if isinstance(record.extra.get("grade"), (int, float)) else None,
+            grade=grade_of(record),
         )
         preds.append(pred)
         rows.append(_row(pred, text, None if graded.valid else graded.parsed))

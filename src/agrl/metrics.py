@@ -526,11 +526,11 @@ SCORE_METRICS = ("macro_f1", "accuracy")  # of one-pass scores and baselines' pr
 @functools.lru_cache(maxsize=32)
 def _gold(source: str, scheme_name: str) -> tuple[tuple, tuple, tuple, tuple]:
     """(ids, labels, families, grades) of a split: read once per process (`agrl run` reports after every job)."""
-    from agrl.data import load_records
+    from agrl.data import grade_of, load_records
     from agrl.schemes import load_scheme
 
     records = load_records(source, load_scheme(scheme_name))
-    grades = tuple(r.extra.get("grade") if isinstance(r.extra.get("grade"), (int, float)) else None for r in records)
+    grades = tuple(map(grade_of, records))
     return tuple(r.id for r in records), tuple(r.label for r in records), tuple(r.family for r in records), grades
 
 

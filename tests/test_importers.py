@@ -245,6 +245,6 @@ def test_html_entities_are_decoded_and_counted(tmp_path):
     assert records["hd-30"]["product"]["title"] == "Ryobi Drill & Driver Kit"
     assert records["hd-30"]["query"] == "drill & driver"
     assert records["hd-31"]["product"]["title"] == "Bemis Seat 'Whisper Close'"
-    assert f"{src}: decoded HTML entities in 2 row(s)" in err
+    assert f"{src}: decoded HTML entities in 2 row(s) (e.g. '&amp;' -> '&')" in err
     merged = json.loads((tmp_path / "o" / "manifest.json").read_text())["merged"]
     assert any("decoded HTML entities in 2 row(s)" in note for note in merged)

@@ -16,6 +16,7 @@ import hashlib
 import html
 import json
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -304,8 +305,9 @@ def unescape_html(rows: list[tuple[int, Record]], source: Path | str, notes: lis
         if after != before:
             changed += 1
             if not example:
-                old, new = next((a, b) for a, b in zip(before, after) if a != b)
-                example = f" (e.g. {old[:60]!r} -> {new[:60]!r})"
+                old = next(a for a, b in zip(before, after) if a != b)
+                entity = re.search(r"&#?\w+;", old)
+                example = f" (e.g. {entity.group()!r} -> {html.unescape(entity.group())!r})" if entity else ""
     if changed and notes is not None:
         notes.append(f"{source}: decoded HTML entities in {changed} row(s){example}")
     return rows

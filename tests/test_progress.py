@@ -70,3 +70,12 @@ def test_training_callback_writes_step_lines_from_a_resumed_step():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("train: 12/20 (60%) steps") and "done in" in lines[-1]
     assert len(lines) == 6  # 60%, 70%, 80%, 90%, 100%, done
+
+
+def test_slow_work_shows_seconds_each_not_a_zero_rate():
+    clock, out = Clock(), io.StringIO()
+    meter = Meter("train", total=96, unit="steps", stream=out, clock=clock)
+    clock.now = 148.0
+    meter.update(7)
+    assert out.getvalue().splitlines()[-1] == "train: 7/96 (7%) steps, 21.1 s each, elapsed 0:02:28, ETA 0:31:21"
+    assert len(lines) == 6  # 60%, 70%, 80%, 90%, 100%, done

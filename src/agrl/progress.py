@@ -6,6 +6,7 @@ On a terminal (stderr is a TTY) a rich bar with the count, the elapsed time and 
 
     score: 4,000/19,011 (21%), 63.2/s, elapsed 0:01:03, ETA 0:03:57
     score: 19,011/19,011 (100%), 64.0/s, done in 0:04:57
+    train: 7/96 (7%) steps, 21.1 s each, elapsed 0:02:28, ETA 0:31:27
 
 `agrl eval`, `agrl score`, `agrl compare` (through `progress`) and training (train/common.ProgressLines,
 through `Meter`) share it.
@@ -60,7 +61,8 @@ class Meter:
         elapsed = now - self.began
         rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
         count = f"{self.done:,}" + (f"/{self.total:,} ({100 * self.done // self.total}%)" if self.total else "")
-        text = f"{self.what}: {count}{' ' + self.unit if self.unit else ''}, {rate:.1f}/s"
+        pace = f"{rate:.1f}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s each"  # slow steps: 0.0/s says nothing
+        text = f"{self.what}: {count}{' ' + self.unit if self.unit else ''}, {pace}"
         if final:
             return f"{text}, done in {clock_text(elapsed)}"
         text += f", elapsed {clock_text(elapsed)}"

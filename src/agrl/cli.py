@@ -339,6 +339,7 @@ def compare_command(
     force: Annotated[bool, typer.Option(help="write into a non-empty OUT")] = False,
 ) -> None:
     """Judges and baselines on the same labelled pairs: one table with intervals, paired differences, references."""
+    import shlex
     import sys
 
     from agrl.compare import compare, to_markdown
@@ -365,7 +366,7 @@ def compare_command(
         if not prior_records:
             raise UserError(f"--prior {prior}: no labelled records")
     result = compare(things, data, out, label_scheme, records, prior_records, reference, resamples, seed,
-                     batch_size, device, force, command=" ".join(["agrl", *sys.argv[1:]]))
+                     batch_size, device, force, command=shlex.join(["agrl", *sys.argv[1:]]))
     typer.echo(to_markdown(result))
     console.print(f"written to {Path(out) / 'compare.md'}, compare.json and compare.png")
 

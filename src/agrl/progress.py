@@ -53,6 +53,8 @@ class Meter:
     def update(self, done: int) -> None:
         self.done = done
         now = self.clock()
+        if self.total and done >= self.total:
+            return  # close() writes the last line, with the whole time
         if now - self.last_at >= self.every_s or self._share() > self.last_share:
             self.write(now)
 

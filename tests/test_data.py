@@ -16,7 +16,6 @@ from agrl.data import (
     Product,
     Record,
     balance,
-    grade_of,
     load_records,
     normalize_query,
     split_by_query,
@@ -264,6 +263,8 @@ def test_a_table_without_query_or_title_is_one_line(tmp_path):
 
 
 def test_data_split_is_query_disjoint_and_seeded_for_any_format(tmp_path):
+    from agrl.data import grade_of
+
     rows = [{"query": f"query {i // 3}", "title": f"item {i}", "label": 1 + i % 4, "grade": 1 + (i % 3)}
             for i in range(90)]
     source = tmp_path / "mine.csv"

@@ -125,7 +125,7 @@ def test_compare_reads_eval_predictions_without_grades(tmp_path):
 
 def test_user_path_import_split_train_compare(imported, tmp_path):
     """The user's whole path at small size: import -> split -> train (2 steps) -> compare with a baseline."""
-    code, stdout, err = run("data", "split", imported / "train.jsonl", "--out", tmp_path / "sp", "--test", "0.25",
+    code, _, err = run("data", "split", imported / "train.jsonl", "--out", tmp_path / "sp", "--test", "0.25",
                             "--validation", "0")
     assert code == 0, err
     split = {name: load_records(tmp_path / "sp" / f"{name}.jsonl") for name in ("train", "test")}

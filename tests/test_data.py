@@ -231,7 +231,7 @@ def test_validate_reads_gzipped_csv_and_jsonl_as_the_importers_do(tmp_path):
     for path in (csv_gz, jsonl_gz):
         result = CliRunner().invoke(app, ["data", "validate", str(path)])
         assert result.exit_code == 0, result.output
-        assert f"{path}: 6 good row(s), 0 bad row(s)" in result.output.replace("\n", "")
+        assert f"{path}: 6 good row(s), 0 bad row(s)" in " ".join(result.output.split())  # rich wraps long paths
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(jsonl_gz.read_bytes()[:40])
     result = CliRunner().invoke(app, ["data", "validate", str(cut)])

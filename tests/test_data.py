@@ -214,3 +214,76 @@ def test_bad_schemes_error_clearly(tmp_path, body, message):
 def test_unknown_scheme_name():
     with pytest.raises(ValueError, match="unknown label scheme"):
         load_scheme("nope")
+
+
+# ---------------------------------------------------------------------------- gzip, foreign formats, split
+
+
+def test_validate_reads_gzipped_csv_and_jsonl_as_the_importers_do(tmp_path):
+    import gzip
+
+    rows = [{"id": f"r{i}", "query": "red mug", "title": f"Red mug {i}", "label": 1 + i % 4} for i in range(6)]
+    csv_gz = tmp_path / "pairs.csv.gz"
+    csv_gz.write_bytes(gzip.compress(pd.DataFrame(rows).to_csv(index=False).encode()))
+    jsonl_gz = tmp_path / "pairs.jsonl.gz"
+    nested = [{k: v for k, v in r.items() if k != "title"} | {"product": {"title": r["title"]}} for r in rows]
+    jsonl_gz.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in nested).encode()))
+    for path in (csv_gz, jsonl_gz):
+        result = CliRunner().invoke(app, ["data", "validate", str(path)])
+        assert result.exit_code == 0, result.output
+        assert f"{path}: 6 good row(s), 0 bad row(s)" in " ".join(result.output.split())  # rich wraps long paths
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(jsonl_gz.read_bytes()[:40])
+    result = CliRunner().invoke(app, ["data", "validate", str(cut)])
+    assert result.exit_code == 2 and "not a readable gzip file" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.csv.gz", "train.jsonl"])
+def test_validate_names_the_importer_of_a_raw_kaggle_home_depot_file_in_one_line(tmp_path, name):
+    import gzip
+
+    rows = [{"id": i, "product_uid": 100 + i, "product_title": f"Drill {i}", "search_term": "drill",
+             "relevance": 2.33} for i in range(30)]
+    path = tmp_path / name
+    text = pd.DataFrame(rows).to_csv(index=False) if ".csv" in name else "".join(json.dumps(r) + "\n" for r in rows)
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    result = CliRunner().invoke(app, ["data", "validate", str(path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        (f"error: {path}: columns product_title, relevance, search_term are the Kaggle Home Depot format, not agrl "
+        f"records (query, title, label); import it: agrl data import home-depot --input {path} --out DIR")]
+
+
+def test_a_table_without_query_or_title_is_one_line(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("q,name,label\nred,mug,4\nblue,cup,2\n")
+    result = CliRunner().invoke(app, ["data", "validate", str(path)])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "x.csv:1: header: no 'query' column (found ['q', 'name', 'label'])" in result.stderr
+
+
+def test_data_split_is_query_disjoint_and_seeded_for_any_format(tmp_path):
+    from agrl.data import grade_of
+
+    rows = [{"query": f"query {i // 3}", "title": f"item {i}", "label": 1 + i % 4, "grade": 1 + (i % 3)}
+            for i in range(90)]
+    source = tmp_path / "mine.csv"
+    pd.DataFrame(rows).to_csv(source, index=False)
+    result = CliRunner().invoke(app, ["data", "split", str(source), "--test", "0.3", "--validation", "0.1"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "mine_split"
+    parts = {name: load_records(out / f"{name}.jsonl") for name in ("train", "validation", "test")}
+    queries = {name: {r.query for r in records} for name, records in parts.items()}
+    assert sum(map(len, parts.values())) == 90 and len(set.union(*queries.values())) == 30
+    assert not (queries["train"] & queries["test"] or queries["train"] & queries["validation"]
+                or queries["validation"] & queries["test"])
+    assert (len(queries["test"]), len(queries["validation"])) == (9, 3)
+    assert grade_of(parts["test"][0]) in (1.0, 2.0, 3.0)  # extra fields (the grade) survive
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["scheme"] == "default" and manifest["test"] == 0.3 and manifest["splits"]["test"]["rows"] == 27
+    again = CliRunner().invoke(app, ["data", "split", str(source), "--test", "0.3", "--validation", "0.1",
+                                     "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0 and (tmp_path / "again" / "test.jsonl").read_text() == (out / "test.jsonl").read_text()
+    refused = CliRunner().invoke(app, ["data", "split", str(source), "--test", "0.7", "--validation", "0.3",
+                                       "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "leave some share for train" in refused.stderr

@@ -11,6 +11,7 @@ eval records): a command or flag that no longer exists, or a step that fails, fa
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shlex
@@ -34,7 +35,7 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 # Appended to a README command in the test only: the smallest run that still does every step.
 TINY = {"train": ["--set", "max_steps=2", "--set", "save_strategy=no", "--set", "disable_tqdm=true"],
-        "eval": ["--limit", "8", "--max-new-tokens", "64", "--resamples", "20"]}
+        "eval": ["--limit", "8", "--max-new-tokens", "64", "--resamples", "20"], "compare": ["--resamples", "20"]}
 
 
 # ---------------------------------------------------------------------------- reading the Markdown
@@ -167,7 +168,8 @@ def test_judge_your_own_catalog(tmp_path, monkeypatch):
 
     block = code_blocks(section(README.read_text(), "Judge your own catalog"))[0]
     commands = agrl_commands(block)
-    assert [command_of(c)[1] for c in commands] == [["data", "validate"], ["train"], ["eval"], ["score"], ["serve"]]
+    assert [command_of(c)[1] for c in commands] == [["data", "validate"], ["train"], ["eval"], ["score"],
+                                                    ["baseline", "fit"], ["compare"], ["serve"]]
     splits = synth.generate(seed=7, sizes=synth.SIZES["small"], noise=0.0)
     pool = splits["sft"] + splits["rl"]
     files = {"pairs.csv": tmp_path / "pairs.csv", "heldout.csv": tmp_path / "heldout.csv"}
@@ -185,6 +187,8 @@ def test_judge_your_own_catalog(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"agrl {' '.join(words)}: {result.output[-2000:]}"
     assert (tmp_path / "runs/mine/eval/heldout.json").is_file()
     assert len((tmp_path / "runs/mine/scores.jsonl").read_text().splitlines()) == 200
+    compared = json.loads((tmp_path / "runs/mine/compare/compare.json").read_text())
+    assert [row["kind"] for row in compared["rows"]] == ["judge", "baseline", "reference", "reference"]
 
 
 def test_every_documented_command_and_flag_exists():

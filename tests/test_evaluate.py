@@ -119,3 +119,22 @@ def test_eval_takes_the_rules_the_run_trained_with(tmp_path):
     assert trained_rules(tmp_path) is None  # not an agrl run: the default rules
     (tmp_path / "config.yaml").write_text("method: grpo\nrules_config: my_rules.yaml\n")
     assert trained_rules(tmp_path) == "my_rules.yaml"
+
+
+def test_agrl_eval_reports_rmse_and_spearman_when_records_carry_a_grade(tiny_model_dir, tmp_path):
+    """The importers keep the human mean grade; eval measures expected relevance against it."""
+    import numpy as np
+
+    data = tmp_path / "graded.jsonl"
+    grades = [3.67, 2.0, 3.33, 1.0]
+    write_jsonl([r.to_dict() | {"grade": g} for r, g in zip(_records(), grades)], data)
+    out = tmp_path / "graded.json"
+    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                                      "--batch-size", "4", "--max-new-tokens", "8", "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    rows = [json.loads(line) for line in out.with_suffix(".predictions.jsonl").read_text().splitlines()]
+    score = np.array([row["expected_relevance"] for row in rows])
+    assert metrics["metrics"]["rmse"] == pytest.approx(float(np.sqrt(np.mean((score - grades) ** 2))))
+    assert metrics["metrics"]["spearman"] is not None and metrics["intervals"]["rmse"] is not None
+    assert "rmse" in result.output and "spearman" in result.output

@@ -231,3 +231,20 @@ def test_malformed_csv_quote_is_named(tmp_path):
     src.write_text(HEADER + '2,1,"Angle,angle,3\n', encoding="utf-8")  # an opening quote never closed
     code, _, err = run("data", "import", "home-depot", "--input", str(src), "--out", str(tmp_path / "o"))
     assert code == 2 and "hd.csv:2:" in err, err
+
+
+def test_html_entities_are_decoded_and_counted(tmp_path):
+    """Scraped titles keep `&amp;`; it would reach the prompt and the raters' page as written."""
+    rows = [*ROWS[:2], ("30", "100010", "Ryobi Drill &amp; Driver Kit", "drill &amp; driver", "3"),
+            ("31", "100011", "Bemis Seat &#39;Whisper Close&#39;", "toilet seat", "2.33")]
+    src = write_csv(tmp_path / "hd.csv", rows)
+    code, _, err = run("data", "import", "home-depot", "--input", str(src), "--out", str(tmp_path / "o"),
+                       "--validation", "0", "--test", "0")
+    assert code == 0, err
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "o" / "train.jsonl")}
+    assert records["hd-30"]["product"]["title"] == "Ryobi Drill & Driver Kit"
+    assert records["hd-30"]["query"] == "drill & driver"
+    assert records["hd-31"]["product"]["title"] == "Bemis Seat 'Whisper Close'"
+    assert f"{src}: decoded HTML entities in 2 row(s) (e.g. '&amp;' -> '&')" in err
+    merged = json.loads((tmp_path / "o" / "manifest.json").read_text())["merged"]
+    assert any("decoded HTML entities in 2 row(s)" in note for note in merged)

@@ -257,3 +257,45 @@ def test_ece_interval_contains_its_estimate_where_the_percentile_interval_does_n
     assert not lo <= estimate <= hi  # the contradiction the issue found
     lo, hi = centred_interval(estimate, values)
     assert 0.0 <= lo <= estimate <= hi
+
+
+# ---------------------------------------------------------------------------- graded metrics, score files
+
+
+def test_spearman_matches_scipy_with_ties_and_is_zero_for_a_constant():
+    from scipy.stats import spearmanr
+
+    from agrl.metrics import rmse, spearman
+
+    rng = np.random.default_rng(0)
+    score, grade = rng.integers(0, 4, 50).astype(float), rng.choice([1.0, 1.33, 2.0, 2.67, 3.0], 50)
+    assert spearman(score, grade) == pytest.approx(spearmanr(score, grade).statistic)
+    assert spearman(np.full(5, 2.0), np.arange(5.0)) == 0.0 and spearman([1.0], [2.0]) is None
+    assert rmse(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == 1.0
+
+
+def test_summarize_reports_rmse_and_spearman_only_when_records_carry_a_grade():
+    scheme = load_scheme("three_level")
+    posterior = [{1: 0.8, 2: 0.1, 3: 0.1}, {1: 0.1, 2: 0.8, 3: 0.1}, {1: 0.1, 2: 0.1, 3: 0.8}, {1: 0.3, 2: 0.4, 3: 0.3}]
+    graded = [Prediction(gold=g, pred=g, query="q", posterior=p, grade=float(g)) for g, p in zip((1, 2, 3, 2), posterior)]
+    summary = summarize(graded, scheme, resamples=50)
+    expected = np.sqrt(np.mean([(expected_relevance(p) - g) ** 2 for p, g in zip(posterior, (1, 2, 3, 2))]))
+    assert summary["metrics"]["rmse"] == pytest.approx(expected)
+    assert summary["metrics"]["spearman"] == pytest.approx(1.0) and summary["intervals"]["rmse"] is not None
+    plain = summarize([Prediction(gold=p.gold, pred=p.pred, query="q", posterior=p.posterior) for p in graded], scheme)
+    assert "rmse" not in plain["metrics"] and "spearman" not in plain["metrics"]
+
+
+def test_score_metrics_moved_here_read_scores_against_gold_and_grade(tmp_path):
+    from agrl.metrics import score_metrics, score_metrics_line
+
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"id": f"r{i}", "query": "q", "product": {"title": f"t{i}"}, "label": g,
+                                          "grade": float(g)}) + "\n" for i, g in enumerate((1, 2, 3, 3))))
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps({"id": f"r{i}", "label": g, "score": s}) + "\n"
+                              for i, (g, s) in enumerate(((1, 1.0), (2, 2.5), (3, 3.0)))))  # r3 not scored
+    got = score_metrics(scores, source, "three_level")
+    assert got["n"] == 4 and got["scored"] == 3 and got["accuracy"] == 0.75
+    assert got["rmse"] == pytest.approx(np.sqrt(0.25 / 3)) and got["spearman"] == pytest.approx(1.0)
+    assert "RMSE 0.289, Spearman 1.000" in score_metrics_line(got)

@@ -5,6 +5,7 @@ OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_score.py
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -242,3 +243,24 @@ def test_label_tokens_are_found_for_other_tokenizers_or_refused_clearly():
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     with pytest.raises(ValueError, match="label code 4"):
         label_token_ids(PreTrainedTokenizerFast(tokenizer_object=words), load_scheme("default"))
+
+
+def test_cli_reports_graded_metrics_and_the_elapsed_time_on_labelled_input(tmp_path, tiny_model_dir):
+    """On labelled input with a grade, `agrl score` closes with macro-F1, accuracy, RMSE and Spearman; its
+    progress, in a log, ends with the time the run took (it showed 0:00:00 remaining instead)."""
+    import numpy as np
+
+    from agrl.metrics import spearman
+
+    rows = [r | {"id": f"g{i}", "label": 1 + i % 4, "grade": 1 + (i % 7) / 2} for i, r in enumerate(make_rows(12))]
+    source = write_rows(tmp_path / "graded.jsonl", rows)
+    out = tmp_path / "scores.jsonl"
+    result = CliRunner().invoke(app, ["score", "--model", str(tiny_model_dir), "--input", str(source),
+                                      "--output", str(out), "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    scored = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    score, grade = np.array([scored[r["id"]]["score"] for r in rows]), np.array([r["grade"] for r in rows])
+    line = next(x for x in result.stdout.splitlines() if x.startswith("against the labels of 12/12 scored pairs"))
+    assert f"RMSE {np.sqrt(np.mean((score - grade) ** 2)):.3f}" in line
+    assert f"Spearman {spearman(score, grade):.3f}" in line
+    assert re.search(r"scoring: 12/12 \(100%\), [\d.]+/s, done in 0:00:\d\d", result.stderr)

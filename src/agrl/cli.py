@@ -222,6 +222,11 @@ def score(
         + (f" (all in {report.rejects_path})" if report.rejected else "")
         + (f", other shards {report.other_shards}" if part[1] > 1 else "")
     )
+    if part == (0, 1) and not report.rejected:  # labelled input: how the scores fare (graded: RMSE, Spearman)
+        from agrl.metrics import score_metrics, score_metrics_line
+
+        if line := score_metrics_line(score_metrics(output, input, scheme)):
+            typer.echo(line)  # not rich: one unwrapped line, for logs and greps
 
 
 def _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, address, actors,
@@ -349,6 +354,60 @@ def report_command(
     else:
         paths = write_report(run_dirs, out)
     console.print(f"report written to {paths['markdown']} and {paths['html']}")
+
+
+@app.command("compare")
+def compare_command(
+    things: Annotated[list[str], typer.Argument(help="what to compare, each PATH or NAME=PATH: a model or adapter "
+                                                "directory (scored here, one forward pass per pair), an `agrl "
+                                                "baseline fit` model file, or a JSONL of rows by id (`agrl score`, "
+                                                "`agrl baseline predict`, `agrl eval` predictions)")],
+    data: Annotated[str, typer.Option(help="labelled pairs: JSONL, CSV, Parquet or hf:NAME (a `grade` adds RMSE "
+                                      "and Spearman)")],
+    out: Annotated[str, typer.Option(help="output directory: compare.md, compare.json, compare.png")],
+    scheme: Annotated[str | None, typer.Option(help=DATA_SCHEME_HELP)] = None,
+    prior: Annotated[str | None, typer.Option(help="training pairs whose class prior and majority label make "
+                                              "the reference rows (default: --data's own)")] = None,
+    reference: Annotated[str | None, typer.Option(help="the row the paired differences are taken against "
+                                                  "(default: the first baseline, else the class prior)")] = None,
+    limit: Annotated[int | None, typer.Option(help="compare on the first N pairs only")] = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed of the resamples and of the class prior's random labels")] = 0,
+    batch_size: Annotated[int, typer.Option(help="pairs per forward pass when scoring a model")] = 32,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")] = None,
+    force: Annotated[bool, typer.Option(help="write into a non-empty OUT")] = False,
+) -> None:
+    """Judges and baselines on the same labelled pairs: one table with intervals, paired differences, references."""
+    import shlex
+    import sys
+
+    from agrl.compare import compare, to_markdown
+    from agrl.data import check_source, load_records, resolve_scheme
+    from agrl.evaluate import load_eval_records
+    from agrl.files import empty_dir
+    from agrl.models import check_device
+    from agrl.schemes import load_scheme
+
+    positive(limit, "--limit")
+    positive(batch_size, "--batch-size")
+    positive(resamples, "--resamples")
+    check_source(data, probe=True)
+    distinct({"--out": out}, {"--data": data, "--prior": prior} | {f"THING {t}": t for t in things})
+    empty_dir(out, "compare", force)
+    check_device(device)
+    label_scheme = load_scheme(resolve_scheme(data, scheme))
+    records = load_eval_records(data, label_scheme, limit)
+    prior_records = None
+    if prior is not None:
+        check_source(prior, probe=True)
+        prior_records = [r for r in load_records(prior, load_scheme(resolve_scheme(prior, label_scheme.name)))
+                         if r.label is not None]
+        if not prior_records:
+            raise UserError(f"--prior {prior}: no labelled records")
+    result = compare(things, data, out, label_scheme, records, prior_records, reference, resamples, seed,
+                     batch_size, device, force, command=shlex.join(["agrl", *sys.argv[1:]]))
+    typer.echo(to_markdown(result))
+    console.print(f"written to {Path(out) / 'compare.md'}, compare.json and compare.png")
 
 
 # ---------------------------------------------------------------------------- train
@@ -546,6 +605,29 @@ def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, fl
                       f"labels {size['labels']})")
 
 
+@data_app.command("split")
+def data_split(
+    file: Annotated[str, typer.Argument(help="records: JSONL, CSV, Parquet (plain, or .jsonl.gz / .csv.gz) or hf:NAME")],
+    out: Annotated[str | None, typer.Option("--out", help="output directory: train/validation/test .jsonl + "
+                                            "manifest.json (default: FILE's name without extensions + _split, beside it)")] = None,
+    scheme: Annotated[str | None, typer.Option("--scheme", help=DATA_SCHEME_HELP)] = None,
+    seed: SeedOpt = 0,
+    validation: ValidationOpt = 0.1,
+    test: TestOpt = 0.1,
+    force: ForceOpt = False,
+) -> None:
+    """Split your own records query-disjointly (as the importers do): no query in two splits."""
+    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.schemes import load_scheme
+
+    check_source(file, probe=True)
+    check_not_empty(file)
+    name = resolve_scheme(file, scheme)
+    out = out or str(Path(file).parent / (Path(file).name.split(".")[0] + "_split"))
+    _run_import(out, force, {"FILE": file}, lambda notes: load_records(file, load_scheme(name)),
+                (seed, validation, test), {"source": "split", "input": file, "scheme": name})
+
+
 @import_app.command("home-depot")
 def import_home_depot(
     out: OutOpt,
@@ -723,6 +805,7 @@ EXAMPLES = {
     "data label": "agrl data label pairs.csv labelled.jsonl --rules my_rules.yaml",
     "data synth": "agrl data synth --out runs/data --seed 0 --size small",
     "data agreement": "agrl data agreement runs/home_depot/train.jsonl --out agreement.json",
+    "data split": "agrl data split pairs.csv --test 0.3 --validation 0.1 --seed 0 --out runs/pairs",
     "data import": "agrl data import home-depot --out runs/home_depot",
     "data import home-depot": "agrl data import home-depot --out runs/home_depot --input home_depot.csv.gz",
     "data import qbqtc": "agrl data import qbqtc --out runs/qbqtc --input ../shared/data/qbqtc",
@@ -740,6 +823,8 @@ EXAMPLES = {
              "--set output_dir=runs/mine --max_steps 50",
     "eval": "agrl eval --model runs/mine --data heldout.csv --out runs/mine/eval/heldout.json --limit 200",
     "report": "agrl report runs/demo/sft runs/demo/agrl --out runs/report",
+    "compare": "agrl compare runs/mine runs/hd_bm25.joblib --data runs/home_depot/test.jsonl --prior "
+               "runs/home_depot/train.jsonl --out runs/compare",
     "score": "agrl score --model runs/mine --input catalog.csv --output scores.jsonl --shard 0/2",
     "serve": "agrl serve --model runs/mine --port 8000 (then: curl -s localhost:8000/v1/score -H 'content-type: "
              "application/json' -d '{\"query\": \"red shoes\", \"items\": [{\"title\": \"nike shoe, red\"}]}')",

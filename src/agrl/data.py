@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -283,9 +284,34 @@ def parse_record(obj: Any, scheme: Scheme) -> Record:
 # ---------------------------------------------------------------------------- reading files
 
 
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+FORMATS = (*JSONL_SUFFIXES, ".csv", ".parquet")
+
+
+def file_format(path: str | Path) -> str:
+    """The records format a name says: `.csv` for `pairs.csv` and for `pairs.csv.gz` (gzip, as the importers read)."""
+    path = Path(path)
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
+def _open_bytes(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
 def _jsonl_rows(path: Path, offset: int = 0, first: int = 1, end: int | None = None) -> Iterator[tuple[int, Any]]:
     """Lines `first` to `end` (exclusive) of a JSONL file; `offset` is the byte where line `first` starts."""
-    with path.open("rb") as handle:  # bytes: one bad byte is one bad line, not a dead file
+    try:
+        yield from _jsonl_lines(path, offset, first, end)
+    except (EOFError, zlib.error, OSError) as err:  # a gzip file cut short or corrupt (BadGzipFile: OSError)
+        if path.suffix != ".gz":
+            raise
+        raise UserError(f"{path}: not a readable gzip file ({err or 'cut short'})") from None
+
+
+def _jsonl_lines(path: Path, offset: int, first: int, end: int | None) -> Iterator[tuple[int, Any]]:
+    with _open_bytes(path) as handle:  # bytes: one bad byte is one bad line, not a dead file
         handle.seek(offset)
         for line_no, data in enumerate(handle, start=first):
             if end is not None and line_no >= end:
@@ -345,10 +371,13 @@ def _read_table(path: Path):
     import pandas as pd
 
     try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        if file_format(path) == ".parquet":
+            frame = pd.read_parquet(path)
+            _check_columns(path, list(frame.columns))
+            return frame
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")  # .gz: pandas infers gzip
         _check_header(path)
+        _check_columns(path, list(frame.columns))
         return frame.replace({"": None})
     except UserError:
         raise
@@ -359,15 +388,18 @@ def _read_table(path: Path):
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
                         "save it as UTF-8") from None
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+    except (EOFError, zlib.error) as err:
+        raise UserError(f"{path}: not a readable gzip file ({err or 'cut short'})") from None
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError; gzip.BadGzipFile an OSError
         raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
 
 
 def _check_header(path: Path) -> None:
     """Refuse a CSV header that names a column twice (pandas would rename one `NAME.1` and read the other)."""
     import csv
+    import io
 
-    with path.open(encoding="utf-8", newline="") as handle:
+    with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
         header = [h.strip().lstrip("\ufeff") for h in next(csv.reader(handle), [])]
     twice = next((h for h in header if h and header.count(h) > 1), None)
     if twice is not None:
@@ -376,9 +408,43 @@ def _check_header(path: Path) -> None:
                         f"{', '.join(map(str, columns))}); keep one")
 
 
+# Other formats' columns, and the importer that reads each: a file in one of them is not agrl records,
+# and reading it as records would report every row bad for the same reason.
+FOREIGN = (
+    ({"search_term", "product_title", "relevance"}, "the Kaggle Home Depot format",
+     "agrl data import home-depot --input {path} --out DIR"),
+    ({"query", "product_id", "esci_label"}, "Amazon ESCI's examples file",
+     "agrl data import esci --examples {path} --products PRODUCTS --out DIR"),
+)
+
+
+def foreign_format(path: str | Path, columns: Iterable[str]) -> str | None:
+    """One line naming the importer for a file whose columns are another data set's format, else None."""
+    names = set(columns)
+    for needed, what, command in FOREIGN:
+        if needed <= names:
+            return (f"{path}: columns {', '.join(sorted(needed))} are {what}, not agrl records (query, title, "
+                    f"label); import it: {command.format(path=path)}")
+    return None
+
+
+TITLE_COLUMNS = {"title", "product.title", "product"}
+
+
+def _check_columns(path: Path, columns: list) -> None:
+    """A table without a query or a title column cannot hold records: one line (naming the importer that
+    reads its format, if one does) instead of `query: is required` on every row."""
+    names = [str(c).strip().lstrip("\ufeff") for c in columns]
+    if "query" in names and TITLE_COLUMNS & set(names):
+        return
+    missing = "query" if "query" not in names else "title"
+    raise UserError(foreign_format(path, names) or f"{path}:1: header: no {missing!r} column (found {names}); records "
+                    "need query, title (or product.title) and, to train or evaluate, label")
+
+
 def _table_rows(path: Path) -> Iterator[tuple[int, Any]]:
     frame = _read_table(path)
-    first_line = 1 if path.suffix == ".parquet" else 2  # row numbers, 1-based; CSV line 1 is the header
+    first_line = 1 if file_format(path) == ".parquet" else 2  # row numbers, 1-based; CSV line 1 is the header
     for offset, row in enumerate(frame.to_dict(orient="records")):
         yield first_line + offset, _nested_or_error(row)
 
@@ -416,15 +482,22 @@ def iter_rows(source: str | Path) -> Iterator[tuple[int, Any]]:
         yield from _hf_rows(spec)
         return
     path = check_source(spec)
-    if path.suffix in (".jsonl", ".json", ".ndjson"):
-        yield from _jsonl_rows(path)
+    if file_format(path) in JSONL_SUFFIXES:
+        rows = _jsonl_rows(path)
+        first = next(rows, None)
+        if first is not None and isinstance(first[1], dict) and not ("query" in first[1] and TITLE_COLUMNS & set(first[1])) \
+                and (hint := foreign_format(path, first[1])):  # ESCI or Home Depot rows as JSON lines
+            raise UserError(hint)
+        if first is not None:
+            yield first
+        yield from rows
     else:
         yield from _table_rows(path)
 
 
 def first_line(path: Path) -> int:
     """The line number `iter_rows` gives a file's first row: 2 in a CSV (line 1 is its header), else 1."""
-    return 2 if path.suffix == ".csv" else 1
+    return 2 if file_format(path) == ".csv" else 1
 
 
 def table_size(path: str | Path) -> int:
@@ -436,7 +509,7 @@ def iter_row_range(source: str | Path, first: int, end: int, offset: int = 0) ->
     """`iter_rows` of a file, only the rows numbered `first` to `end` (exclusive). In a JSONL file
     `offset` is the byte where line `first` starts, so a range is read without the lines before it."""
     path = check_source(source)
-    if path.suffix in (".jsonl", ".json", ".ndjson"):
+    if file_format(path) in JSONL_SUFFIXES:
         yield from _jsonl_rows(path, offset, first, end)
         return
     base = first_line(path)
@@ -453,15 +526,22 @@ def check_source(source: str | Path, probe: bool = False) -> Path:
     if str(source).startswith("hf:"):
         return Path(str(source))
     path = input_file(source, "records")
-    if path.suffix not in (".jsonl", ".json", ".ndjson", ".csv", ".parquet"):
-        raise UserError(f"{path}: unknown format {path.suffix!r} (use .jsonl, .csv, .parquet or hf:NAME)")
+    fmt = file_format(path)
+    if fmt not in FORMATS or (path.suffix == ".gz" and fmt == ".parquet"):
+        raise UserError(f"{path}: unknown format {''.join(path.suffixes[-2:]) if path.suffix == '.gz' else path.suffix!r} "
+                        "(use .jsonl, .csv, .parquet, .jsonl.gz, .csv.gz or hf:NAME)")
     with path.open("rb") as handle:
         head = handle.read(2)
-    if head == b"\x1f\x8b":  # every line would be a bad row, each naming a byte
-        raise UserError(f"{path}: gzip-compressed bytes under a {path.suffix} name; decompress it (gunzip)")
-    if head in (b"\xff\xfe", b"\xfe\xff"):
+    gzipped = head == b"\x1f\x8b"
+    if gzipped and path.suffix != ".gz":  # every line would be a bad row, each naming a byte
+        raise UserError(f"{path}: gzip-compressed bytes under a {path.suffix} name; name it {path.name}.gz or "
+                        "decompress it (gunzip)")
+    if path.suffix == ".gz" and not gzipped:
+        raise UserError(f"{path}: not a gzip file (named .gz, but it does not start with gzip's bytes); "
+                        "rename it without .gz if it is plain text")
+    if path.suffix != ".gz" and head in (b"\xff\xfe", b"\xfe\xff"):
         raise UserError(f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
-    if probe and path.suffix in (".csv", ".parquet"):
+    if probe and fmt in (".csv", ".parquet"):
         _read_table(path)
     return path
 
@@ -580,6 +660,19 @@ def load_records(
         for row in bad:
             report(f"  {row}")
     return records
+
+
+def grade_of(record: Record) -> float | None:
+    """The record's human grade (`grade`: the importers keep Home Depot's mean of raters) as a number: a
+    CSV cell's text too; None when absent or not a finite number."""
+    value = record.extra.get("grade")
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def write_jsonl(rows: Iterable[Record | dict], path: str | Path) -> int:

@@ -17,15 +17,15 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agrl import __version__, models
-from agrl.data import Record, load_records, write_jsonl
+from agrl.data import Record, grade_of, load_records, write_jsonl
 from agrl.errors import UserError
 from agrl.files import atomic_write, distinct, output_file, trained_with
 from agrl.metrics import Prediction, expected_relevance, summarize
 from agrl.output import LABEL_OPEN, Rejected
+from agrl.progress import progress
 from agrl.prompt import prompt_text
 from agrl.rewards import grade
 from agrl.rules import RulesEngine
@@ -60,6 +60,7 @@ def judge_outputs(
             adheres=graded.adheres,
             step_accuracy=graded.step_accuracy,
             posterior=posterior,
+            grade=grade_of(record),
         )
         preds.append(pred)
         rows.append(_row(pred, text, None if graded.valid else graded.parsed))
@@ -91,37 +92,25 @@ def rejection_counts(rows: list[dict]) -> dict[str, int]:
     return dict(Counter(row["reject_kind"] for row in rows if row["reject_kind"]).most_common())
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-    )
-
-
 def generate_completions(
     model, tokenizer, records: list[Record], batch_size: int, max_new_tokens: int
 ) -> list[str]:
-    """Greedy completions in input order (models.generate batches by prompt length) behind a progress bar."""
+    """Greedy completions in input order (models.generate batches by prompt length) with progress (a bar, or log lines)."""
     prompts = [prompt_text(record, tokenizer) for record in records]
-    with _progress() as progress:
-        task = progress.add_task("generate", total=len(prompts))
+    with progress("generate", total=len(prompts)) as advance:
         texts = models.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                on_batch=lambda n: progress.advance(task, n))
+                                on_batch=advance)
     return [completions[0] for completions in texts]
 
 
-def label_posteriors(scorer: Scorer, records: list[Record]) -> list[dict[int, float]]:
-    """The one-pass prefill posterior of each record, batched behind a progress bar."""
+def label_posteriors(scorer: Scorer, records: list[Record], show: bool = True) -> list[dict[int, float]]:
+    """The one-pass prefill posterior of each record, batched, with progress (a bar, or log lines)."""
     out: list[dict[int, float]] = []
-    with _progress() as progress:
-        task = progress.add_task("score", total=len(records))
+    with progress("score", total=len(records), enabled=show) as advance:
         for start in range(0, len(records), scorer.batch_size):
             chunk = records[start : start + scorer.batch_size]
             out.extend(scorer.posteriors(chunk))
-            progress.advance(task, len(chunk))
+            advance(len(chunk))
     return out
 
 

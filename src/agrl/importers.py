@@ -13,8 +13,10 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import html
 import json
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -284,6 +286,33 @@ def merge_duplicates(rows: list[tuple[int, Record]], sources: dict[int, Path] | 
     return out
 
 
+HTML_FIELDS = ("title", "brand", "category", "description")
+
+
+def unescape_html(rows: list[tuple[int, Record]], source: Path | str, notes: list[str] | None) -> list[tuple[int, Record]]:
+    """Decode HTML entities (`&amp;` -> `&`, `&#39;` -> `'`) in the query and the product's text: scraped
+    catalogs keep them, and they would reach the model's prompt and the raters' page as written. How many
+    rows changed goes to `notes` (the console and manifest.json)."""
+    changed, example = 0, ""
+    for _, record in rows:
+        before = (record.query, *(getattr(record.product, name) for name in HTML_FIELDS))
+        record.query = html.unescape(record.query)
+        for name in HTML_FIELDS:
+            value = getattr(record.product, name)
+            if isinstance(value, str):
+                setattr(record.product, name, html.unescape(value))
+        after = (record.query, *(getattr(record.product, name) for name in HTML_FIELDS))
+        if after != before:
+            changed += 1
+            if not example:
+                old = next(a for a, b in zip(before, after) if a != b)
+                entity = re.search(r"&#?\w+;", old)
+                example = f" (e.g. {entity.group()!r} -> {html.unescape(entity.group())!r})" if entity else ""
+    if changed and notes is not None:
+        notes.append(f"{source}: decoded HTML entities in {changed} row(s){example}")
+    return rows
+
+
 def _record(obj: dict, scheme: Scheme, column: dict[str, str]) -> Record:
     """parse_record, with a bad field renamed to the source column it came from."""
     try:
@@ -321,7 +350,8 @@ def import_home_depot(path: str | Path = HOME_DEPOT, encoding: str = "utf-8",
                "label": grade_level(grade), "grade": grade}
         return _record(obj, scheme, columns)
 
-    rows = _collect(_csv_rows(path, encoding, ("search_term", "product_title", "relevance")), path, build)
+    rows = unescape_html(_collect(_csv_rows(path, encoding, ("search_term", "product_title", "relevance")), path, build),
+                         path, notes)
     key = lambda r: (normalize_query(r.query), r.product.extra.get("product_uid") or _norm(r.product.title))
     return _number(merge_duplicates(rows, path, key, mean_grade, "the mean of their grades", notes), "hd")
 
@@ -356,6 +386,7 @@ def import_qbqtc(folder: str | Path = QBQTC, notes: list[str] | None = None) -> 
         for pair in _collect(_jsonl_rows(input_file(path, "QBQTC")), path, build):
             sources[len(rows)] = path
             rows.append(pair)
+    rows = unescape_html(rows, folder, notes)
     key = lambda r: (normalize_query(r.query), _norm(r.product.title))  # dev and test_public share pairs
     return _number(merge_duplicates(rows, sources, key, majority, "majority label", notes), "qbqtc")
 
@@ -409,6 +440,7 @@ def import_esci(examples: str | Path, products: str | Path, locale: str = "us",
         raise BadRows(bad)
     if not good:
         raise UserError(f"{ex_path}: no rows with product_locale {locale!r} and {flag} = 1")
+    good = unescape_html(good, ex_path, notes)
     key = lambda r: (normalize_query(r.query), r.product.extra["product_id"], r.extra["locale"])
     return merge_duplicates(good, ex_path, key, majority, "majority label", notes)
 

@@ -1,8 +1,10 @@
 """Evaluation metrics for relevance judges (spec section 7): pure Python + numpy, no torch.
 
 Label metrics (accuracy, per-class / macro / Good-F1, confusion), reasoning metrics (format-valid
-rate, rule adherence, step accuracy), posterior metrics (ECE, NDCG@10 of expected relevance),
-per-family slices and seeded percentile-bootstrap 95% intervals. A rejected completion is the
+rate, rule adherence, step accuracy), posterior metrics (ECE, NDCG@10 of expected relevance), graded
+metrics where records carry a human grade (RMSE and Spearman of expected relevance against it),
+per-family slices and seeded percentile-bootstrap 95% intervals; the metrics of one-pass scores and
+baselines' predictions read from their files (`score_metrics`, for `agrl score` and `agrl run`). A rejected completion is the
 prediction `None`: wrong, invalid, and never a positive prediction of any class.
 
     summary = summarize(predictions, load_scheme("default"), resamples=1000, seed=0)
@@ -10,9 +12,11 @@ prediction `None`: wrong, invalid, and never a positive prediction of any class.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +47,7 @@ class Prediction:
     adheres: bool | None = None  # None for a rejected completion
     step_accuracy: float | None = None  # rewards.step_accuracy (grade); None when rejected or without gold steps
     posterior: dict[int, float] | None = None  # one-pass label posterior (score.Scorer), if computed
+    grade: float | None = None  # the record's human grade (e.g. Home Depot's mean), for RMSE and Spearman
 
 
 # ---------------------------------------------------------------------------- label metrics
@@ -190,6 +195,55 @@ def ndcg_by_query(preds: Sequence[Prediction], scheme: Scheme, k: int = 10) -> d
     return out
 
 
+# ---------------------------------------------------------------------------- graded metrics
+# Against a human grade (`grade` of imported records: Home Depot's mean of raters, 1..3): RMSE of the
+# expected relevance (the competition's metric) and Spearman's rank correlation with it.
+
+GRADED = ("rmse", "spearman")
+
+
+def rmse(score: np.ndarray, grade: np.ndarray) -> float | None:
+    return float(np.sqrt(np.mean((np.asarray(score) - np.asarray(grade)) ** 2))) if len(score) else None
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1, ties sharing their mean rank (scipy's rankdata 'average', minus one)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, len(values)])
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(starts + (sizes - 1) / 2.0, sizes)
+    return ranks
+
+
+def spearman(score: np.ndarray, grade: np.ndarray) -> float | None:
+    """Spearman's rho (Pearson correlation of average ranks); 0 when either side is constant (a constant
+    score ranks nothing: chance), None on fewer than 2 items."""
+    score, grade = np.asarray(score, dtype=float), np.asarray(grade, dtype=float)
+    if len(score) < 2:
+        return None
+    if np.ptp(score) == 0 or np.ptp(grade) == 0:
+        return 0.0
+    a, b = _ranks(score), _ranks(grade)
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def graded(score: np.ndarray, grade: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict:
+    """{"metrics": {rmse, spearman}, "intervals": {same: [lo, hi] | None}} of expected relevance against grade."""
+    score, grade = np.asarray(score, dtype=float), np.asarray(grade, dtype=float)
+    fns = {"rmse": rmse, "spearman": spearman}
+    draws = list(resamples_of(len(score), resamples, seed))
+    metrics = {name: fn(score, grade) for name, fn in fns.items()}
+    intervals = {}
+    for name, fn in fns.items():
+        values = [v for v in (fn(score[i], grade[i]) for i in draws) if v is not None]
+        interval = percentile_interval(values)
+        intervals[name] = list(interval) if interval else None
+    return {"metrics": metrics, "intervals": intervals}
+
+
 # ---------------------------------------------------------------------------- bootstrap
 
 
@@ -307,7 +361,8 @@ def summarize(
 ) -> dict:
     """All metrics of spec section 7 as a JSON-ready dict (evaluate.py writes it with run details).
 
-    Keys: n; metrics {HEADLINE..., ndcg@k} (None where undefined); intervals {same: [lo, hi] | None};
+    Keys: n; metrics {HEADLINE..., ndcg@k, and rmse + spearman of expected relevance where the records
+    with a posterior all carry a grade} (None where undefined); intervals {same: [lo, hi] | None};
     per_class_f1 {"code": f1 | None}; confusion {labels, columns (+ "invalid"), matrix rows=gold};
     counts {n, valid, with_posterior, step_scored, ndcg_queries}; slices {family: {n, metrics...,
     accuracy_interval}}.
@@ -332,6 +387,13 @@ def summarize(
     intervals[ndcg_name] = bootstrap_interval(
         len(query_values), lambda index: float(np.mean(np.asarray(query_values)[index])), resamples, seed
     )
+    # RMSE and Spearman where every record with a posterior carries a grade (imported human data)
+    with_grade = [p for p in preds if p.posterior is not None]
+    if with_grade and all(p.grade is not None for p in with_grade):
+        scores = np.array([expected_relevance(p.posterior) for p in with_grade])
+        result = graded(scores, np.array([p.grade for p in with_grade], dtype=float), resamples, seed)
+        metrics |= result["metrics"]
+        intervals |= {name: tuple(iv) if iv else None for name, iv in result["intervals"].items()}
     matrix = confusion_matrix([p.gold for p in preds], [p.pred for p in preds], scheme.codes)
     return {
         "n": len(preds),
@@ -452,3 +514,67 @@ def paired_difference(a: list[dict], b: list[dict], metric: str, scheme: Scheme,
         return None if x is None or y is None else x - y
 
     return {"delta": stat(np.arange(n), np.arange(len(a))), "interval": seed_bootstrap(stat, n, len(a), resamples)}
+
+
+# ---------------------------------------------------------------------------- one-pass scores from files
+# `agrl score` and `agrl baseline predict` rows (id, label, score) against a labelled source's gold, in
+# the source's record order: `agrl score` reports them, `agrl run` and `agrl report` pool them.
+
+SCORE_METRICS = ("macro_f1", "accuracy")  # of one-pass scores and baselines' predictions: a label, no reasoning
+
+
+@functools.lru_cache(maxsize=32)
+def _gold(source: str, scheme_name: str) -> tuple[tuple, tuple, tuple, tuple]:
+    """(ids, labels, families, grades) of a split: read once per process (`agrl run` reports after every job)."""
+    from agrl.data import grade_of, load_records
+    from agrl.schemes import load_scheme
+
+    records = load_records(source, load_scheme(scheme_name))
+    grades = tuple(map(grade_of, records))
+    return tuple(r.id for r in records), tuple(r.label for r in records), tuple(r.family for r in records), grades
+
+
+def score_columns(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
+    """`agrl score` or `agrl baseline predict` rows (id, label, score) as columns in the source's record
+    order (pred -1 and score None: not scored, e.g. a run cut short), to pool as report.columns does."""
+    from agrl.files import read_jsonl_tolerant
+
+    ids, gold, family, grades = _gold(str(source), scheme_name)
+    rows = {row.get("id"): row for row in read_jsonl_tolerant(Path(predictions))}
+    labels = {rid: row.get("label") for rid, row in rows.items()}
+    return {"gold": list(gold), "family": list(family), "pred": [-1 if labels.get(i) is None else labels[i] for i in ids],
+            "score": [rows[i].get("score") if i in rows else None for i in ids], "grade": list(grades),
+            "adheres": [None] * len(ids), "step_accuracy": [None] * len(ids)}
+
+
+def score_metrics(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
+    """Macro-F1 and accuracy of scored labels against the source's gold, how many were scored, and
+    RMSE + Spearman of their expected relevance where the source's records carry a grade."""
+    stat = Path(predictions).stat()
+    return _score_metrics(str(predictions), stat.st_mtime_ns, stat.st_size, str(source), scheme_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _score_metrics(predictions: str, mtime_ns: int, size: int, source: str, scheme_name: str) -> dict:
+    from agrl.schemes import load_scheme
+
+    cols = score_columns(predictions, source, scheme_name)
+    every = np.arange(len(cols["gold"]))
+    out = {"n": len(cols["gold"]), "scored": sum(p != -1 for p in cols["pred"])}
+    if any(g is None for g in cols["gold"]):  # unlabelled pairs: nothing to measure against
+        return out
+    out |= {m: column_score(cols, m, every, load_scheme(scheme_name)) if len(every) else None for m in SCORE_METRICS}
+    pairs = [(s, g) for s, g in zip(cols["score"], cols["grade"]) if s is not None and g is not None]
+    if pairs and all(g is not None for g in cols["grade"]):
+        score, grade = np.array(pairs, dtype=float).T
+        out |= {"rmse": rmse(score, grade), "spearman": spearman(score, grade)}
+    return out
+
+
+def score_metrics_line(metrics: dict) -> str | None:
+    """`agrl score`'s closing line on labelled input: macro-F1, accuracy, and RMSE + Spearman with grades."""
+    if metrics.get("macro_f1") is None:
+        return None
+    names = {"macro_f1": "macro-F1", "accuracy": "accuracy", "rmse": "RMSE", "spearman": "Spearman"}
+    shown = ", ".join(f"{label} {metrics[key]:.3f}" for key, label in names.items() if metrics.get(key) is not None)
+    return f"against the labels of {metrics['scored']:,}/{metrics['n']:,} scored pairs: {shown}"

@@ -12,7 +12,6 @@ Runs of one method (several seeds) are pooled: mean ± standard deviation across
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import html
 import json
@@ -27,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from agrl.errors import UserError
 from agrl.files import atomic_open, atomic_write, empty_dir, numbered_jsonl_tolerant, yaml_file
+from agrl.metrics import SCORE_METRICS, score_columns, score_metrics  # noqa: F401  (score_metrics: run.py, recipe.py)
 
 TABLE_METRICS = (
     "accuracy",
@@ -492,47 +492,6 @@ def columns(predictions: str | Path) -> dict:
             "pred": [-1 if r["pred"] is None else r["pred"] for r in rows],
             "adheres": [None if r["adheres"] is None else int(r["adheres"]) for r in rows],
             "step_accuracy": [r["step_accuracy"] for r in rows]}
-
-
-SCORE_METRICS = ("macro_f1", "accuracy")  # of one-pass scores and baselines' predictions: a label, no reasoning
-
-
-@functools.lru_cache(maxsize=32)
-def _gold(source: str, scheme_name: str) -> tuple[tuple, tuple, tuple]:
-    """(ids, labels, families) of a split: read once per process (`agrl run` reports after every job)."""
-    from agrl.data import load_records
-    from agrl.schemes import load_scheme
-
-    records = load_records(source, load_scheme(scheme_name))
-    return tuple(r.id for r in records), tuple(r.label for r in records), tuple(r.family for r in records)
-
-
-def score_columns(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
-    """`agrl score` or `agrl baseline predict` rows (id, label) as columns in the source's record order
-    (pred -1: not scored, e.g. a run cut short), to pool as `columns` does."""
-    from agrl.files import read_jsonl_tolerant
-
-    ids, gold, family = _gold(str(source), scheme_name)
-    labels = {row.get("id"): row.get("label") for row in read_jsonl_tolerant(Path(predictions))}
-    return {"gold": list(gold), "family": list(family), "pred": [-1 if labels.get(i) is None else labels[i] for i in ids],
-            "adheres": [None] * len(ids), "step_accuracy": [None] * len(ids)}
-
-
-def score_metrics(predictions: str | Path, source: str | Path, scheme_name: str) -> dict:
-    """Macro-F1 and accuracy of scored labels against the source's gold, and how many were scored."""
-    stat = Path(predictions).stat()
-    return _score_metrics(str(predictions), stat.st_mtime_ns, stat.st_size, str(source), scheme_name)
-
-
-@functools.lru_cache(maxsize=1024)
-def _score_metrics(predictions: str, mtime_ns: int, size: int, source: str, scheme_name: str) -> dict:
-    from agrl.metrics import column_score
-    from agrl.schemes import load_scheme
-
-    cols = score_columns(predictions, source, scheme_name)
-    every = np.arange(len(cols["gold"]))
-    return {"n": len(cols["gold"]), "scored": sum(p != -1 for p in cols["pred"]),
-            **{m: column_score(cols, m, every, load_scheme(scheme_name)) if len(every) else None for m in SCORE_METRICS}}
 
 
 def pct_cell(stat: dict) -> str:

@@ -449,15 +449,13 @@ def _triage(scorer: Scorer, source, shard, done: set[str], report: FileReport, a
 
 @contextmanager
 def _bar(enabled: bool, source: str | Path):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """progress.progress over the rows of `source` (its total counted first when it is JSONL)."""
+    from agrl.progress import progress
 
     path = Path(str(source))
     total = None
     if path.suffix in (".jsonl", ".ndjson", ".json") and path.exists():
         with path.open("rb") as handle:
             total = sum(1 for line in handle if line.strip())
-    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not enabled, console=Console(stderr=True)) as bar:
-        task = bar.add_task("score", total=total)
-        yield lambda: bar.advance(task, 1)
+    with progress("scoring", total=total, enabled=enabled) as advance:
+        yield lambda: advance(1)

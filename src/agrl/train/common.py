@@ -74,6 +74,30 @@ class JsonlMetrics(TrainerCallback):
             handle.write(json.dumps(row) + "\n")
 
 
+class ProgressLines(TrainerCallback):
+    """Training progress as log lines (progress.Meter: steps, rate, elapsed, ETA) when stderr is not a
+    terminal: the trainer's tqdm bar redraws one line with carriage returns, which a log shows as one
+    ever-growing line, or not at all until the end."""
+
+    def __init__(self, stream=None):
+        self.stream, self.meter = stream, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from agrl.progress import Meter
+
+        if state.is_world_process_zero:
+            self.meter = Meter("train", state.max_steps or None, "steps", self.stream, start=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.meter is not None:
+            self.meter.update(state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.meter is not None:
+            self.meter.close()
+            self.meter = None
+
+
 def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
@@ -118,7 +142,10 @@ def resume_checkpoint(run: RunArgs, args: Any) -> str | None:
 def fit(trainer: Any, run: RunArgs, args: Any, callbacks: tuple = ()) -> Path:
     """Train (resuming when there is a checkpoint), then save model + tokenizer to output_dir.
     `callbacks`: more TrainerCallbacks (the demo's progress display)."""
-    for callback in (JsonlMetrics(args.output_dir), *callbacks):
+    from agrl.progress import is_terminal
+
+    lines = () if is_terminal() else (ProgressLines(),)  # on a terminal the trainer's own bar shows
+    for callback in (JsonlMetrics(args.output_dir), *lines, *callbacks):
         trainer.add_callback(callback)
     checkpoint = resume_checkpoint(run, args)
     if checkpoint:

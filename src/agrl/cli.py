@@ -433,7 +433,7 @@ def demo(
 
     name = recipe or ("quick" if quick else "default")
     try:
-        result = run_demo(out, name, console=console, force=force, stages=stages.split(",") if stages else None, jobs=jobs)
+        result = run_demo(out, name, console=console, force=force, stages=stages.split(",") if stages is not None else None, jobs=jobs)
     except JobFailed as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -458,7 +458,7 @@ def run(
     from agrl.run import JobFailed, run_recipe
 
     try:
-        result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only else None, force=force,
+        result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only is not None else None, force=force,
                             threads=threads, console=console, profile=profile, sets=set_ or [],
                             results_copy=results)
     except JobFailed as err:

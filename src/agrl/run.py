@@ -27,11 +27,12 @@ import platform
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from rich.progress import (
 )
 
 from agrl.errors import UserError
-from agrl.files import atomic_write, read_jsonl_tolerant
+from agrl.files import atomic_write, content_fingerprint, read_jsonl_tolerant, try_lock
 from agrl.recipe import (
     choose,
     data_file,
@@ -73,13 +74,19 @@ def digest(*parts: Any) -> str:
 
 def stamps(recipe: dict, out: Path, runs: dict) -> dict[str, str]:
     """Per step, a hash of what made it and of its inputs' stamps: a changed recipe part changes the
-    stamps of that step and of every step downstream of it."""
+    stamps of that step and of every step downstream of it. What a step reads from outside OUT counts by
+    its content (`inputs`: the model's files, the import's, a rules or scheme file), not by its path."""
+    read = recipe.get("_inputs") or inputs(recipe)
     made = {"data": digest(recipe["data"], recipe.get("score", {}).get("queries"),
-                           sorted({s.get("records") for s in recipe["stages"].values()} - {None}, key=str)),
-            "model": digest(recipe["model"])}
+                           sorted({s.get("records") for s in recipe["stages"].values()} - {None}, key=str),
+                           *([read["data"]] if read["data"] else [])),
+            "model": digest(recipe["model"], *([read["model"]] if read["model"] else []))}
     for name, run in runs.items():
         parent = made["model"] if run["from"] == "model" else made[f"train {run['from']}"]
-        made[f"train {name}"] = digest(stage_config(recipe, name, out, runs), parent, made["data"])
+        config = stage_config(recipe, name, out, runs)
+        files = {key: content_fingerprint(config[key]) for key in ("rules_config", "scheme")
+                 if isinstance(config.get(key), str) and Path(config[key]).is_file()}
+        made[f"train {name}"] = digest(config, parent, made["data"], *([files] if files else []))
         for split in run["evals"]:
             made[f"eval {name} {split}"] = digest(recipe.get("eval"), made[f"train {name}"], made["data"])
         if (recipe.get("eval") or {}).get("curve"):
@@ -89,6 +96,34 @@ def stamps(recipe: dict, out: Path, runs: dict) -> dict[str, str]:
     for kind in (recipe.get("baselines") or {}).get("kinds", ()):
         made[f"baseline {kind}"] = digest(recipe["baselines"], kind, made["data"])
     return made
+
+
+def inputs(recipe: dict) -> dict[str, dict]:
+    """The content fingerprints (files.content_fingerprint, as `agrl score` records its model's) of what
+    the data and model steps read from outside OUT: the import folder, a scheme file, the recipe whose
+    eval queries are excluded; the local model, the GGUF, the shipped base judge. Computed once a run."""
+    data, model = recipe["data"], recipe["model"]
+    read: dict[str, dict] = {"data": {}, "model": {}}
+    if "dir" in data:
+        read["data"]["dir"] = content_fingerprint(data["dir"])
+    if data.get("scheme") and Path(data["scheme"]).is_file():
+        read["data"]["scheme"] = content_fingerprint(data["scheme"])
+    if data.get("exclude_queries_of"):
+        read["data"]["exclude_queries_of"] = load_recipe(data["exclude_queries_of"])["data"]
+    if model.get("path"):
+        read["model"]["path"] = content_fingerprint(model["path"])
+    if model.get("import"):
+        from agrl.pretrained import resolve_source
+
+        try:
+            read["model"]["import"] = content_fingerprint(resolve_source(model["import"]))
+        except UserError:
+            pass  # (smollm2 not installed: the model step says so)
+    if model.get("base"):
+        from agrl.tiny import base_judge_dir
+
+        read["model"]["base"] = content_fingerprint(base_judge_dir(model["base"]))
+    return read
 
 
 def trained_file(config: dict, out: Path, name: str) -> Path:
@@ -268,6 +303,7 @@ def _cpu_s() -> float:
 
 def run_steps(out: Path, names: list[str]) -> None:
     """A job's process: run the named steps in order, each logged to OUT/logs/STEP.log, then stamped."""
+    lock = _job_lock(out, _job_of(names[0]))  # held while this process lives: a rerun refuses while it does
     import datasets
     import transformers
 
@@ -290,6 +326,35 @@ def run_steps(out: Path, names: list[str]) -> None:
                                  "cpu_s": round(_cpu_s() - cpu0, 2),
                                  "date": datetime.now(UTC).isoformat(timespec="seconds"),
                                  "ended": round(time.time(), 2), "job": _job_of(name)}) + "\n")
+    lock.close()
+
+
+def _die_with_runner() -> None:
+    """A job dies with the runner that started it (PR_SET_PDEATHSIG: the kernel sends SIGKILL when the
+    runner dies, a `kill -9` of it included), so no trainer is left writing into OUT. Linux only; elsewhere
+    the job's lock (`_job_lock`) makes a rerun refuse while it lives."""
+    runner = os.environ.get("AGRL_RUNNER_PID")
+    if sys.platform != "linux" or not runner:
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(runner):  # the runner died before the line above: die now
+        os._exit(1)
+
+
+def _job_lock(out: Path, job: str):
+    """OUT/locks/JOB.lock, flocked and holding this process's pid for as long as the job runs."""
+    path = out / "locks" / f"{job}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    if not try_lock(handle):
+        handle.seek(0)
+        raise SystemExit(f"job {job}: already running (pid {handle.read().strip()}); not started twice")
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 class _ToStderrNow(logging.Handler):
@@ -327,10 +392,19 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected the run's directory")
     recipe = load_recipe(recipe_name, profile, sets)
+    if stages is not None and (not all(stages) or len(set(stages)) < len(stages)):
+        raise UserError(f"--only {','.join(stages)!r}: names each stage once, comma-separated (e.g. sft,grpo)")
     unknown = set(stages or ()) - set(recipe["stages"])
     if unknown:
         raise UserError(f"{recipe['_path']}: no stage(s) {sorted(unknown)} (stages: {list(recipe['stages'])})")
     check_recipe(recipe, out)
+    recipe["_inputs"] = inputs(recipe)  # (read once: the job processes take it from OUT/recipe.json)
+    with _hold(out):
+        return _run(recipe, out, jobs, stages, force, threads, console, title, results_copy)
+
+
+def _run(recipe: dict, out: Path, jobs: int, stages: list[str] | None, force: bool, threads: int | None,
+         console: Console | None, title: str, results_copy: str | Path | None) -> dict[str, Any]:
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     console = Console(file=console.file if console else sys.stderr)
     start = time.perf_counter()
@@ -361,18 +435,57 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
             "summary": json.loads(report["summary"].read_text())}
 
 
+@contextmanager
+def _hold(out: Path) -> Iterator[None]:
+    """OUT for this runner alone while it lives: an flock on the folder (the kernel drops it when the runner
+    dies, however it dies); a second `agrl run` on OUT is refused naming the holder (OUT/runner.json). A job
+    an earlier, killed runner left alive (it holds OUT/locks/JOB.lock) is refused too."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = os.open(out, os.O_RDONLY)
+    try:
+        if not try_lock(handle):
+            try:
+                holder = json.loads((out / "runner.json").read_text())
+                who = f"pid {holder['pid']} on {holder['host']} since {holder['started']}: {' '.join(holder['argv'])}"
+            except (OSError, ValueError, KeyError):
+                who = "a process that has not written OUT/runner.json yet"
+            raise UserError(f"--out {out}: another `agrl run` holds it now ({who}); wait for it, or choose another --out")
+        for lock in sorted((out / "locks").glob("*.lock")):
+            with lock.open("a+") as job:
+                if not try_lock(job):
+                    job.seek(0)
+                    raise UserError(f"--out {out}: job {lock.stem} of an earlier run is still running (pid "
+                                    f"{job.read().strip() or '?'}); stop it or let it end, then rerun")
+        yield
+    finally:
+        try:
+            if json.loads((out / "runner.json").read_text())["pid"] == os.getpid():
+                (out / "runner.json").unlink()
+        except (OSError, ValueError, KeyError):
+            pass
+        os.close(handle)
+
+
+def _claim(out: Path) -> None:
+    atomic_write(out / "runner.json", json.dumps({
+        "pid": os.getpid(), "host": platform.node(), "argv": sys.argv,
+        "started": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n")
+
+
 def _refuse_other_recipe(recipe: dict, out: Path, runs: dict, force: bool) -> None:
     # A folder with files but neither recipe.json (written before the first job) nor stamps/ is not a run's.
     ours = (out / "recipe.json").exists() or (out / "stamps").is_dir()
-    if not force and out.is_dir() and any(out.iterdir()) and not ours:
+    if not force and out.is_dir() and any(p.name != "runner.json" for p in out.iterdir()) and not ours:
         raise UserError(f"--out {out}: holds files not made by a recipe (no recipe.json); "
                         "pass --force to write into it, or choose another --out")
     wanted = stamps(recipe, out, runs)
     other = [name for name, done, _ in plan(recipe, out, runs=runs)
              if done.exists() and read_stamp(out, name).get("stamp") != wanted[name]]
     if other and not force:
-        raise UserError(f"--out {out}: holds {len(other)} step(s) made by another recipe (first: {other[0]}); "
-                        "pass --force to redo them, or choose another --out")
+        raise UserError(f"--out {out}: holds {len(other)} step(s) made by another recipe (first: {other[0]}), or "
+                        "from inputs (model, data, rules or scheme files) that changed since; pass --force to redo "
+                        "them, or choose another --out")
+    _claim(out)
 
 
 def _job_of(step: str) -> str:
@@ -402,7 +515,7 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
     overall = progress.add_task(f"[bold]{title}", total=len(steps))
     progress.advance(overall, sum(v is None for v in timings.values()))
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                        "TOKENIZERS_PARALLELISM": "false",
+                        "TOKENIZERS_PARALLELISM": "false", "AGRL_RUNNER_PID": str(os.getpid()),
                         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                     os.environ.get("PYTHONPATH")]))}
     running: dict[str, tuple[subprocess.Popen, int | None]] = {}
@@ -545,4 +658,5 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
 
 
 if __name__ == "__main__":  # a job's process: python -m agrl.run OUT STEP...
+    _die_with_runner()
     run_steps(Path(sys.argv[1]), sys.argv[2:])

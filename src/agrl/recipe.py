@@ -75,11 +75,20 @@ class Layout:
     def split(self, split: str) -> Path:
         return (self.data_dir or self.out / "data") / f"{split}.jsonl"
 
-    def derived(self, name: str) -> Path:  # a file the data step cuts from a split (records, first queries)
-        return self.out / "data" / f"{name}.jsonl"
+    def records(self, count: int, seed: int) -> Path:  # a stage's `records: N`: the first N of a seeded shuffle
+        return self.out / "data" / f"train_{count}_seed{seed}.jsonl"
 
-    def stage(self, name: str) -> Path:
-        return self.model if name == "model" else self.out / name
+    def first_queries(self, split: str, count: int) -> Path:  # `score.queries: N`
+        return self.out / "data" / f"{split}_first{count}queries.jsonl"
+
+    def stage(self, name: str) -> Path:  # a stage's run folder (`model`: the starting model)
+        return self.out / name
+
+    def trained(self, name: str, lora: bool) -> Path:  # the weights a finished stage leaves
+        return self.out / name / ("adapter_model.safetensors" if lora else "model.safetensors")
+
+    def config(self, name: str) -> Path:
+        return self.out / "configs" / f"{name}.yaml"
 
     def eval(self, name: str, split: str) -> Path:
         return self.out / name / "eval" / f"{split}.json"
@@ -97,23 +106,20 @@ class Layout:
         return self.out / "stamps" / f"{step.replace(' ', '_')}.json"
 
     def log(self, step: str) -> Path:
-        return self.out / "logs" / f"{step.replace(' ', '_')}.log"
+        return self.logs / f"{step.replace(' ', '_')}.log"
 
     def job_lock(self, job: str) -> Path:
         return self.out / "locks" / f"{job}.lock"
 
-    @property
-    def model(self) -> Path:
-        return self.out / "model"
-
-    @property
-    def splits(self) -> Path:
-        return self.out / "data" / "splits.json"
-
-    def __getattr__(self, name: str) -> Path:  # OUT's single files: recipe.json, choices.json, timings.json, ...
-        if name in ("recipe", "choices", "timings", "results", "runner"):
-            return self.out / f"{name}.json"
-        raise AttributeError(name)
+    model = property(lambda self: self.out / "model")
+    splits = property(lambda self: self.out / "data" / "splits.json")
+    logs = property(lambda self: self.out / "logs")
+    report = property(lambda self: self.out / "report")
+    recipe = property(lambda self: self.out / "recipe.json")  # the recipe as run (and its choices, inputs)
+    choices = property(lambda self: self.out / "choices.json")
+    timings = property(lambda self: self.out / "timings.json")
+    results = property(lambda self: self.out / "results.json")
+    runner = property(lambda self: self.out / "runner.json")  # who holds OUT now
 
 
 def load_recipe(name_or_path: str | Path, profile: str | None = None, sets: list[str] = ()) -> dict[str, Any]:
@@ -425,6 +431,14 @@ class Recipe:
     baselines: Baselines | None = field(default=None, metadata=_is(_section(Baselines)))
 
 
+def recipe_keys() -> set[str]:
+    """Every key a recipe may hold: its sections (and `profiles`), their keys, a stage's own keys."""
+    keys = {"profiles"}
+    for cls in (Recipe, Data, Add, Model, ModelInit, Stage, Sweep, Eval, Score, Report, Baselines):
+        keys |= {spec.name.rstrip("_") for spec in fields(cls) if "check" in spec.metadata}
+    return keys
+
+
 EVAL_METRICS = ("accuracy", "macro_f1", "good_f1", "format_valid", "adherence", "step_accuracy",
                 "posterior_accuracy", "ece", "ndcg@10")  # metrics.HEADLINE and the NDCG of `agrl eval`
 SCORE_METRICS = ("macro_f1", "accuracy", "scored")  # report.score_metrics' of one-pass scores
@@ -563,10 +577,8 @@ def expand(recipe: dict, choices: dict[str, dict] | None = None) -> dict[str, di
 
 def sweep_result(recipe: dict, out: Path, name: str) -> Path:
     """The file a grid point leaves on `sweep.split`: its greedy eval, or (`by: score`) its score's cost stamp."""
-    split = recipe["sweep"]["split"]
-    if recipe["sweep"].get("by") == "score":
-        return out / "scores" / f"{name}.{split}.cost.json"
-    return out / name / "eval" / f"{split}.json"
+    split, at = recipe["sweep"]["split"], Layout.of(recipe, out)
+    return at.score(name, split, ".cost.json") if recipe["sweep"].get("by") == "score" else at.eval(name, split)
 
 
 def choose(recipe: dict, out: Path) -> dict[str, dict]:
@@ -582,7 +594,7 @@ def choose(recipe: dict, out: Path) -> dict[str, dict]:
         if sweep.get("by") == "score":
             from agrl.report import score_metrics
 
-            metrics = score_metrics(out / "scores" / f"{name}.{sweep['split']}.jsonl",
+            metrics = score_metrics(Layout(out).score(name, sweep["split"]),
                                     score_source(recipe, out, sweep["split"]), recipe["data"].get("scheme", "default"))
         else:
             metrics = json.loads(sweep_result(recipe, out, name).read_text())["metrics"]
@@ -605,22 +617,22 @@ def train_file(recipe: dict, name: str, runs: dict, out: Path) -> Path:
 def stage_data(recipe: dict, stage: dict, out: Path) -> Path:
     """The file a stage trains on: its split, or (`records: N`) the first N of a seeded shuffle of it."""
     if "records" in stage:
-        return out / "data" / f"train_{stage['records']}_seed{recipe['common'].get('seed', 0)}.jsonl"
+        return Layout(out).records(stage["records"], recipe["common"].get("seed", 0))
     return data_file(recipe, stage.get("data", "train" if "dir" in recipe["data"] else "sft"), out)
 
 
 def data_file(recipe: dict, split: str, out: Path) -> Path:
-    return (Path(recipe["data"]["dir"]) if "dir" in recipe["data"] else out / "data") / f"{split}.jsonl"
+    return Layout.of(recipe, out).split(split)
 
 
 def score_source(recipe: dict, out: Path, split: str) -> Path:
     """The records a split is scored on: all of it, or (`score.queries: N`) its first N queries' pairs."""
     queries = recipe["score"].get("queries")
-    return data_file(recipe, split, out) if queries is None else out / "data" / f"{split}_first{queries}queries.jsonl"
+    return data_file(recipe, split, out) if queries is None else Layout(out).first_queries(split, queries)
 
 
 def stage_config(recipe: dict[str, Any], name: str, out: Path, runs: dict | None = None) -> dict[str, Any]:
-    """The flat `agrl train` mapping of one concrete stage: configs/CONFIG, the recipe's common keys,
+    """The flat `agrl train` mapping of one concrete stage: its `config` file, the recipe's common keys,
     the stage's own keys, its seed / grid point, paths under OUT."""
     runs = runs or expand(recipe)
     run = runs[name]
@@ -630,9 +642,9 @@ def stage_config(recipe: dict[str, Any], name: str, out: Path, runs: dict | None
     if "dir" in recipe["data"] and recipe["data"].get("scheme"):
         config["scheme"] = recipe["data"]["scheme"]
     local = run["from"] == "model" and "path" in recipe["model"]  # a local HF model, used in place
-    config["model"] = str(recipe["model"]["path"] if local else out / run["from"])
+    config["model"] = str(recipe["model"]["path"] if local else Layout(out).stage(run["from"]))
     config["train_file"] = str(train_file(recipe, name, runs, out))
-    config["output_dir"] = str(out / name)
+    config["output_dir"] = str(Layout(out).stage(name))
     return config
 
 

@@ -174,8 +174,9 @@ def test_the_built_wheel_runs_its_own_demo(tmp_path):
     the source, installed into a fresh venv that sees this environment's dependencies (a .pth naming its
     site-packages, whose own .pth files, the editable agrl's included, are not read) but not the source."""
     source = tmp_path / "source"
+    source.mkdir()
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name) if source.exists() else (source.mkdir(), shutil.copy(ROOT / name, source / name))
+        shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     run = lambda *cmd, **kw: subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, **kw)

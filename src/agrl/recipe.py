@@ -10,9 +10,11 @@ Sections (every other key is refused):
              (a fresh tiny model whose tokenizer is trained on the train split), `import` (smollm2 or a
              GGUF) or `path` (a local HF model)
     common   `agrl train` keys every stage shares
-    stages   NAME: {config (a shipped stage: sft, dpo, grpo, ... in agrl/recipes/stages; or a file beside the recipe), from (`model` or an earlier stage), data (the split it
-             trains on), records (the first N pairs of a seeded shuffle), seeds (only these of the
-             recipe's), once (true: one run, not one per seed), any `agrl train` key}
+    stages   NAME (a plain identifier, not one of Layout.RESERVED): {config (a shipped stage by name: sft,
+             dpo, grpo, ... in agrl/recipes/stages; or a YAML file in the recipe's folder), from (`model`
+             or an earlier stage), data (the split it trains on), records (the first N pairs of a seeded
+             shuffle), seeds (only these of the recipe's), once (true: one run, not one per seed), any
+             `agrl train` key}
     seeds    optional: every stage once per seed (NAME-sSEED, `seed` set, `from` the same seed's stage,
              or the one run of a `once` stage: every seed starts from it)
     sweep    optional: {split, metric, stages: {NAME: {KEY: [values]}}}: each grid point of a stage
@@ -33,8 +35,12 @@ Sections (every other key is refused):
 `agrl run --set KEY=VALUE` (KEY dotted, VALUE YAML) overrides one key after the profile.
 
 A stage's config is the flat `agrl train` mapping: its `config` file, then `common`, then the stage's
-own keys, then paths under OUT. Every stage's config is checked by `agrl train`'s loader before
-anything runs, so a recipe error is one line naming the file and key.
+own keys, then paths under OUT.
+
+The recipe is checked whole before any step runs: `parse` reads it into one frozen dataclass per
+section (every key, type, sign, range; names against names), `check_recipe` then checks what it names
+(splits, the model, files) and every stage's `agrl train` config. A mistake is one line naming the file
+and key. `Layout` owns every path of a run's OUT.
 """
 
 from __future__ import annotations

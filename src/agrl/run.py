@@ -240,8 +240,11 @@ def _hold(out: Path) -> Iterator[None]:
     """OUT for this runner alone while it lives: an flock on the folder (the kernel drops it when the runner
     dies, however it dies); a second `agrl run` on OUT is refused naming the holder (OUT/runner.json). A job
     an earlier, killed runner left alive (it holds OUT/locks/JOB.lock) is refused too."""
-    out.mkdir(parents=True, exist_ok=True)
-    handle = os.open(out, os.O_RDONLY)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = os.open(out, os.O_RDONLY)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot make or open it ({err.strerror})") from None
     try:
         if not try_lock(handle):
             try:

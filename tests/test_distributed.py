@@ -21,7 +21,6 @@ from agrl.train.common import METRICS_FILE
 pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STAGES = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "stages"
-STAGES = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "stages"
 
 
 def torchrun(config: str, overrides: list[str]) -> subprocess.CompletedProcess:

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="interleaved repeats of the three runs")
     p.add_argument("--batch", type=int, default=16, help="per-device generation batch (rows)")
     p.add_argument("--num-generations", type=int, default=4)
-    p.add_argument("--max-completion-length", type=int, default=128, help="as configs/agrl.yaml")
+    p.add_argument("--max-completion-length", type=int, default=128, help="as recipes/stages/agrl.yaml")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(METHODS))

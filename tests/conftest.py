@@ -36,14 +36,12 @@ def small_bench(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sft_model_dir(tiny_model_dir, small_bench, tmp_path_factory):
-    """The tiny model after 120 SFT steps (~30 s on one core) through `configs/sft.yaml`: some of its samples
+    """The tiny model after 120 SFT steps (~30 s on one core) through the shipped `sft` stage: some of its samples
     are well-formed, so RL groups have reward variance. The run dir also holds metrics.jsonl and checkpoints."""
-    from pathlib import Path
-
     from agrl.train import train
 
     out = tmp_path_factory.mktemp("sft") / "run"
-    config = Path(__file__).resolve().parents[1] / "configs" / "sft.yaml"
+    config = "sft"  # the shipped stage, by its name (agrl/recipes/stages/sft.yaml)
     train(config, [f"model={tiny_model_dir}", f"train_file={small_bench / 'sft.jsonl'}", f"output_dir={out}",
                    "max_steps=120", "per_device_train_batch_size=16", "learning_rate=3e-3", "warmup_steps=5",
                    "save_steps=60", "logging_steps=20", "disable_tqdm=true", "report_to=none"])

@@ -6,6 +6,11 @@ that every stage ran and the report holds each method's numbers, not that the nu
 """
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,10 +21,12 @@ from agrl.cli import app
 from agrl.demo import load_recipe, plan, stage_config
 from agrl.train.config import load_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 METHODS = ("sft", "dpo", "grpo", "agrl")
 
 
-# The demo's stage settings (flat: common + stage keys) as its recipes resolve them from configs/*.yaml:
+# The demo's stage settings (flat: common + stage keys) as its recipes resolve them from the shipped stages:
 # the demo must run exactly these (its numbers in docs/results.md). The default's RL stages are the method
 # study's budget and chosen rates (bench/PROTOCOL.md); the rest is what it ran before reading the configs.
 _COMMON = {"seed": 0, "report_to": "none", "disable_tqdm": True, "bf16": False, "logging_steps": 1, "save_strategy": "no"}
@@ -59,7 +66,7 @@ def _resolved(config: dict, path: Path) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("name", ["default", "quick"])
 def test_demo_reads_the_stage_configs_and_runs_what_it_ran_before(name, tmp_path):
-    """configs/*.yaml hold each stage once; the demo's recipe adds only its paths and its own keys, and
+    """The shipped stages (agrl/recipes/stages/*.yaml) hold each stage once; the demo's recipe adds only its paths and its own keys, and
     every resolved value (agrl's and TRL's) equals the demo's before it read the configs."""
     recipe = load_recipe(name)
     out = tmp_path / "out"
@@ -97,14 +104,15 @@ def test_smollm2_recipes_are_valid_lora_train_configs(name, tmp_path):
         method, run, args = load_config(path)
         assert method == stage and run.lora_r > 0 and args.bf16 == (name == "gpu")
     steps = plan(recipe, tmp_path / "out", stages=["sft"])
-    assert [step[0] for step in steps] == ["data", "model", "train sft", "eval sft eval_balanced",
-                                           "eval sft eval_wild"]
-    assert steps[2][1] == tmp_path / "out" / "sft" / "adapter_model.safetensors"  # a LoRA stage is done
+    assert [step.name for step in steps] == ["data", "model", "train sft", "eval sft eval_balanced",
+                                             "eval sft eval_wild"]
+    assert steps[2].done == tmp_path / "out" / "sft" / "adapter_model.safetensors"  # a LoRA stage is done
 
 
 def test_bad_recipe_is_refused(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"data": {}, "model": {}, "eval": {}, "common": {},
+    path.write_text(yaml.safe_dump({"data": {"seed": 0, "noise": 0.1}, "model": {"size": "tiny", "seed": 0},
+                                    "eval": {"batch_size": 8, "max_new_tokens": 8, "resamples": 0}, "common": {},
                                     "stages": {"grpo": {"from": "sft", "data": "rl"}}}))
     with pytest.raises(ValueError, match="stages.grpo.from"):
         load_recipe(path)
@@ -128,7 +136,7 @@ def test_quick_demo_end_to_end(tmp_path):
     report = (out / "report" / "report.md").read_text()
     assert all(f"| {method} |" in report for method in METHODS)
     timings = json.loads((out / "timings.json").read_text())["steps"]
-    assert set(timings) == {name for name, _, _ in plan(load_recipe("quick"), out)}
+    assert set(timings) == {step.name for step in plan(load_recipe("quick"), out)}
     assert all(seconds is not None for seconds in timings.values())
     for method in METHODS:  # each stage wrote its config (re-runnable by hand) and its model
         assert (out / "configs" / f"{method}.yaml").is_file()
@@ -158,3 +166,35 @@ def test_results_tables_fit_80_columns():
     assert max(len(line) for line in text.splitlines()) <= 80
     for word in (*methods, "eval_balanced", "eval_wild", "0.877 [0.85, 0.90]", *(h for _, h in RESULT_COLUMNS)):
         assert word in text, word
+
+
+@pytest.mark.slow
+def test_the_built_wheel_runs_its_own_demo(tmp_path):
+    """A wheel carries what its demo reads (the stage configs, recipes, rules, schemes): built from a copy of
+    the source, installed into a fresh venv that sees this environment's dependencies (a .pth naming its
+    site-packages, whose own .pth files, the editable agrl's included, are not read) but not the source."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = lambda *cmd, **kw: subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, **kw)
+    built = run(sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"),
+                cwd=source)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    wheel = next((tmp_path / "wheel").glob("agrl-*.whl"))
+    venv = tmp_path / "venv"
+    assert run(sys.executable, "-m", "venv", "--without-pip", str(venv)).returncode == 0
+    python = venv / "bin" / "python"
+    site = run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    Path(site, "shared_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    assert run(str(python), "-c", "import agrl").returncode != 0  # the source is not reachable from there
+    installed = run(str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel))
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    where = run(str(python), "-c", "import agrl; print(agrl.__file__)", cwd=tmp_path).stdout.strip()
+    assert where.startswith(site), where
+    demo = run(str(venv / "bin" / "agrl"), "demo", "--quick", "--out", str(tmp_path / "demo"), cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    assert (tmp_path / "demo" / "report" / "report.md").is_file()
+    assert (tmp_path / "demo" / "configs" / "sft.yaml").is_file()

@@ -20,6 +20,7 @@ from agrl.train.common import METRICS_FILE
 
 pytestmark = pytest.mark.slow
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+STAGES = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "stages"
 
 
 def torchrun(config: str, overrides: list[str]) -> subprocess.CompletedProcess:
@@ -46,7 +47,7 @@ def test_two_processes_with_straddling_groups(name, sft_model_dir, small_bench, 
         pytest.importorskip("agrl.train.agr")
     out = tmp_path / name
     result = torchrun(
-        str(CONFIGS / f"{name}.yaml"),
+        str(STAGES / f"{name}.yaml"),
         [
             f"model={sft_model_dir}",
             f"train_file={small_bench / 'rl.jsonl'}",
@@ -90,7 +91,7 @@ def test_accelerate_ddp_config_with_lora(sft_model_dir, small_bench, tmp_path):
             "logging_steps=1", "save_steps=2", "disable_tqdm=true", "lora_r=8"]
     cmd = [accelerate, "launch", "--config_file", str(CONFIGS / "accelerate" / "ddp.yaml"), "--num_processes", "2",
            "--mixed_precision", "no", "--main_process_port", str(port), "-m", "agrl", "train",
-           str(CONFIGS / "agrl.yaml"), *[item for o in sets for item in ("--set", o)]]
+           str(STAGES / "agrl.yaml"), *[item for o in sets for item in ("--set", o)]]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

@@ -272,7 +272,7 @@ def test_every_config_key_is_documented():
     text = (ROOT / "docs/pipeline.md").read_text()
     keys = {f.name for f in fields(RunArgs) if f.init}
     keys |= {f.name for f in fields(AGRLConfig) if f.name.startswith("agr_")}
-    keys |= set(recipe.SECTIONS) | set(recipe.STAGE_KEYS) | {k for ks in recipe.KEYS.values() for k in ks}
+    keys |= recipe.recipe_keys()
     keys |= set(yaml.safe_load((ROOT / "src/agrl/recipes/rules/default.yaml").read_text()))
     missing = sorted(k for k in keys if f"`{k}`" not in text and f"`{k}:" not in text)
     assert not missing, f"docs/pipeline.md does not document: {missing}"

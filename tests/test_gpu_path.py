@@ -98,7 +98,10 @@ def test_every_run_of_a_gpu_recipe_is_a_valid_training_config(recipe, profile, t
     imported.mkdir()
     for split in ("train", "validation", "test"):
         (imported / f"{split}.jsonl").write_text("")
-    spec = load_recipe(ROOT / recipe, profile, [f"data.dir={imported}"] if "home_depot" in recipe else [])
+    from agrl.tiny import base_judge_dir
+
+    sets = [f"model.path={base_judge_dir('tiny-base')}", *([f"data.dir={imported}"] if "home_depot" in recipe else [])]
+    spec = load_recipe(ROOT / recipe, profile, sets)
     check_recipe(spec, tmp_path / "out")
     runs = expand(spec)
     assert {run["from"] for name, run in runs.items() if name != "sft"} == {"sft"}

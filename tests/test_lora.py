@@ -25,7 +25,7 @@ from agrl.train.common import METRICS_FILE
 from agrl.train.config import ConfigError, load_config
 from agrl.train.lora import lora_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "stages"  # the shipped stages
 SMALL = ["disable_tqdm=true", "report_to=none", "logging_steps=1"]
 LORA = ["lora_r=8", "lora_alpha=16", "lora_dropout=0.0"]
 

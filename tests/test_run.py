@@ -187,8 +187,12 @@ SHIPPED = [*(ROOT / "src" / "agrl" / "recipes" / "demo").glob("*.yaml"), *(ROOT 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.parent.name != "accelerate"], ids=lambda p: p.stem)
 def test_every_shipped_recipe_validates(path, tmp_path):
     """Each shipped recipe loads and each of its stages (every seed and grid point) is a valid train config.
-    An import folder or a local model it names is stood in for by an empty one."""
+    An import folder it names is stood in for by an empty one, a local model by the shipped base judge."""
     recipe = load_recipe(path)
+    if "path" in recipe["model"]:  # the shipped base judge stands in for the local model
+        from agrl.tiny import base_judge_dir
+
+        recipe["model"]["path"] = str(base_judge_dir("tiny-base"))
     if "dir" in recipe["data"]:
         recipe["data"]["dir"] = str(tmp_path / "import")
         for split in ("train", "validation", "test"):
@@ -225,7 +229,7 @@ def test_a_once_stage_runs_once_and_every_seed_starts_from_it(tmp_path):
 
 def test_data_add_puts_a_clean_generated_set_before_the_split_off_the_eval_queries(tmp_path):
     from agrl import synth
-    from agrl.run import make_data
+    from agrl.steps import make_data
 
     recipe = load_recipe(_recipe(tmp_path, lambda b: b["data"].update(
         add={"sft": {"seed": 1, "size": 24, "mix": {"plain": 0.5, "brand": 0.5}}},
@@ -250,7 +254,7 @@ def test_a_sweep_by_score_chooses_on_the_scored_macro_f1(tmp_path):
         score={"splits": [], "batch_size": 8},
         sweep={"split": "eval_wild", "metric": "macro_f1", "by": "score", "stages": {"grpo": {"learning_rate": [1e-5, 1e-4]}}})))
     out = tmp_path / "out"
-    from agrl.run import make_data
+    from agrl.steps import make_data
 
     make_data(recipe, out)
     runs = expand(recipe)
@@ -290,3 +294,182 @@ def test_bad_gpu_study_input_is_one_line_naming_file_and_key(tmp_path, args, cha
     assert result.output.count("\n") == 1 and str(recipe) in result.output
     assert all(part in result.output for part in ((expected,) if isinstance(expected, str) else expected))
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- issue 26: the runner's defects
+
+
+def _imported(tmp_path: Path, change=None) -> Path:
+    """A recipe on an import folder (train, test) and a local model (a copy of the shipped base judge)."""
+    import shutil
+
+    from agrl import synth
+    from agrl.data import write_jsonl
+    from agrl.tiny import base_judge_dir
+
+    splits = synth.generate(seed=0, sizes={"sft": 32, "rl": 0, "eval_balanced": 0, "eval_wild": 8})
+    write_jsonl(splits["sft"], tmp_path / "import" / "train.jsonl")
+    write_jsonl(splits["eval_wild"], tmp_path / "import" / "test.jsonl")
+    shutil.copytree(base_judge_dir("tiny-base"), tmp_path / "local_model")
+    (tmp_path / "rules.yaml").write_text((ROOT / "src" / "agrl" / "recipes" / "rules" / "default.yaml").read_text())
+    body = {"data": {"dir": str(tmp_path / "import")}, "model": {"path": str(tmp_path / "local_model")},
+            "common": TINY["common"],
+            "stages": {"sft": {"config": "sft.yaml", "from": "model", "data": "train", "max_steps": 2,
+                               "per_device_train_batch_size": 8, "max_length": 256,
+                               "rules_config": str(tmp_path / "rules.yaml")}},
+            "score": {"splits": ["test"], "batch_size": 8}}
+    if change:
+        change(body)
+    path = tmp_path / "imported.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def _finished(recipe_path: Path, out: Path) -> None:
+    """OUT as a finished run of the recipe leaves it: each step's output there, under the stamp it wants."""
+    from agrl.run import plan
+
+    recipe = load_recipe(recipe_path)
+    (out / "recipe.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe))
+    for step in plan(recipe, out):
+        step.done.parent.mkdir(parents=True, exist_ok=True)
+        step.done.write_text("{}")
+        (out / "stamps").mkdir(exist_ok=True)
+        (out / "stamps" / f"{step.name.replace(' ', '_')}.json").write_text(json.dumps({"stamp": step.stamp}))
+
+
+@pytest.mark.parametrize("what, first", [("model", "train sft"), ("data", "data"), ("rules", "train sft"),
+                                         ("exclude", "data")])
+def test_a_changed_input_file_is_refused_by_the_step_that_reads_it(tmp_path, what, first):
+    """Defect 1: a step's stamp covers what it reads by content (the local model's weights, the import's
+    splits, a rules file the stage names, the recipe whose eval queries are excluded), not by path."""
+    if what == "exclude":
+        other = _recipe(tmp_path, name="other.yaml")
+        recipe = _recipe(tmp_path, lambda b: b["data"].update(exclude_queries_of=str(other)))
+    else:
+        recipe = _imported(tmp_path)
+    out = tmp_path / "out"
+    _finished(recipe, out)
+    if what == "model":  # another model at the same path (same size, other weights)
+        weights = tmp_path / "local_model" / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-8:] = bytes(8)
+        weights.write_bytes(bytes(data))
+    elif what == "data":
+        (tmp_path / "import" / "test.jsonl").write_text(
+            "".join((tmp_path / "import" / "test.jsonl").read_text().splitlines(keepends=True)[:4]))
+    elif what == "rules":
+        (tmp_path / "rules.yaml").write_text((tmp_path / "rules.yaml").read_text() + "\n# edited\n")
+    else:
+        other.write_text(other.read_text().replace("seed: 0\n  noise", "seed: 5\n  noise", 1))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"made by another recipe (first: {first})" in result.output and "changed since" in result.output
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda b: b["stages"].update(data={"config": "sft.yaml", "from": "model"}), "stages.data: 'data' is reserved"),
+    (lambda b: b["stages"].update(model={"config": "sft.yaml", "from": "model"}), "stages.model: 'model' is reserved"),
+    (lambda b: b["stages"].update({"../../x": {"config": "sft.yaml", "from": "model"}}),
+     "stages.../../x: a stage name is a plain identifier"),
+    (_bad("eval.limit", -1), "eval.limit: must be a whole number >= 1"),
+    (_bad("stages.sft.records", -5), "stages.sft.records: must be a whole number >= 1"),
+    (lambda b: b.update(score={"splits": ["eval_wild"], "batch_size": 8, "queries": -1}),
+     "score.queries: must be a whole number >= 1"),
+    (_bad("data.sizes.sft", -3), "data.sizes.sft: must be a whole number >= 0"),
+    (_bad("data.add", [1]), "data.add: must be a mapping"),
+    (_bad("data.sizes", [1, 2]), "data.sizes: must be a mapping"),
+    (_bad("data.split", 5), "data.split: must be a mapping"),
+    (lambda b: b.update(sweep={"split": "eval_wild", "metric": "macro_f1", "stages": ["sft"]}),
+     "sweep.stages: must be a mapping"),
+    (_bad("stages.sft.config", "/etc/passwd"), "stages.sft.config: /etc/passwd: a shipped stage"),
+    (_bad("stages.sft.config", "../sft.yaml"), "stages.sft.config: ../sft.yaml: a shipped stage"),
+    (_bad("eval.batch_size", 0), "eval.batch_size: must be a whole number >= 1"),
+    (_bad("eval.resamples", "many"), "eval.resamples: must be a whole number"),
+    (_bad("eval.curve", "nosplit"), "eval.curve: 'nosplit' is not a split"),
+    (_bad("model", {"path": "no/such/model"}), "model.path no/such/model: no such model directory"),
+    (_bad("model", {"import": "no_such.gguf"}), "model.import: no_such.gguf: no such GGUF file"),
+    (_bad("data.exclude_queries_of", "no_such.yaml"), "data.exclude_queries_of: no_such.yaml: no such demo recipe"),
+    (_bad("stages", {}), "stages: must map stage names"),
+    (lambda b: b.update(sweep={"split": "eval_wild", "metric": "macro_f2", "stages": {"grpo": {"learning_rate": [1e-4]}}}),
+     "sweep.metric: 'macro_f2' is not a metric"),
+    (lambda b: b.update(baselines={"kinds": "bm25", "train": "sft", "splits": ["eval_wild"]}), "baselines.kinds: must be a list"),
+    (_bad("seeds", []), "seeds: must not be empty"),
+    (_bad("seeds", [1, 1]), "seeds: lists 1 twice"),
+    (_bad("eval.splits", "eval_wild"), "eval.splits: must be a list"),
+    (_bad("data.noise", 1.5), "data.noise: must be a number in [0, 1]"),
+    (_bad("report", {"differences": [["agrl", "ppo"]]}), "report.differences: ['agrl', 'ppo']"),
+])
+def test_every_recipe_mistake_is_one_line_before_any_job(tmp_path, change, expected):
+    """Defects 4, 5, 6: reserved or odd stage names, negative counts, wrong shapes, files out of reach and
+    names that do not resolve are one line naming the file and key, exit 2, OUT untouched."""
+    recipe = _recipe(tmp_path, change)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and str(recipe) in result.output, result.output
+    assert expected in result.output, result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("only", ["", "sft,,grpo", "sft,sft"])
+def test_an_empty_or_repeated_only_is_refused(tmp_path, only):
+    result = CliRunner().invoke(app, ["run", str(_recipe(tmp_path)), "--out", str(tmp_path / "out"), "--only", only])
+    assert result.exit_code == 2 and "--only" in result.output and "names each stage once" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:  # a zombie (nobody reaped it yet) is dead
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the job's death signal is Linux's prctl")
+def test_one_runner_per_out_and_its_jobs_die_with_it(tmp_path):
+    """Defects 2 and 3 with real processes: while a runner trains, a second `agrl run` on its OUT is refused
+    naming it; a `kill -9` of the runner takes its trainer with it; a job an earlier runner left alive (it
+    holds its lock) makes a rerun refuse."""
+    recipe = _imported(tmp_path, lambda b: b["stages"]["sft"].update(max_steps=100000))
+    out = tmp_path / "out"
+    runner = _agrl("run", str(recipe), "--out", str(out), start_new_session=True)
+    try:
+        lock = out / "locks" / "sft.lock"
+        deadline = time.time() + 240
+        while not (lock.exists() and lock.read_text().strip()):
+            assert runner.poll() is None and time.time() < deadline, "the runner ended before SFT started"
+            time.sleep(0.2)
+        trainer = int(lock.read_text())
+        assert _alive(trainer)
+        second = subprocess.run([sys.executable, "-m", "agrl", "run", str(recipe), "--out", str(out)],
+                                env=os.environ | {"PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True,
+                                check=False)
+        assert second.returncode == 2, second.stderr
+        assert f"another `agrl run` holds it now (pid {runner.pid}" in second.stderr
+        os.kill(runner.pid, signal.SIGKILL)  # the runner alone, as `kill -9 PID` does
+        runner.wait()
+        deadline = time.time() + 20
+        while _alive(trainer):
+            assert time.time() < deadline, "the trainer outlived its runner"
+            time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(runner.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # A job left alive by an earlier runner (here: a process holding the job's lock) stops a rerun.
+    hold = ("import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "
+            "f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert f"job sft of an earlier run is still running (pid {holder.pid})" in result.output
+    finally:
+        holder.kill()
+        holder.wait()

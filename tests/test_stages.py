@@ -17,7 +17,7 @@ from agrl.train import train
 from agrl.train.common import METRICS_FILE
 
 pytestmark = pytest.mark.slow
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "stages"  # the shipped stages
 SMALL = ["disable_tqdm=true", "report_to=none", "logging_steps=1", "save_steps=2"]
 
 

@@ -13,7 +13,7 @@ from agrl.train.args import RunArgs
 from agrl.train.config import ConfigError, _Parser, _renamed, load_config, write_resolved
 from agrl.train.methods import METHODS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "stages"  # the shipped stages
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_cli_rejects_a_bad_config_before_any_work(grpo_yaml, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written, no model loaded
 
 
-# Every stage config shipped under configs/ (a YAML with a `method`; the others are recipes and accelerate files)
+# Every stage config shipped in the package (agrl/recipes/stages: a YAML with a `method`)
 STAGE_CONFIGS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")
                        if "method" in (yaml.safe_load(p.read_text()) or {}))
 
@@ -148,7 +148,7 @@ def test_shipped_configs_load(name):
         warnings.simplefilter("error", FutureWarning)  # no deprecated key either
         method, run, args = load_config(CONFIGS / name)
     assert method == run.method and args.output_dir.startswith("runs/demo/")
-    assert Path(name).stem == method  # configs/METHOD.yaml
+    assert Path(name).stem == method  # recipes/stages/METHOD.yaml
     assert args.gradient_checkpointing is False and args.activation_checkpointing is False
     if METHODS[method].rewards:
         assert not args.use_vllm and not args.use_transformers_continuous_batching  # plain HF generate
@@ -162,7 +162,7 @@ LACKS_IN_5_17 = {"activation_checkpointing", "activation_checkpointing_kwargs"}
 
 @pytest.mark.parametrize("name", STAGE_CONFIGS)
 def test_shipped_configs_load_where_transformers_is_5_17(name):
-    # every `agrl train configs/*.yaml` failed on the GPU host: the key was unknown there
+    # every `agrl train STAGE` failed on the GPU host: the key was unknown there
     values = yaml.safe_load((CONFIGS / name).read_text())
     config_class = METHODS[values["method"]].config
     known_in_5_17 = {a.dest for a in _Parser((RunArgs, config_class))._actions} - LACKS_IN_5_17
@@ -195,9 +195,9 @@ def test_sft_guided_share_adds_guided_copies_with_the_same_targets():
 
 @pytest.mark.parametrize("name", ["sft", "grpo", "agrl"])
 def test_shipped_config_before_the_demo_names_the_missing_file(name, tmp_path, monkeypatch):
-    # a new user's first `agrl train configs/X.yaml`: one line naming the missing demo output, exit 2
+    # a new user's first `agrl train X` (a shipped stage, by name): one line naming the missing demo output, exit 2
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["train", str(CONFIGS / f"{name}.yaml")])
+    result = CliRunner().invoke(app, ["train", name])
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "runs/demo/" in lines[0] and "make demo" in lines[0], result.output

@@ -436,20 +436,23 @@ def key_value_overrides(args: list[str]) -> list[str]:
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    config: Annotated[str, typer.Argument(help="YAML config: method + agrl keys + TRL config keys (configs/*.yaml)")],
+    config: Annotated[str, typer.Argument(help="YAML config: method + agrl keys + TRL config keys (a shipped stage: sft, dpo, grpo, grpo_dynamic, grpo_pr, agr_only, agrl; or a file)")],
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="key=value override, value read as YAML (repeatable)")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an output_dir that holds another run")] = False,
 ) -> None:
-    """Run one training stage (a method of train/methods.py: sft, dpo, grpo, grpo_pr, agrl, ...) from a config file.
+    """Run one training stage (a method of train/methods.py: sft, dpo, grpo, grpo_pr, agrl, ...) from a config file
+    or a shipped stage's name (`agrl train sft`: agrl/recipes/stages/sft.yaml).
 
     Any config key is also an option: `--max_steps 4` is `--set max_steps=4` (applied after the --set ones).
 
     Keys: agrl's (model, train_file, scheme, rules_config, lora_r, sft_label_weight, agr_*, ...: docs/pipeline.md) and the method's TRL config's (SFTConfig, DPOConfig, GRPOConfig)."""
+    from agrl.files import shipped_stage
     from agrl.train import train as run_stage
 
-    input_file(config, "training config")
+    if Path(config).exists() or not shipped_stage(config):  # else a shipped stage by its name: `agrl train sft`
+        input_file(config, "training config")
     out = run_stage(config, [*(overrides or []), *key_value_overrides(ctx.args)], force=force)
     console.print(f"trained: {out}")
 
@@ -531,7 +534,7 @@ def demo(
 
     name = recipe or ("quick" if quick else "default")
     try:
-        result = run_demo(out, name, console=console, force=force, stages=stages.split(",") if stages else None, jobs=jobs)
+        result = run_demo(out, name, console=console, force=force, stages=stages.split(",") if stages is not None else None, jobs=jobs)
     except JobFailed as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
@@ -556,7 +559,7 @@ def run(
     from agrl.run import JobFailed, run_recipe
 
     try:
-        result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only else None, force=force,
+        result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only is not None else None, force=force,
                             threads=threads, console=console, profile=profile, sets=set_ or [],
                             results_copy=results)
     except JobFailed as err:
@@ -798,7 +801,7 @@ app.add_typer(sbs_app, name="sbs")
 # tests/test_docs.py checks that each command has one and that each example names its own command.
 
 EXAMPLES = {
-    "": "agrl data validate pairs.csv && agrl train configs/sft.yaml --set model=src/agrl/judges/tiny-base "
+    "": "agrl data validate pairs.csv && agrl train sft --set model=src/agrl/judges/tiny-base "
         "--set train_file=pairs.csv --set output_dir=runs/mine && agrl serve --model runs/mine",
     "data": "agrl data validate pairs.csv",
     "data validate": "agrl data validate pairs.csv --scheme three_level",
@@ -819,7 +822,7 @@ EXAMPLES = {
     "baseline fit": "agrl baseline fit --kind bm25 --train runs/home_depot/train.jsonl --out runs/hd_bm25.joblib",
     "baseline predict": "agrl baseline predict --model runs/hd_bm25.joblib --input runs/home_depot/test.jsonl "
                         "--output runs/hd_bm25.jsonl",
-    "train": "agrl train configs/sft.yaml --set model=src/agrl/judges/tiny-base --set train_file=pairs.csv "
+    "train": "agrl train sft --set model=src/agrl/judges/tiny-base --set train_file=pairs.csv "
              "--set output_dir=runs/mine --max_steps 50",
     "eval": "agrl eval --model runs/mine --data heldout.csv --out runs/mine/eval/heldout.json --limit 200",
     "report": "agrl report runs/demo/sft runs/demo/agrl --out runs/report",

@@ -689,6 +689,11 @@ def write_jsonl(rows: Iterable[Record | dict], path: str | Path) -> int:
 # ---------------------------------------------------------------------------- dataset hygiene
 
 
+# The hard query families (the spec's: a pretrained judge gets them wrong): the hard-slice metrics and the
+# counters of GRPO's groups read them; synth generates them rarely in SFT, often in RL.
+HARD = ("negation", "alternative", "accessory", "model")
+
+
 def normalize_query(query: str) -> str:
     return " ".join(query.lower().split())
 
@@ -711,18 +716,6 @@ def split_by_query(
         for query in queries[start:end]:
             out[name].extend(by_query[query])
         start = end
-    return out
-
-
-def dedupe(records: list[Record]) -> list[Record]:
-    """Drop repeated (query, product title) pairs, keeping the first."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for record in records:
-        key = (normalize_query(record.query), " ".join(record.product.title.lower().split()))
-        if key not in seen:
-            seen.add(key)
-            out.append(record)
     return out
 
 

@@ -316,3 +316,82 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- shipped stages, fingerprints, locks
+
+
+def shipped_stage(name: str | Path) -> Path | None:
+    """A stage config shipped in the package (agrl/recipes/stages/NAME.yaml) by its name, `sft` or
+    `sft.yaml`; None for anything else (a path, an unknown name)."""
+    import re
+    from importlib import resources
+
+    stem = str(name).removesuffix(".yaml")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", stem):
+        return None
+    path = Path(str(resources.files("agrl") / "recipes" / "stages" / f"{stem}.yaml"))
+    return path if path.is_file() else None
+
+
+def shipped_stages() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("agrl").joinpath("recipes", "stages").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over a model folder's config and weights (and an adapter's base): equal only for the same model."""
+    import hashlib
+
+    folder = Path(model_dir)
+    digest = hashlib.sha256()
+    names = ("config.json", "adapter_config.json", *WEIGHT_FILES, *ADAPTER_FILES)
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0")
+            _hash_into(digest, path)
+    if (folder / "adapter_config.json").is_file():  # an adapter scores through its base: another base, another maker
+        settings = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        digest.update(model_fingerprint(settings["base_model_name_or_path"]).encode())
+    return digest.hexdigest()
+
+
+def _hash_into(digest, path: Path) -> None:
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+
+
+def content_fingerprint(path: str | Path) -> str | None:
+    """sha256 of what a path holds: a model folder's `model_fingerprint`, any other folder's files (names
+    and bytes, recursively), a file's bytes; None when nothing is there."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+        return model_fingerprint(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        _hash_into(digest, path)
+    elif path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+            _hash_into(digest, file)
+    else:
+        return None
+    return digest.hexdigest()
+
+
+def try_lock(handle) -> bool:
+    """An exclusive, non-blocking flock on an open file (or a folder's descriptor): held until the handle is closed (or the
+    process dies, however it dies); False when another process holds it."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle if isinstance(handle, int) else handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

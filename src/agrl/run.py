@@ -1,17 +1,20 @@
-"""`agrl run RECIPE`: every step of a recipe (recipe.py) as jobs, `--jobs` at a time, then results.json
-and the report.
+"""`agrl run RECIPE`: the runner. It checks the recipe whole (recipe.py), takes OUT for itself, plans
+every step, schedules the steps' jobs, `--jobs` at a time, then writes results.json and the report; the
+steps themselves run in the jobs' processes (steps.py).
 
-Steps: `data` (the synthetic benchmark, or the import folder's train subsets), `model`, then per
-concrete stage `train NAME`, `eval NAME SPLIT` (greedy `agrl eval`) and `score NAME SPLIT` (one-pass
-`agrl score`), and `baseline KIND` (`agrl baseline` fit and predict, on CPU beside the stages). A job
-is the data, the model, one stage (its training, evals and scores) or one baseline, run as
-its own process (`python -m agrl.run OUT STEP...`, OMP_NUM_THREADS=threads) once the job it starts
-from has finished. Each finished step writes OUT/stamps/STEP.json: a hash of everything that made
-it (its inputs' stamps included) and its wall and CPU seconds. A rerun skips a step whose output
-exists under the same stamp, resumes a killed one (training from its last checkpoint, scoring from
-the last scored row) and refuses OUT when it holds a step made by another recipe (`--force` redoes
-it). With a sweep, the grid points run first; OUT/choices.json records what they chose. results.json
-is rewritten as each job ends, so a run cut short still reports what finished.
+`plan` is the one list of typed steps (Step: kind, name, job, after, done, stamp, args): `data`,
+`model`, then per concrete stage `train NAME`, `curve NAME`, `eval NAME SPLIT` (greedy `agrl eval`) and
+`score NAME SPLIT` (one-pass `agrl score`), and `baseline KIND` (`agrl baseline`, on CPU beside the
+stages). Stamps, `--only`, the schedule, the skips, results.json and its costs all read it. A job (the
+data, the model, one stage with its evals and scores, or one baseline) is its own process
+(`python -m agrl.steps OUT JOB STEP...`, OMP_NUM_THREADS=threads), started once the job it starts from
+has finished. A step's stamp hashes what makes it, its inputs' stamps, and the content of the files it
+reads from outside OUT (`inputs`). A rerun skips a step whose output exists under the same stamp, resumes
+a killed one (training from its last checkpoint, scoring from the last scored row) and refuses OUT when
+it holds a step made by another recipe or from changed inputs (`--force` redoes it). One runner holds
+OUT at a time (`_hold`); its jobs die with it. With a sweep, the grid points run first; OUT/choices.json
+records what they chose. results.json is rewritten as each job ends, so a run cut short still reports
+what finished.
 
     agrl run configs/home_depot/tiny.yaml --out runs/hd_judges/tiny --jobs 2
 """
@@ -21,22 +24,19 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import logging
 import os
 import platform
-import random
-import resource
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -48,19 +48,16 @@ from rich.progress import (
 )
 
 from agrl.errors import UserError
-from agrl.files import atomic_write, read_jsonl_tolerant
+from agrl.files import atomic_write, content_fingerprint, read_jsonl_tolerant, try_lock
 from agrl.recipe import (
+    Layout,
     choose,
     data_file,
     expand,
     load_recipe,
     score_source,
-    splits_of,
     stage_config,
-    stage_data,
 )
-
-Step = tuple[str, Path, Callable[[], None]]
 
 
 class JobFailed(RuntimeError):
@@ -71,232 +68,96 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stamps(recipe: dict, out: Path, runs: dict) -> dict[str, str]:
-    """Per step, a hash of what made it and of its inputs' stamps: a changed recipe part changes the
-    stamps of that step and of every step downstream of it."""
-    made = {"data": digest(recipe["data"], recipe.get("score", {}).get("queries"),
-                           sorted({s.get("records") for s in recipe["stages"].values()} - {None}, key=str)),
-            "model": digest(recipe["model"])}
-    for name, run in runs.items():
-        parent = made["model"] if run["from"] == "model" else made[f"train {run['from']}"]
-        made[f"train {name}"] = digest(stage_config(recipe, name, out, runs), parent, made["data"])
-        for split in run["evals"]:
-            made[f"eval {name} {split}"] = digest(recipe.get("eval"), made[f"train {name}"], made["data"])
-        if (recipe.get("eval") or {}).get("curve"):
-            made[f"curve {name}"] = digest(recipe["eval"], made[f"train {name}"], made["data"])
-        for split in run["scores"]:
-            made[f"score {name} {split}"] = digest(recipe["score"], made[f"train {name}"], made["data"])
-    for kind in (recipe.get("baselines") or {}).get("kinds", ()):
-        made[f"baseline {kind}"] = digest(recipe["baselines"], kind, made["data"])
-    return made
+def inputs(recipe: dict) -> dict[str, dict]:
+    """The content fingerprints (files.content_fingerprint, as `agrl score` records its model's) of what
+    the data and model steps read from outside OUT: the import folder, a scheme file, the recipe whose
+    eval queries are excluded; the local model, the GGUF, the shipped base judge. Computed once a run."""
+    data, model = recipe["data"], recipe["model"]
+    read: dict[str, dict] = {"data": {}, "model": {}}
+    if "dir" in data:
+        read["data"]["dir"] = content_fingerprint(data["dir"])
+    if data.get("scheme") and Path(data["scheme"]).is_file():
+        read["data"]["scheme"] = content_fingerprint(data["scheme"])
+    if data.get("exclude_queries_of"):
+        read["data"]["exclude_queries_of"] = load_recipe(data["exclude_queries_of"])["data"]
+    if model.get("path"):
+        read["model"]["path"] = content_fingerprint(model["path"])
+    if model.get("import"):
+        from agrl.pretrained import resolve_source
+
+        try:
+            read["model"]["import"] = content_fingerprint(resolve_source(model["import"]))
+        except UserError:
+            pass  # (smollm2 not installed: the model step says so)
+    if model.get("base"):
+        from agrl.tiny import base_judge_dir
+
+        read["model"]["base"] = content_fingerprint(base_judge_dir(model["base"]))
+    return read
 
 
-def trained_file(config: dict, out: Path, name: str) -> Path:
-    """The weights a finished stage leaves: an adapter when the stage trains LoRA (lora_r > 0)."""
-    return out / name / ("adapter_model.safetensors" if config.get("lora_r") else "model.safetensors")
+@dataclass(frozen=True)
+class Step:
+    """One step of a run: its kind (data, model, train, eval, curve, score, baseline) and name ("eval sft
+    eval_wild"), the job (process) it runs in and the job that must end before that one starts, the file
+    that exists once it is done, its stamp (a hash of what makes it and of its inputs' stamps, files read
+    from outside OUT by content), and what the job's process calls: steps.py's function for the kind
+    with `args` (a stage's name, a split, a baseline kind)."""
+
+    kind: str
+    name: str
+    job: str
+    after: str | None
+    done: Path
+    stamp: str
+    args: tuple = ()
 
 
 def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | None = None) -> list[Step]:
-    """(step name, the file that exists once it is done, the call) in order; `stages`: only these
-    (recipe stage names or concrete ones)."""
+    """Every step of the run, in order, built in one pass; stamps, `--only`, the jobs' schedule, the skips
+    and results.json all read this list. `stages`: only these (recipe stage names or concrete ones; the
+    data, model and baselines stay). A changed recipe part or input changes the stamps of its step and of
+    every step downstream."""
     runs = runs or expand(recipe)
-    names = [n for n, run in runs.items() if stages is None or n in stages or run["stage"] in stages]
-    steps: list[Step] = [("data", out / "data" / "splits.json", lambda: make_data(recipe, out))]
+    at = Layout.of(recipe, out)
+    read = recipe.get("_inputs") or inputs(recipe)
+    steps: list[Step] = []
+
+    def step(kind: str, name: str, job: str, after: str | None, done: Path, stamp: str, *args) -> str:
+        steps.append(Step(kind, name, job, after, done, stamp, args))
+        return stamp
+
+    data = step("data", "data", "data", None, at.splits,
+                digest(recipe["data"], recipe.get("score", {}).get("queries"),
+                       sorted({s.get("records") for s in recipe["stages"].values()} - {None}, key=str),
+                       *([read["data"]] if read["data"] else [])))
+    trained = {"model": digest(recipe["model"], *([read["model"]] if read["model"] else []))}
     if "path" not in recipe["model"]:
-        steps.append(("model", out / "model" / "config.json", lambda: make_model(recipe, out)))
+        step("model", "model", "model", "data", at.model / "config.json", trained["model"])
     for kind in (recipe.get("baselines") or {}).get("kinds", ()):  # not stages: --only keeps them
-        last = recipe["baselines"]["splits"][-1]
-        steps.append((f"baseline {kind}", out / "baselines" / f"{kind}.{last}.jsonl",
-                      lambda k=kind: baseline(recipe, out, k)))
-    for name in names:
+        step("baseline", f"baseline {kind}", f"baseline-{kind}", "data",
+             at.baseline(kind, recipe["baselines"]["splits"][-1]), digest(recipe["baselines"], kind, data), kind)
+    kept = []
+    for name, run in runs.items():  # every run's stamp: a kept run's may start from one left out
         config = stage_config(recipe, name, out, runs)
-        steps.append((f"train {name}", trained_file(config, out, name), lambda n=name: train_stage(recipe, out, n, runs)))
-    for name in names:
-        if (recipe.get("eval") or {}).get("curve"):
-            steps.append((f"curve {name}", out / name / "curve" / "curve.json", lambda n=name: curve_stage(recipe, out, n)))
-        steps += [(f"eval {name} {split}", out / name / "eval" / f"{split}.json",
-                   lambda n=name, s=split: evaluate_stage(recipe, out, n, s)) for split in runs[name]["evals"]]
+        files = {key: content_fingerprint(config[key]) for key in ("rules_config", "scheme")
+                 if isinstance(config.get(key), str) and Path(config[key]).is_file()}
+        trained[name] = digest(config, trained[run["from"]], data, *([files] if files else []))
+        if stages is None or name in stages or run["stage"] in stages:
+            kept.append(name)
+            step("train", f"train {name}", name, run["from"], at.trained(name, bool(config.get("lora_r"))),
+                 trained[name], name)
+    settings = recipe.get("eval") or {}
+    for name in kept:
+        if settings.get("curve"):
+            step("curve", f"curve {name}", name, None, at.curve(name), digest(settings, trained[name], data), name)
+        for split in runs[name]["evals"]:
+            step("eval", f"eval {name} {split}", name, None, at.eval(name, split),
+                 digest(recipe.get("eval"), trained[name], data), name, split)
         for split in runs[name]["scores"]:
-            steps.append((f"score {name} {split}", out / "scores" / f"{name}.{split}.cost.json",
-                          lambda n=name, s=split: score_stage(recipe, out, n, s)))
+            step("score", f"score {name} {split}", name, None, at.score(name, split, ".cost.json"),
+                 digest(recipe["score"], trained[name], data), name, split)
     return steps
-
-
-# ---------------------------------------------------------------------------- steps (run in a job's process)
-
-
-def make_data(recipe: dict, out: Path) -> None:
-    from agrl import synth
-    from agrl.data import split_by_query, write_jsonl
-
-    data = recipe["data"]
-    if "dir" not in data:
-        exclude: set[str] = set()
-        if data.get("exclude_queries_of"):  # keep this benchmark's pairs off another recipe's eval queries
-            other = load_recipe(data["exclude_queries_of"])["data"]
-            exclude = synth.eval_queries(synth.generate(seed=other["seed"], sizes=other.get("sizes"), noise=0.0))
-        splits = synth.generate(seed=data["seed"], sizes=data.get("sizes"), noise=data["noise"], mix=data.get("mix"),
-                                exclude_queries=exclude)
-        for name, extra in (data.get("add") or {}).items():  # e.g. a large clean SFT set before the noisy rows
-            sizes = dict.fromkeys(synth.SPLITS, 0) | {name: extra["size"]}
-            added = synth.generate(seed=extra["seed"], sizes=sizes, noise=extra.get("noise", 0.0),
-                                   mix={name: extra["mix"]} if extra.get("mix") else None,
-                                   exclude_queries=exclude | synth.eval_queries(splits))[name]
-            for record in added:  # ids stay unique in the joined split
-                record.id = f"{record.id}-add{extra['seed']}"
-            splits[name] = added + splits[name]
-        for name, parts in data.get("split", {}).items():  # query-disjoint parts, e.g. rl -> rl_train + validation
-            splits |= split_by_query(splits.pop(name), parts, seed=data["seed"])
-        for name, records in splits.items():
-            write_jsonl(records, out / "data" / f"{name}.jsonl")
-    for stage in recipe["stages"].values():  # `records: N`: the first N train pairs of a seeded shuffle
-        if "records" in stage:
-            path = stage_data(recipe, stage, out)
-            rows = _lines(data_file(recipe, stage.get("data", "train"), out))
-            random.Random(recipe["common"].get("seed", 0)).shuffle(rows)
-            atomic_write(path, "".join(row + "\n" for row in rows[:stage["records"]]))
-    for split in (recipe.get("score") or {}).get("splits", ()):
-        source = score_source(recipe, out, split)
-        if source != data_file(recipe, split, out):  # the split's pairs of its first `queries` queries
-            rows = [(row, json.loads(row)["query"]) for row in _lines(data_file(recipe, split, out))]
-            keep = set(list(dict.fromkeys(query for _, query in rows))[:recipe["score"]["queries"]])
-            atomic_write(source, "".join(row + "\n" for row, query in rows if query in keep))
-    atomic_write(out / "data" / "splits.json", json.dumps(splits_of(recipe)) + "\n")
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def make_model(recipe: dict, out: Path) -> None:
-    model = recipe["model"]
-    if "import" in model:
-        from agrl.pretrained import import_gguf
-
-        import_gguf(model["import"], out / "model")
-    elif model.get("base"):
-        from agrl.tiny import copy_base_judge
-
-        copy_base_judge(model["base"], out / "model")
-    elif "init" in model:  # the tokenizer learns the train split's prompts and teacher reasoning
-        from agrl.data import load_records
-        from agrl.prompt import user_message
-        from agrl.rules import RulesEngine
-        from agrl.schemes import load_scheme
-        from agrl.tiny import init_model
-
-        scheme = load_scheme(recipe["data"].get("scheme", "default"))
-        records = load_records(data_file(recipe, "train", out), scheme)
-        engine = RulesEngine.from_records(records, scheme)
-        corpus = [user_message(r) + "\n" + engine.teacher_reasoning(r) for r in records]
-        init_model(out / "model", size=model["init"]["size"], seed=model["init"]["seed"], corpus=corpus)
-    else:
-        from agrl.tiny import init_model
-
-        init_model(out / "model", size=model["size"], seed=model["seed"])
-
-
-def train_stage(recipe: dict, out: Path, name: str, runs: dict) -> None:
-    from agrl.train import train
-
-    config = stage_config(recipe, name, out, runs)
-    train(atomic_write(out / "configs" / f"{name}.yaml", yaml.safe_dump(config, sort_keys=False)))
-
-
-def evaluate_stage(recipe: dict, out: Path, name: str, split: str) -> None:
-    from agrl.evaluate import evaluate
-
-    settings = recipe["eval"]
-    evaluate(out / name, data_file(recipe, split, out), out / name / "eval" / f"{split}.json",
-             scheme=recipe["data"].get("scheme", "default"), batch_size=settings["batch_size"],
-             max_new_tokens=settings["max_new_tokens"], limit=settings.get("limit"), resamples=settings["resamples"],
-             posterior=settings.get("posterior", True))
-
-
-def curve_stage(recipe: dict, out: Path, name: str) -> None:
-    """Every checkpoint of the stage and its final model evaluated on `eval.curve` (step -> metrics in
-    curve/curve.json); the checkpoints are deleted then (a curve point is all the study keeps of them)."""
-    from agrl.evaluate import evaluate
-
-    settings, split = recipe["eval"], recipe["eval"]["curve"]
-    models = {int(p.name.removeprefix("checkpoint-")): p for p in (out / name).glob("checkpoint-*")}
-    models[_last_step(out / name / "metrics.jsonl")] = out / name
-    curve = {}
-    for step, model in sorted(models.items()):
-        path = out / name / "curve" / f"step{step}.json"
-        if not path.exists():
-            evaluate(model, data_file(recipe, split, out), path, scheme=recipe["data"].get("scheme", "default"),
-                     batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
-                     limit=settings.get("limit"), resamples=0, posterior=settings.get("posterior", True))
-        curve[step] = json.loads(path.read_text())["metrics"]
-    atomic_write(out / name / "curve" / "curve.json", json.dumps(curve, indent=1) + "\n")
-    for checkpoint in models.values():
-        if checkpoint != out / name:
-            shutil.rmtree(checkpoint)
-
-
-def score_stage(recipe: dict, out: Path, name: str, split: str) -> None:
-    from agrl.score import Scorer, score_file
-
-    t0, cpu0 = time.perf_counter(), _cpu_s()
-    target = out / "scores" / f"{name}.{split}.jsonl"
-    scorer = Scorer(out / name, scheme=recipe["data"].get("scheme", "default"), batch_size=recipe["score"]["batch_size"])
-    score_file(scorer, score_source(recipe, out, split), target, progress=False)
-    cost = {"cpu_s": round(_cpu_s() - cpu0, 1), "wall_s": round(time.perf_counter() - t0, 1),
-            "threads": os.environ.get("OMP_NUM_THREADS")}
-    atomic_write(target.with_suffix(".cost.json"), json.dumps(cost) + "\n")
-
-
-def baseline(recipe: dict, out: Path, kind: str) -> None:
-    """`agrl baseline fit` on the recipe's train split, then `predict` on each of its splits."""
-    from agrl import baselines
-    from agrl.data import load_records
-    from agrl.schemes import load_scheme
-
-    settings, scheme = recipe["baselines"], recipe["data"].get("scheme", "default")
-    model = baselines.fit(load_records(data_file(recipe, settings["train"], out), load_scheme(scheme)), kind, scheme)
-    baselines.save(model, out / "baselines" / f"{kind}.joblib")
-    for split in settings["splits"]:
-        rows = baselines.predict(model, load_records(data_file(recipe, split, out), load_scheme(scheme)))
-        baselines.write_predictions(rows, out / "baselines" / f"{kind}.{split}.jsonl")
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_steps(out: Path, names: list[str]) -> None:
-    """A job's process: run the named steps in order, each logged to OUT/logs/STEP.log, then stamped."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    logging.basicConfig(level=logging.WARNING, handlers=[_ToStderrNow()])
-    recipe = json.loads((out / "recipe.json").read_text())
-    runs = expand(recipe, recipe.get("_choices"))
-    steps = {name: call for name, _, call in plan(recipe, out, runs=runs)}
-    wanted = stamps(recipe, out, runs)
-    for name in names:
-        t0, cpu0 = time.perf_counter(), _cpu_s()
-        log = out / "logs" / f"{name.replace(' ', '_')}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as handle, redirect_stdout(handle), redirect_stderr(handle):
-            steps[name]()
-        atomic_write(out / "stamps" / f"{name.replace(' ', '_')}.json",
-                     json.dumps({"stamp": wanted[name], "wall_s": round(time.perf_counter() - t0, 2),
-                                 "cpu_s": round(_cpu_s() - cpu0, 2),
-                                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                                 "ended": round(time.time(), 2), "job": _job_of(name)}) + "\n")
-
-
-class _ToStderrNow(logging.Handler):
-    """Writes to sys.stderr as it is when a record is logged: a step's log file while it runs."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- the runner
@@ -304,9 +165,13 @@ class _ToStderrNow(logging.Handler):
 
 def read_stamp(out: Path, name: str) -> dict:
     try:
-        return json.loads((out / "stamps" / f"{name.replace(' ', '_')}.json").read_text())
+        return json.loads(Layout(out).stamp(name).read_text())
     except (OSError, ValueError):
         return {}  # missing or unreadable: the step counts as made by another recipe
+
+
+def _done(out: Path, step: Step) -> bool:
+    return step.done.exists() and read_stamp(out, step.name).get("stamp") == step.stamp
 
 
 def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: list[str] | None = None,
@@ -327,10 +192,19 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected the run's directory")
     recipe = load_recipe(recipe_name, profile, sets)
+    if stages is not None and (not all(stages) or len(set(stages)) < len(stages)):
+        raise UserError(f"--only {','.join(stages)!r}: names each stage once, comma-separated (e.g. sft,grpo)")
     unknown = set(stages or ()) - set(recipe["stages"])
     if unknown:
         raise UserError(f"{recipe['_path']}: no stage(s) {sorted(unknown)} (stages: {list(recipe['stages'])})")
     check_recipe(recipe, out)
+    recipe["_inputs"] = inputs(recipe)  # (read once: the job processes take it from OUT/recipe.json)
+    with _hold(out):
+        return _run(recipe, out, jobs, stages, force, threads, console, title, results_copy)
+
+
+def _run(recipe: dict, out: Path, jobs: int, stages: list[str] | None, force: bool, threads: int | None,
+         console: Console | None, title: str, results_copy: str | Path | None) -> dict[str, Any]:
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     console = Console(file=console.file if console else sys.stderr)
     start = time.perf_counter()
@@ -346,63 +220,97 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
         if recipe.get("sweep"):  # the grid points first: they choose the swept stages' keys
             timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title, report_so_far)
             recipe["_choices"] = choose(recipe, out)  # (--only may leave a grid unfinished: no choice for it yet)
-            atomic_write(out / "choices.json", json.dumps(recipe["_choices"], indent=2) + "\n")
+            atomic_write(Layout(out).choices, json.dumps(recipe["_choices"], indent=2) + "\n")
             runs = expand(recipe, recipe["_choices"])
             _refuse_other_recipe(recipe, out, runs, force)
         more = _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title, report_so_far)
         timings |= {k: v for k, v in more.items() if v is not None or k not in timings}
     total = time.perf_counter() - start
-    atomic_write(out / "timings.json", json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
+    atomic_write(Layout(out).timings, json.dumps({"steps": timings, "total_s": total}, indent=2) + "\n")
     results = report_so_far(runs)
     from agrl.report import report_results
 
-    report = report_results(results, out / "report")
+    report = report_results(results, Layout(out).report)
     return {"timings": timings, "total_s": total, "report": report, "results": results,
             "summary": json.loads(report["summary"].read_text())}
 
 
+@contextmanager
+def _hold(out: Path) -> Iterator[None]:
+    """OUT for this runner alone while it lives: an flock on the folder (the kernel drops it when the runner
+    dies, however it dies); a second `agrl run` on OUT is refused naming the holder (OUT/runner.json). A job
+    an earlier, killed runner left alive (it holds OUT/locks/JOB.lock) is refused too."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = os.open(out, os.O_RDONLY)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot make or open it ({err.strerror})") from None
+    try:
+        if not try_lock(handle):
+            try:
+                holder = json.loads(Layout(out).runner.read_text())
+                who = f"pid {holder['pid']} on {holder['host']} since {holder['started']}: {' '.join(holder['argv'])}"
+            except (OSError, ValueError, KeyError):
+                who = "a process that has not written OUT/runner.json yet"
+            raise UserError(f"--out {out}: another `agrl run` holds it now ({who}); wait for it, or choose another --out")
+        for lock in sorted(Layout(out).job_lock("*").parent.glob("*.lock")):
+            with lock.open("a+") as job:
+                if not try_lock(job):
+                    job.seek(0)
+                    raise UserError(f"--out {out}: job {lock.stem} of an earlier run is still running (pid "
+                                    f"{job.read().strip() or '?'}); stop it or let it end, then rerun")
+        yield
+    finally:
+        try:
+            if json.loads(Layout(out).runner.read_text())["pid"] == os.getpid():
+                Layout(out).runner.unlink()
+        except (OSError, ValueError, KeyError):
+            pass
+        os.close(handle)
+
+
+def _claim(out: Path) -> None:
+    atomic_write(Layout(out).runner, json.dumps({
+        "pid": os.getpid(), "host": platform.node(), "argv": sys.argv,
+        "started": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n")
+
+
 def _refuse_other_recipe(recipe: dict, out: Path, runs: dict, force: bool) -> None:
     # A folder with files but neither recipe.json (written before the first job) nor stamps/ is not a run's.
-    ours = (out / "recipe.json").exists() or (out / "stamps").is_dir()
-    if not force and out.is_dir() and any(out.iterdir()) and not ours:
+    ours = Layout(out).recipe.exists() or Layout(out).stamp("data").parent.is_dir()
+    if not force and out.is_dir() and any(p != Layout(out).runner for p in out.iterdir()) and not ours:
         raise UserError(f"--out {out}: holds files not made by a recipe (no recipe.json); "
                         "pass --force to write into it, or choose another --out")
-    wanted = stamps(recipe, out, runs)
-    other = [name for name, done, _ in plan(recipe, out, runs=runs)
-             if done.exists() and read_stamp(out, name).get("stamp") != wanted[name]]
+    other = [step.name for step in plan(recipe, out, runs=runs) if step.done.exists() and not _done(out, step)]
     if other and not force:
-        raise UserError(f"--out {out}: holds {len(other)} step(s) made by another recipe (first: {other[0]}); "
-                        "pass --force to redo them, or choose another --out")
-
-
-def _job_of(step: str) -> str:
-    if step.startswith("baseline "):
-        return step.replace(" ", "-")
-    return step if step in ("data", "model") else step.split(" ")[1]
+        raise UserError(f"--out {out}: holds {len(other)} step(s) made by another recipe (first: {other[0]}), or "
+                        "from inputs (model, data, rules or scheme files) that changed since; pass --force to redo "
+                        "them, or choose another --out")
+    _claim(out)
 
 
 def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
               progress: Progress, console: Console, title: str,
               job_done: Callable[[dict], Any] = lambda runs: None) -> dict[str, float | None]:
     """Each job (data, model, one stage) as a process once the one it starts from is done, `jobs` at a time."""
-    wanted = stamps(recipe, out, runs)
+    at = Layout(out)
     steps = plan(recipe, out, stages, runs)
-    todo: dict[str, list[str]] = {}
+    todo: dict[str, list[Step]] = {}
+    after: dict[str, str | None] = {}
     timings: dict[str, float | None] = {}
-    for name, done, _ in steps:
-        if done.exists() and read_stamp(out, name).get("stamp") == wanted[name]:
-            timings[name] = None
+    for step in steps:
+        after.setdefault(step.job, step.after)  # (a job's first step, its training, names what it starts from)
+        if _done(out, step):
+            timings[step.name] = None
             continue
-        if done.exists() and name.startswith("train "):  # another recipe's: no resume from its checkpoints
-            shutil.rmtree(out / _job_of(name), ignore_errors=True)
-        todo.setdefault(_job_of(name), []).append(name)
-    after = {"model": "data", **{n: r["from"] for n, r in runs.items()},
-             **{_job_of(name): "data" for name, _, _ in steps if name.startswith("baseline ")}}
-    atomic_write(out / "recipe.json", json.dumps(recipe, default=str) + "\n")
+        if step.done.exists() and step.kind == "train":  # another recipe's: no resume from its checkpoints
+            shutil.rmtree(at.stage(step.job), ignore_errors=True)
+        todo.setdefault(step.job, []).append(step)
+    atomic_write(at.recipe, json.dumps(recipe, default=str) + "\n")
     overall = progress.add_task(f"[bold]{title}", total=len(steps))
     progress.advance(overall, sum(v is None for v in timings.values()))
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                        "TOKENIZERS_PARALLELISM": "false",
+                        "TOKENIZERS_PARALLELISM": "false", "AGRL_RUNNER_PID": str(os.getpid()),
                         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                     os.environ.get("PYTHONPATH")]))}
     running: dict[str, tuple[subprocess.Popen, int | None]] = {}
@@ -415,12 +323,12 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
                 failed.append(job)
                 todo.pop(job)
                 continue
-            (out / "logs").mkdir(parents=True, exist_ok=True)
-            with (out / "logs" / f"job_{job}.log").open("a") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "agrl.run", str(out), *todo[job]], env=env,
-                                        stdout=log, stderr=subprocess.STDOUT)
+            at.log(f"job_{job}").parent.mkdir(parents=True, exist_ok=True)
+            with at.log(f"job_{job}").open("a") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "agrl.steps", str(out), job, *(s.name for s in todo[job])],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)
             task = None
-            if f"train {job}" in todo[job]:
+            if any(step.kind == "train" for step in todo[job]):
                 total = stage_config(recipe, job, out, runs).get("max_steps")
                 task = progress.add_task(f"  {job} steps", total=total if total and total > 0 else None)
             running[job] = (proc, task)
@@ -429,24 +337,24 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
         time.sleep(0.2)
         for job, (proc, task) in list(running.items()):
             if task is not None:
-                progress.update(task, completed=_last_step(out / job / "metrics.jsonl"))
+                progress.update(task, completed=_last_step(at.stage(job) / "metrics.jsonl"))
             if proc.poll() is None:
                 continue
             running.pop(job)
             if task is not None:
                 progress.remove_task(task)
-            for name, _, _ in steps:
-                stamp = read_stamp(out, name) if _job_of(name) == job and name not in timings else {}
-                if stamp.get("stamp") == wanted[name]:
-                    timings[name] = stamp["wall_s"]
-                    console.log(f"{name}: {stamp['wall_s']:.1f} s")
+            for step in steps:
+                stamp = read_stamp(out, step.name) if step.job == job and step.name not in timings else {}
+                if stamp.get("stamp") == step.stamp:
+                    timings[step.name] = stamp["wall_s"]
+                    console.log(f"{step.name}: {stamp['wall_s']:.1f} s")
                     progress.advance(overall)
             if proc.returncode:
                 failed.append(job)
-                console.log(f"[red]{job} failed (exit {proc.returncode}); see {out / 'logs'}")
+                console.log(f"[red]{job} failed (exit {proc.returncode}); see {at.logs}")
             job_done(runs)
     if failed:
-        raise JobFailed(f"job(s) {', '.join(failed)} failed or did not start; see {out / 'logs'} "
+        raise JobFailed(f"job(s) {', '.join(failed)} failed or did not start; see {at.logs} "
                            "(a rerun resumes them)")
     return timings
 
@@ -500,31 +408,26 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
     their metrics, the baselines' predictions and metrics, cost, the machine."""
     from agrl.report import score_metrics
 
-    scheme = recipe["data"].get("scheme", "default")
+    scheme, at = recipe["data"].get("scheme", "default"), Layout.of(recipe, out)
+    steps = plan(recipe, out, stages, runs)
     rows = []
-    for name, run in runs.items():
-        if stages is not None and run["stage"] not in stages and name not in stages:
-            continue
+    for name in dict.fromkeys(step.job for step in steps if step.kind == "train"):
+        run = runs[name]
         evals = {}
         for split in run["evals"]:
-            path = out / name / "eval" / f"{split}.json"
-            if path.exists():
-                result = json.loads(path.read_text())
+            if at.eval(name, split).exists():
+                result = json.loads(at.eval(name, split).read_text())
                 evals[split] = {k: result.get(k) for k in ("n", "metrics", "intervals", "predictions")}
-        scores = {split: {"file": str(out / "scores" / f"{name}.{split}.jsonl"),
-                          "source": str(score_source(recipe, out, split)),
-                          "metrics": score_metrics(out / "scores" / f"{name}.{split}.jsonl",
-                                                   score_source(recipe, out, split), scheme),
-                          **json.loads((out / "scores" / f"{name}.{split}.cost.json").read_text())}
-                  for split in run["scores"] if (out / "scores" / f"{name}.{split}.cost.json").exists()}
-        curve = out / name / "curve" / "curve.json"
-        cost = {step: {k: s[k] for k in ("wall_s", "cpu_s")} for step in
-                [f"train {name}", f"curve {name}", *(f"eval {name} {x}" for x in run["evals"]), *(f"score {name} {x}" for x in scores)]
-                if (s := read_stamp(out, step))}
+        scores = {split: {"file": str(at.score(name, split)), "source": str(score_source(recipe, out, split)),
+                          "metrics": score_metrics(at.score(name, split), score_source(recipe, out, split), scheme),
+                          **json.loads(at.score(name, split, ".cost.json").read_text())}
+                  for split in run["scores"] if at.score(name, split, ".cost.json").exists()}
+        cost = {step.name: {k: stamp[k] for k in ("wall_s", "cpu_s")} for step in steps
+                if step.job == name and (stamp := read_stamp(out, step.name))}
         rows.append({"name": name, "stage": run["stage"], "seed": run["seed"], "sweep": run["sweep"],
-                     "dir": str(out / name), "config": stage_config(recipe, name, out, runs), "evals": evals,
-                     "curve": json.loads(curve.read_text()) if curve.exists() else None,
-                     "counters": counters(out / name / "metrics.jsonl"),
+                     "dir": str(at.stage(name)), "config": stage_config(recipe, name, out, runs), "evals": evals,
+                     "curve": json.loads(at.curve(name).read_text()) if at.curve(name).exists() else None,
+                     "counters": counters(at.stage(name) / "metrics.jsonl"),
                      "scores": scores, "cost": cost})
     body = {"recipe": recipe["_path"], "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
             "jobs": jobs, "threads_per_job": threads, "choices": recipe.get("_choices"), "runs": rows,
@@ -533,7 +436,7 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
             "profile": recipe.get("_profile"), "sets": recipe.get("_sets")}
     for kind in (recipe.get("baselines") or {}).get("kinds", ()):
         for split in recipe["baselines"]["splits"]:
-            path = out / "baselines" / f"{kind}.{split}.jsonl"
+            path = at.baseline(kind, split)
             if path.exists():
                 body["baselines"].setdefault(kind, {})[split] = {
                     "file": str(path), "source": str(data_file(recipe, split, out)),
@@ -541,8 +444,4 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
     text = json.dumps(body, indent=1, default=str) + "\n"
     if copy:
         atomic_write(Path(copy), text)
-    return atomic_write(out / "results.json", text)
-
-
-if __name__ == "__main__":  # a job's process: python -m agrl.run OUT STEP...
-    run_steps(Path(sys.argv[1]), sys.argv[2:])
+    return atomic_write(at.results, text)

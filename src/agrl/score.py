@@ -22,7 +22,7 @@ import torch
 from agrl import models
 from agrl.data import Record, RowError, check_data_scheme, check_source, iter_rows, parse_record
 from agrl.errors import UserError
-from agrl.files import ADAPTER_FILES, WEIGHT_FILES, atomic_open, atomic_write, trained_with
+from agrl.files import atomic_open, atomic_write, model_fingerprint, trained_with, try_lock
 from agrl.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.prompt import prompt_text
 from agrl.schemes import Scheme, load_scheme
@@ -269,24 +269,6 @@ def made_by_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over a model folder's config and weights (and an adapter's base): equal only for the same model."""
-    folder = Path(model_dir)
-    digest = hashlib.sha256()
-    names = ("config.json", "adapter_config.json", *WEIGHT_FILES, *ADAPTER_FILES)
-    for name in names:
-        path = folder / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0")
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-    if (folder / "adapter_config.json").is_file():  # an adapter scores through its base: another base, another maker
-        settings = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-        digest.update(model_fingerprint(settings["base_model_name_or_path"]).encode())
-    return digest.hexdigest()
-
-
 def made_by(model: str | Path, scheme: Scheme, tier_threshold: float) -> dict:
     """What makes a score result line what it is: the model's content fingerprint (its path is kept to name
     it: a moved copy is the same maker), the scheme, the tier threshold. Recorded beside the output; a
@@ -399,11 +381,7 @@ def score_file(
 def _lock(handle, output: Path) -> None:
     """Hold an exclusive lock on the output while appending: two runs resuming one file would score the
     same ids twice and interleave their lines."""
-    import fcntl
-
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(handle):
         raise UserError(f"--output {output}: another `agrl score` is writing it now; wait for it, or give each "
                         "run (each --shard) its own --output") from None
 

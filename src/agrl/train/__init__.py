@@ -6,7 +6,7 @@ to output_dir and trains the method's stage (methods.train_stage). Under torchru
 process runs it. Modules, imports pointing down: methods -> sft, dpo, agr_immediate -> agr -> grpo;
 each stage -> common, lora -> args; config -> methods.
 
-    agrl train configs/grpo.yaml --set max_steps=4      # or: train("configs/grpo.yaml", ["max_steps=4"])
+    agrl train grpo --set max_steps=4      # or: train("grpo", ["max_steps=4"])
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ TRL would reject later is a ConfigError naming the file and key before anything 
 its list, in the order of `reward_funcs`. A key that transformers renamed is read under the name
 the installed version knows (RENAMED_BY_TRANSFORMERS), so one config runs on either side of it.
 
-    method, run, args = load_config("configs/grpo.yaml", ["learning_rate=1e-5", "max_steps=4"])
+    method, run, args = load_config("grpo", ["learning_rate=1e-5", "max_steps=4"])  # a shipped stage, or a file
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from trl import TrlParser
 
 from agrl.data import check_source
 from agrl.errors import UserError
-from agrl.files import atomic_write, model_dir, yaml_file
+from agrl.files import atomic_write, model_dir, shipped_stage, shipped_stages, yaml_file
 from agrl.rewards import check_weights, default_weights, reward_name
 from agrl.rules import load_config as load_rules
 from agrl.rules import resolve_rule
@@ -43,7 +43,7 @@ from agrl.train.args import RunArgs
 from agrl.train.common import load_train_records
 from agrl.train.methods import METHODS
 
-DEMO_OUT = "runs/demo/"  # configs/*.yaml read their model and data from the demo's output
+DEMO_OUT = "runs/demo/"  # the shipped stages (recipes/stages/*.yaml) read their model and data from the demo's output
 # Keys agrl no longer takes: a config that sets one is told the new key.
 REPLACED = {"w_out": "reward_weights.outcome", "w_step": "reward_weights.step", "w_adh": "reward_weights.adherence",
             "dynamic_sampling": "method: grpo_dynamic"}
@@ -78,7 +78,7 @@ def _merge(config_path: str | Path | None, overrides: list[str]) -> tuple[dict[s
     raw: dict[str, str] = {}
     if config_path is not None:
         if not Path(config_path).is_file():
-            raise ConfigError(f"{config_path}: no such config file")
+            raise ConfigError(f"{config_path}: no such config file (nor a shipped stage: {', '.join(shipped_stages())})")
         loaded = yaml_file(config_path, "training config")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_path}: a config must be a YAML mapping of key: value")
@@ -181,6 +181,8 @@ def load_config(
     config_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
 ) -> tuple[str, RunArgs, Any]:
     """(method, RunArgs, TRL config) from a YAML file and `key=value` overrides; ConfigError on any bad key."""
+    if config_path is not None and not Path(config_path).is_file():
+        config_path = shipped_stage(config_path) or config_path  # a stage name: `sft` is recipes/stages/sft.yaml
     where = str(config_path or "<overrides>")
     values, raw = _merge(config_path, list(overrides))
     method = values.get("method")

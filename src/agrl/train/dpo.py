@@ -7,7 +7,7 @@ Prompts with no wrong sample give no pair. Pairs go to output_dir/pairs.jsonl, t
 pairs_summary.json and a step-0 row of metrics.jsonl (a resumed run reuses the pairs); then TRL's
 DPOTrainer trains on them.
 
-    agrl train configs/dpo.yaml
+    agrl train dpo
 """
 
 from __future__ import annotations

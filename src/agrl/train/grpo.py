@@ -11,7 +11,7 @@ sampling (our reading of TaoSR1/DAPO): groups whose rollouts all score the same 
 the loss, so the informative groups carry the full weight; DAPO instead over-samples to refill the
 batch, which we do not.
 
-    agrl train configs/grpo_pr.yaml --set max_steps=8
+    agrl train grpo_pr --set max_steps=8
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from typing import Any
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from agrl.data import Record
+from agrl.data import HARD, Record
 from agrl.prompt import prompt_messages
 from agrl.replay import group_counters
 from agrl.rules import RulesEngine
-from agrl.synth import HARD
 
 
 def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]]:

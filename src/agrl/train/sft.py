@@ -11,7 +11,7 @@ With `sft_guided_share` > 0, that share of records is added again with AGR guida
 (measured in bench/README.md, Quality).
 Departures from `trl sft`: none; the dataset is built here from records.
 
-    agrl train configs/sft.yaml
+    agrl train sft
 """
 
 from __future__ import annotations

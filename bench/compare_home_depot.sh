@@ -27,7 +27,7 @@ step() {  # step NAME COMMAND...: run it, append its wall time and the 1-minute 
 }
 
 step import $AGRL data import home-depot --input "$HD_CSV" --out "$W/hd" --validation 0 --test 0.3 --force
-step train $AGRL train configs/sft.yaml --set model=src/agrl/judges/tiny-base --set train_file="$W/hd/train.jsonl" \
+step train $AGRL train sft --set model=src/agrl/judges/tiny-base --set train_file="$W/hd/train.jsonl" \
     --set scheme=three_level --set max_train_records="$TRAIN_PAIRS" --set output_dir="$W/judge" \
     --set num_train_epochs=3 --set learning_rate=5e-4 --set sft_label_weight=10
 for kind in bm25 tfidf; do

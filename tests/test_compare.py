@@ -132,7 +132,7 @@ def test_user_path_import_split_train_compare(imported, tmp_path):
     assert not {r.query for r in split["train"]} & {r.query for r in split["test"]}
     assert json.loads((tmp_path / "sp" / "manifest.json").read_text())["scheme"] == "three_level"
     judge = tmp_path / "judge"
-    code, _, err = run("train", ROOT / "configs" / "sft.yaml", "--set", f"model={BASE_JUDGE}", "--set",
+    code, _, err = run("train", "sft", "--set", f"model={BASE_JUDGE}", "--set",
                        f"train_file={tmp_path / 'sp' / 'train.jsonl'}", "--set", "scheme=three_level", "--set",
                        f"output_dir={judge}", "--set", "max_steps=2", "--set", "per_device_train_batch_size=4",
                        "--set", "max_train_records=16", "--set", "save_steps=100", "--set", "disable_tqdm=true")

@@ -447,7 +447,7 @@ def recipe_keys() -> set[str]:
 
 EVAL_METRICS = ("accuracy", "macro_f1", "good_f1", "format_valid", "adherence", "step_accuracy",
                 "posterior_accuracy", "ece", "ndcg@10")  # metrics.HEADLINE and the NDCG of `agrl eval`
-SCORE_METRICS = ("macro_f1", "accuracy", "scored")  # report.score_metrics' of one-pass scores
+SCORE_METRICS = ("macro_f1", "accuracy", "scored")  # metrics.score_metrics' of one-pass scores
 
 
 def parse(raw: dict, path: str | Path) -> Recipe:
@@ -598,7 +598,7 @@ def choose(recipe: dict, out: Path) -> dict[str, dict]:
         if run["stage"] in unfinished:
             continue
         if sweep.get("by") == "score":
-            from agrl.report import score_metrics
+            from agrl.metrics import score_metrics
 
             metrics = score_metrics(Layout(out).score(name, sweep["split"]),
                                     score_source(recipe, out, sweep["split"]), recipe["data"].get("scheme", "default"))

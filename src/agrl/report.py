@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from agrl.errors import UserError
 from agrl.files import atomic_open, atomic_write, empty_dir, numbered_jsonl_tolerant, yaml_file
-from agrl.metrics import SCORE_METRICS, score_columns, score_metrics  # noqa: F401  (score_metrics: run.py, recipe.py)
+from agrl.metrics import SCORE_METRICS, score_columns
 
 TABLE_METRICS = (
     "accuracy",

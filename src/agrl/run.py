@@ -406,7 +406,7 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
                   copy: str | Path | None = None) -> Path:
     """OUT/results.json (and `copy`): every run's config, eval metrics and intervals, score files with
     their metrics, the baselines' predictions and metrics, cost, the machine."""
-    from agrl.report import score_metrics
+    from agrl.metrics import score_metrics
 
     scheme, at = recipe["data"].get("scheme", "default"), Layout.of(recipe, out)
     steps = plan(recipe, out, stages, runs)

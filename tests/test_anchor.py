@@ -114,7 +114,7 @@ def test_gradient_is_the_sum_of_both_losses(tiny_model_dir, records, tmp_path):
 
     total, g_total = grads(lambda: trainer.compute_loss(model, dict(inputs)))
     rl, g_rl = grads(lambda: trainer._compute_loss(model, dict(inputs)))
-    summed, count = sft_loss_sum(model, trainer.processing_class, rows[::G], 10.0)
+    _, count = sft_loss_sum(model, trainer.processing_class, rows[::G], 10.0)
     sft, g_sft = grads(lambda: sft_loss_sum(model, trainer.processing_class, rows[::G], 10.0)[0] / count)
     torch.testing.assert_close(total, rl + weight * sft, atol=1e-5, rtol=1e-5)
     assert g_total.keys() == g_sft.keys()

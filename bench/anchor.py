@@ -49,7 +49,7 @@ def save(results: Path, out: Path) -> list[Path]:
             continue
         run = {"name": row["name"], "stage": row["stage"], "seed": row["seed"], "sweep": row["sweep"],
                "config": {k: row["config"][k] for k in KEPT if k in row["config"]}, "counters": row.get("counters") or {},
-               "cost": row.get("cost") or {}, "evals": evals,
+               "cost": row.get("cost") or {}, "eval": evals,
                "choices": body.get("choices") or {}, "date": body.get("date"), "machine": body.get("machine"),
                "threads": body.get("threads_per_job"), "resamples": body.get("resamples") or 1000}
         path = out / f"{row['name']}.json"
@@ -65,7 +65,7 @@ def load(folder: Path) -> list[dict]:
 def finals(runs: list[dict]) -> dict[str, list[dict]]:
     """method -> its runs with the eval splits, in seed order (an anchored method's seed 0: its chosen
     sweep point); only methods with the same seeds as SFT."""
-    out = {m: sorted([r for r in runs if r["config"]["method"] == m and all(s in r["evals"] for s in SPLITS)],
+    out = {m: sorted([r for r in runs if r["config"]["method"] == m and all(s in r["eval"] for s in SPLITS)],
                      key=lambda r: r["seed"]) for m in METHODS}
     seeds = [r["seed"] for r in out["sft"]]
     return {m: rs for m, rs in out.items() if rs and [r["seed"] for r in rs] == seeds}
@@ -73,7 +73,7 @@ def finals(runs: list[dict]) -> dict[str, list[dict]]:
 
 def top_share(run: dict, split: str) -> float:
     """Label collapse: the share of the most predicted label (rejected outputs count as a label of their own)."""
-    pred = run["evals"][split]["columns"]["pred"]
+    pred = run["eval"][split]["columns"]["pred"]
     return max(pred.count(c) for c in set(pred)) / len(pred)
 
 
@@ -99,7 +99,7 @@ def report(runs: list[dict], source: str) -> str:
               "seeds."), ""]
     for split in SPLITS:
         stats = table(groups, split, resamples)
-        n = len(groups["sft"][0]["evals"][split]["columns"]["gold"])
+        n = len(groups["sft"][0]["eval"][split]["columns"]["gold"])
         lines += [f"## {split} (n={n} a run)", "", "| method | " + " | ".join(METRICS) + " |",
                   "|---|" + "---|" * len(METRICS)]
         lines += [f"| {m} | " + " | ".join(cell(row[k]) for k in METRICS) + " |" for m, row in stats.items()]
@@ -121,7 +121,7 @@ def report(runs: list[dict], source: str) -> str:
                "(first / last third) and share of the total loss's size; s/step: median RL step seconds."), "",
               ("| method | all-wrong groups | step acc. balanced / wild | label collapse balanced / wild | "
                "anchor loss | anchor share | s/step |"), "|---|---|---|---|---|---|---|"]
-    gold_wild = groups["sft"][0]["evals"]["eval_wild"]["columns"]["gold"]
+    gold_wild = groups["sft"][0]["eval"]["eval_wild"]["columns"]["gold"]
     for method, rs in groups.items():
         wrong = counter_means(rs, "groups/all_wrong")
         nll, share = counter_means(rs, "anchor/nll"), counter_means(rs, "anchor/share")
@@ -130,7 +130,7 @@ def report(runs: list[dict], source: str) -> str:
         def thirds(m: dict) -> str:
             return "–" if m["first third"] is None else f"{m['first third']:.3f} / {m['last third']:.3f}"
 
-        acc = " / ".join(f"{100 * mean([r['evals'][s]['metrics']['step_accuracy'] for r in rs]):.1f}" for s in SPLITS)
+        acc = " / ".join(f"{100 * mean([r['eval'][s]['metrics']['step_accuracy'] for r in rs]):.1f}" for s in SPLITS)
         top = " / ".join(f"{100 * mean([top_share(r, s) for r in rs]):.1f}%" for s in SPLITS)
         all_wrong = "–" if wrong["first third"] is None else \
             f"{100 * wrong['first third']:.1f}% / {100 * wrong['last third']:.1f}%"
@@ -146,8 +146,8 @@ def report(runs: list[dict], source: str) -> str:
         cells = []
         for weight in (0.05, 0.2):
             hit = [r for r in runs if r["config"]["method"] == method and r["seed"] == 0
-                   and r["config"].get("sft_anchor") == weight and "validation" in r["evals"]]
-            cells.append(f"{100 * hit[0]['evals']['validation']['metrics']['macro_f1']:.1f}" if hit else "–")
+                   and r["config"].get("sft_anchor") == weight and "validation" in r["eval"]]
+            cells.append(f"{100 * hit[0]['eval']['validation']['metrics']['macro_f1']:.1f}" if hit else "–")
         chosen = first["choices"].get(method, {}).get("sft_anchor", "–")
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {chosen} |")
     walls = [sum(c["wall_s"] for c in r["cost"].values()) for r in runs]

@@ -137,3 +137,55 @@ def test_anchor_weight_belongs_to_the_anchored_methods(tmp_path):
     method, run, args = load_config(None, ["method=agrl_anchored", "sft_anchor=0.2", *base])
     assert (method, run.sft_anchor, type(args).__name__) == ("agrl_anchored", 0.2, "AGRLConfig")
     assert json.dumps(run.sft_anchor) == "0.2"
+
+
+# ---------------------------------------------------------------------------- the study's report (bench/anchor.py)
+
+
+def _bench_anchor():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "anchor.py"
+    spec = importlib.util.spec_from_file_location("bench_anchor", path)
+    module = sys.modules.setdefault("bench_anchor", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(method: str, seed: int, pred: list[int], weight: float | None = None, sweep: bool = False) -> dict:
+    gold = [1, 2, 3, 4] * (len(pred) // 4)
+    cols = {"gold": gold, "pred": pred, "family": ["brand", "negation"] * (len(pred) // 2),
+            "adheres": [1] * len(pred), "step_accuracy": [0.5] * len(pred)}
+    metrics = {"macro_f1": sum(g == p for g, p in zip(gold, pred)) / len(pred), "step_accuracy": 0.5}
+    config = {"method": method, "seed": seed, "learning_rate": 2e-4, "max_steps": 50,
+              "per_device_train_batch_size": 32, "num_generations": 4} | ({"sft_anchor": weight} if weight else {})
+    counters = {} if method == "sft" else {"groups/all_wrong": [[s, 0.3 if s <= 3 else 0.1] for s in range(1, 10)],
+                                          "step_time": [[1, 2.0], [2, 4.0], [3, 3.0]]}
+    if weight:
+        counters |= {"anchor/nll": [[s, 0.2] for s in range(1, 10)], "anchor/share": [[s, 0.5] for s in range(1, 10)]}
+    return {"name": f"{method}-s{seed}", "stage": method, "seed": seed, "sweep": sweep, "config": config,
+            "counters": counters, "cost": {"train": {"wall_s": 60.0}},
+            "eval": {s: {"metrics": metrics, "columns": cols} for s in ("eval_balanced", "eval_wild", "validation")},
+            "choices": {"grpo_anchored": {"sft_anchor": 0.2}, "agrl_anchored": {"sft_anchor": 0.05}},
+            "date": "2026-12-06T14:00:00", "machine": {"platform": "test", "cpus": 2}, "threads": 1, "resamples": 20}
+
+
+def test_the_report_names_counters_collapse_and_the_sweep():
+    bench = _bench_anchor()
+    right = [1, 2, 3, 4] * 10
+    collapsed = [4] * 30 + [1, 2, 3, 4] * 2 + [1, 1]  # 32 of 40 predictions the label 4
+    runs = [_run("sft", s, right) for s in (0, 1)] + [_run("grpo", s, collapsed) for s in (0, 1)]
+    runs += [_run("agrl", s, right) for s in (0, 1)]
+    runs += [_run("grpo_anchored", s, right, 0.2, sweep=s == 0) for s in (0, 1)]
+    runs += [_run("agrl_anchored", s, right, 0.05, sweep=s == 0) for s in (0, 1)]
+    runs.append(_run("grpo_anchored", 0, collapsed, 0.05, sweep=True) | {"eval": {"validation": runs[2]["eval"]["validation"]}})
+    text = bench.report(runs, "test")
+    counters = text.split("## Mechanism counters")[1].split("## Anchor weight sweep")[0]
+    row = {line.split(" | ")[0]: line for line in counters.splitlines() if line.startswith("| ")}
+    assert "| 80.0% / 80.0% |" in row["| grpo"] and "| 25.0% / 25.0% |" in row["| grpo_anchored"]
+    assert "30.0% / 10.0%" in row["| grpo"] and "| 3.0 |" in row["| grpo"]  # all-wrong thirds, median s/step
+    assert "0.200 / 0.200 | 50% |" in row["| grpo_anchored"] and "| – | – |" in row["| grpo"]
+    assert "- grpo_anchored - grpo: macro_f1 +" in text  # the anchored run is right where GRPO collapsed
+    assert "| grpo_anchored | 17.5 | 100.0 | 0.2 |" in text  # the sweep: validation macro-F1 by weight

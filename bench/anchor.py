@@ -8,7 +8,8 @@ differences are the library's (agrl.metrics, through bench/study.py), the mechan
 groups, step accuracy, label collapse, the anchor's loss and share) and the weight sweep are this file's.
 
     agrl run configs/study/anchor.yaml --out runs/anchor --jobs 1 --threads 1
-    PYTHONPATH=src python bench/anchor.py --results runs/anchor/results.json --save   # files + anchor.md
+    agrl run configs/study/anchor.yaml --out runs/anchor_s2 --jobs 1 --threads 1 --set seeds=[2] --set sweep.stages={}
+    PYTHONPATH=src python bench/anchor.py --results runs/anchor/results.json runs/anchor_s2/results.json --save
     PYTHONPATH=src python bench/anchor.py          # from bench/results/anchor/*.json (docs/results.md's numbers)
 """
 
@@ -90,8 +91,10 @@ def report(runs: list[dict], source: str) -> str:
     chosen = ", ".join(f"{m} {c.get('sft_anchor')}" for m, c in first["choices"].items())
     lines = [(f"# The SFT anchor ({first['date'][:10]}, {first['machine'].get('platform', '')}, "
               f"{first['machine'].get('cpus', '?')} CPU cores, {first['threads']} torch thread a run)"), "",
-             ("Protocol: bench/PROTOCOL.md, addendum 2026-12-06. Command: `agrl run configs/study/anchor.yaml "
-              f"--out runs/anchor --jobs 1 --threads 1`. Result files: {source}."),
+             ("Protocol: bench/PROTOCOL.md, addendum 2026-12-06 and its notes. Commands: `agrl run "
+              "configs/study/anchor.yaml --out runs/anchor --jobs 1 --threads 1` (seeds 0-1, the sweep) and, seed 2, "
+              "the same with `--out runs/anchor_s2 --set seeds=[2] --set sweep.stages={}`. "
+              f"Result files: {source}."),
              (f"Seeds {seeds}; {rl['max_steps']} RL steps x {rl['per_device_train_batch_size'] // rl['num_generations']} "
               f"prompts x {rl['num_generations']} completions, lr {rl['learning_rate']:g}; anchor weight chosen on "
               f"validation: {chosen}."),
@@ -157,21 +160,18 @@ def report(runs: list[dict], source: str) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", help="an `agrl run configs/study/anchor.yaml` results.json")
+    parser.add_argument("--results", nargs="+", help="`agrl run configs/study/anchor.yaml` results.json files")
     parser.add_argument("--save", action="store_true", help="write its finished runs to bench/results/anchor/")
-    parser.add_argument("--out", help="where anchor.md goes (default: bench/results/anchor/anchor.md)")
+    parser.add_argument("--out", help="folder of anchor.md (and, without --save, of the run files: OUT/anchor_runs); "
+                                      "default: bench/results/anchor, or beside the first results.json")
     args = parser.parse_args(argv)
-    folder = RESULTS
-    if args.results:
-        if args.save:
-            save(Path(args.results), RESULTS)
-        else:
-            folder = Path(args.out or Path(args.results).parent) / "anchor_runs"
-            save(Path(args.results), folder)
+    out = Path(args.out) if args.out else RESULTS if args.save or not args.results else Path(args.results[0]).parent
+    folder = RESULTS if args.save or not args.results else out / "anchor_runs"
+    for results in args.results or ():
+        save(Path(results), folder)
     text = report(load(folder), "bench/results/anchor/*.json" if folder == RESULTS else str(folder))
-    out = Path(args.out) if args.out else (RESULTS if folder == RESULTS else folder.parent) / "anchor.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "anchor.md").write_text(text)
     print(text)
     return text
 

@@ -88,7 +88,8 @@ def report(runs: list[dict], source: str) -> str:
     seeds = [r["seed"] for r in groups["sft"]]
     rl = next(r for r in runs if r["config"]["method"] == "grpo")["config"]
     resamples = first["resamples"]
-    chosen = ", ".join(f"{m} {c.get('sft_anchor')}" for m, c in first["choices"].items())
+    choices = next((r["choices"] for r in runs if r["choices"]), {})  # the sweep's run of the recipe holds them
+    chosen = ", ".join(f"{m} {c.get('sft_anchor')}" for m, c in choices.items())
     lines = [(f"# The SFT anchor ({first['date'][:10]}, {first['machine'].get('platform', '')}, "
               f"{first['machine'].get('cpus', '?')} CPU cores, {first['threads']} torch thread a run)"), "",
              ("Protocol: bench/PROTOCOL.md, addendum 2026-12-06 and its notes. Commands: `agrl run "
@@ -151,7 +152,7 @@ def report(runs: list[dict], source: str) -> str:
             hit = [r for r in runs if r["config"]["method"] == method and r["seed"] == 0
                    and r["config"].get("sft_anchor") == weight and "validation" in r["eval"]]
             cells.append(f"{100 * hit[0]['eval']['validation']['metrics']['macro_f1']:.1f}" if hit else "–")
-        chosen = first["choices"].get(method, {}).get("sft_anchor", "–")
+        chosen = choices.get(method, {}).get("sft_anchor", "–")
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {chosen} |")
     walls = [sum(c["wall_s"] for c in r["cost"].values()) for r in runs]
     lines += ["", f"Runs: {len(runs)}; summed run wall time {sum(walls) / 3600:.2f} h."]

@@ -189,3 +189,27 @@ def test_the_report_names_counters_collapse_and_the_sweep():
     assert "0.200 / 0.200 | 50% |" in row["| grpo_anchored"] and "| – | – |" in row["| grpo"]
     assert "- grpo_anchored - grpo: macro_f1 +" in text  # the anchored run is right where GRPO collapsed
     assert "| grpo_anchored | 17.5 | 100.0 | 0.2 |" in text  # the sweep: validation macro-F1 by weight
+
+
+def test_the_committed_anchor_study_gives_the_docs_cells():
+    """docs/results.md's SFT-anchor table: each macro-F1 and step-accuracy cell's mean ±std is the library's
+    pooled cell over the committed per-run files (the interval needs the full bootstrap, bench/anchor.py)."""
+    import re
+    from pathlib import Path
+
+    bench = _bench_anchor()
+    groups = bench.finals(bench.load(bench.RESULTS))
+    assert set(groups) == set(bench.METHODS)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    section = text.split("## Quality: the SFT anchor")[1].split("\n## ")[0]
+    names = {"SFT (start)": "sft", "GRPO": "grpo", "GRPO + anchor 0.2": "grpo_anchored", "AGRL": "agrl",
+             "AGRL + anchor 0.2": "agrl_anchored"}
+    for name, method in names.items():
+        row = next(line for line in section.splitlines() if line.startswith(f"| {name} |")).split(" | ")
+        stats = {split: bench.table({method: groups[method]}, split, 0)[method] for split in ("eval_balanced", "eval_wild")}
+        for split, cell in (("eval_balanced", row[1]), ("eval_wild", row[2])):
+            mean, std = re.match(r"([\d.]+) \[.*\] ±([\d.]+)", cell).groups()
+            pooled = stats[split]["macro_f1"]
+            assert (f"{100 * pooled['mean']:.1f}", f"{100 * pooled['std']:.1f}") == (mean, std), (name, split)
+        steps = " / ".join(f"{100 * stats[s]['step_accuracy']['mean']:.1f}" for s in ("eval_balanced", "eval_wild"))
+        assert row[-1].rstrip(" |") == steps, name

@@ -24,6 +24,7 @@ from trl.trainer.utils import pad
 
 from agrl.train.sft import label_token_weights
 
+
 def target_ids(tokenizer: Any, prompt: list[dict[str, str]], target: str) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) of one SFT row, as TRL's SFTTrainer tokenizes prompt-completion rows."""
     prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False)

@@ -1,7 +1,7 @@
 """The private TRL internals our trainers override or call: fail loudly when TRL changes them.
 
 Overridden: CountingGRPOTrainer (every GRPO-family run) and DynamicSamplingGRPOTrainer
-`_generate_and_score_completions`; AGRLTrainer `_generate_and_score_completions`, `_compute_loss`,
+`_generate_and_score_completions`; CountingGRPOTrainer `compute_loss` (the SFT anchor, train/anchor.py); AGRLTrainer `_generate_and_score_completions`, `_compute_loss`,
 `_get_per_token_logps_and_entropies`, `_save_checkpoint`, `_load_optimizer_and_scheduler`. Called:
 the rest of HOOKS (ImmediateAGRLTrainer: `_generate`, `_calculate_rewards`). Read: `_logs["rewards"]`.
 
@@ -60,6 +60,7 @@ HOOKS = {
         "image_position_ids",
     ],
     "_compute_loss": ["model", "inputs"],
+    "compute_loss": ["model", "inputs", "return_outputs", "num_items_in_batch"],
     "_save_checkpoint": ["model", "trial"],
     "_load_optimizer_and_scheduler": ["checkpoint"],
     "_get_output_dir": ["trial"],
@@ -113,6 +114,18 @@ def test_loss_reads_old_logps_after_computing_current_ones():
     )
     assert "per_token_logps.detach() if old_per_token_logps is None" in source
     assert "log_ratio = per_token_logps - old_per_token_logps" in source
+
+
+def test_compute_loss_is_the_loss_and_shuffles_with_torch():
+    """The SFT anchor adds its loss to compute_loss's return (TRL's whole loss, scaled for accumulation)
+    and carries its tensors in the batch: they must be split and shuffled with the rollouts, by torch's
+    RNG (so a weight-0 run draws the same numbers as before)."""
+    assert "return self._compute_loss(model, inputs)" in inspect.getsource(GRPOTrainer.compute_loss)
+    from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
+
+    assert "torch.randperm(batch_size)" in inspect.getsource(shuffle_sequence_dict)
+    chunks = split_tensor_dict({"a": torch.arange(4), "anchor_labels": torch.arange(8).view(4, 2)}, 2)
+    assert chunks[1]["anchor_labels"].tolist() == [[4, 5], [6, 7]]
 
 
 def test_helpers_we_import_exist():
@@ -232,7 +245,7 @@ def test_overridden_hooks_are_the_documented_ones():
     def own(cls):
         return sorted(n for n, v in vars(cls).items() if callable(v) and hasattr(GRPOTrainer, n) and n != "__init__")
 
-    assert own(CountingGRPOTrainer) == ["_generate_and_score_completions"]
+    assert own(CountingGRPOTrainer) == ["_generate_and_score_completions", "compute_loss"]
     assert own(DynamicSamplingGRPOTrainer) == ["_generate_and_score_completions"]
     assert own(AGRLTrainer) == [
         "_compute_loss",

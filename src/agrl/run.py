@@ -375,7 +375,7 @@ def _last_step(path: Path) -> int:
 COUNTERS = ("reward", "rewards/outcome/mean", "frac_reward_zero_std", "groups/all_wrong", "groups/all_wrong_hard",
             "groups/all_wrong_common", "groups/all_right", "agr/flagged_share", "agr/guided_group_share", "agr/guided_acc",
             "agr/group_acc_before", "agr/group_acc_after", "agr/replay_acc", "agr/replay_acc_at_flag",
-            "agr/threshold", "dynamic_sampling/dropped_groups", "entropy", "step_time")
+            "agr/threshold", "dynamic_sampling/dropped_groups", "anchor/nll", "anchor/share", "entropy", "step_time")
 
 
 def counters(path: Path) -> dict[str, list[list[float]]]:

@@ -47,6 +47,12 @@ class RunArgs:
         default=1.0,
         metadata={"help": "SFT loss weight of the label token (the one after <label>); 1: plain token mean"},
     )
+    # GRPO family: the SFT anchor (train/anchor.py), for the anchored methods only
+    sft_anchor: float = field(
+        default=0.0,
+        metadata={"help": "weight of SFT's loss (its target, label weighted by sft_label_weight) added to each "
+                  "RL step; required > 0 by grpo_anchored / agrl_anchored, 0 elsewhere"},
+    )
     # DPO pair mining (TaoSR1 recipe)
     dpo_samples: int = field(default=4, metadata={"help": "N completions sampled per prompt (pass@N)"})
     dpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for pair mining"})

@@ -232,6 +232,7 @@ RANGES = {
     "num_generations": (lambda v: v >= 2, ">= 2 (GRPO compares rollouts within a group)"),
     "max_steps": (lambda v: v >= 1 or v == -1, ">= 1 (or -1: num_train_epochs decides)"),
     "sft_label_weight": (lambda v: v >= 1, ">= 1"),
+    "sft_anchor": (lambda v: v >= 0, ">= 0"),
     **dict.fromkeys(("r_invalid", "num_train_epochs", "max_grad_norm", "beta", "epsilon"), (lambda v: True, "")),
 }
 
@@ -251,6 +252,11 @@ def _check_ranges(run: RunArgs, args: Any, where: str) -> None:
             raise bad(key, "a finite number")
         if not test(value):
             raise bad(key, want)
+    anchored = [name for name, m in METHODS.items() if m.anchored]
+    if METHODS[run.method].anchored and not run.sft_anchor > 0:
+        raise bad("sft_anchor", f"> 0 for method {run.method} (the SFT loss's weight, e.g. 0.2)")
+    if not METHODS[run.method].anchored and run.sft_anchor:
+        raise bad("sft_anchor", f"0 for method {run.method} (an anchored method takes it: {', '.join(anchored)})")
     if args.max_steps == -1 and args.num_train_epochs <= 0:  # else it "trains" 0 steps and exits 0
         raise bad("num_train_epochs", "> 0 (or set max_steps)")
     if run.lora_r:

@@ -10,6 +10,9 @@ the outcome reward column TRL keeps (CountingGRPOTrainer, one override). Dynamic
 sampling (our reading of TaoSR1/DAPO): groups whose rollouts all score the same are dropped from
 the loss, so the informative groups carry the full weight; DAPO instead over-samples to refill the
 batch, which we do not.
+SFT anchor (`sft_anchor` > 0, methods grpo_anchored / agrl_anchored; train/anchor.py): the rows carry
+SFT's target (`sft_target`), the batch its tokens, and `compute_loss` (TRL's public entry to its loss)
+adds the weighted SFT loss; with 0 (the default) nothing of it runs.
 
     agrl train grpo_pr --set max_steps=8
 """
@@ -23,13 +26,17 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from agrl.data import HARD, Record
+from agrl.output import LABEL_OPEN
 from agrl.prompt import prompt_messages
 from agrl.replay import group_counters
 from agrl.rules import RulesEngine
+from agrl.train import anchor
+from agrl.train.sft import sft_target
 
 
-def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]]:
-    """Rows as the reward functions and AGRLTrainer read them: prompt, label, steps, record, id, family."""
+def grpo_rows(records: list[Record], engine: RulesEngine, anchored: bool = False) -> list[dict[str, Any]]:
+    """Rows as the reward functions and AGRLTrainer read them: prompt, label, steps, record, id, family;
+    with `anchored`, also SFT's target text (`sft_target`, for the anchor)."""
     return [
         {
             "prompt": prompt_messages(record),
@@ -39,6 +46,7 @@ def grpo_rows(records: list[Record], engine: RulesEngine) -> list[dict[str, Any]
             "id": record.id or str(index),
             "family": record.family or "",
         }
+        | ({"sft_target": sft_target(record, engine)} if anchored else {})
         for index, record in enumerate(records)
     ]
 
@@ -52,11 +60,42 @@ class CountingGRPOTrainer(GRPOTrainer):
 
     outcome_right: list[bool] | None = None
 
+    def __init__(self, *args, sft_anchor: float = 0.0, sft_label_weight: float = 1.0, **kwargs):
+        """`sft_anchor`: the weight of SFT's loss added to every step's (0: none, TRL's loss as is);
+        `sft_label_weight`: its label token's weight, as in SFT. The rows need `sft_target` (grpo_rows)."""
+        super().__init__(*args, **kwargs)
+        if sft_anchor < 0:
+            raise ValueError(f"sft_anchor must be >= 0, got {sft_anchor}")
+        self.sft_anchor, self.sft_label_weight = float(sft_anchor), float(sft_label_weight)
+        if self.sft_anchor and "sft_target" not in self.train_dataset.column_names:
+            raise ValueError("sft_anchor > 0: the training rows need `sft_target` (grpo_rows(..., anchored=True))")
+        self.label_open = self.processing_class.encode(LABEL_OPEN, add_special_tokens=False)
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         if "outcome" in self.reward_func_names:
             self.log_group_counters(inputs)
+        if self.sft_anchor and self.model.training:
+            # one target per prompt: a group's first row (its global index a multiple of G)
+            start = self.accelerator.process_index * len(inputs)
+            first = [(start + i) % self.num_generations == 0 for i in range(len(inputs))]
+            output |= anchor.anchor_batch(self.processing_class, inputs, first, self.accelerator.device)
         return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss, plus `sft_anchor` x SFT's loss on the micro-batch's prompts (scaled for gradient
+        accumulation as TRL's is: a mean per micro-batch, over the accumulation steps)."""
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not self.sft_anchor or "anchor_labels" not in inputs:
+            return loss
+        nll = anchor.anchor_nll(model, inputs, self.label_open, self.sft_label_weight)
+        if nll is None:
+            return loss
+        weighted = self.sft_anchor * nll / self.current_gradient_accumulation_steps
+        self._metrics["train"]["anchor/nll"].append(nll.item())
+        share = weighted.abs() / (loss.detach().abs() + weighted.detach().abs()).clamp(min=1e-12)
+        self._metrics["train"]["anchor/share"].append(share.item())
+        return loss + weighted
 
     def log_group_counters(self, inputs: list[dict[str, Any]]) -> None:
         """groups/* of the batch just scored (`inputs`: this process's rows, for their families)."""

@@ -9,6 +9,11 @@ trainer is one line in METHODS; a new reward term is one entry in agrl.rewards.R
     grpo_pr       GRPO with Rule-aware Reward Shaping (+ step, adherence)
     agr_only      Adaptive Guided Replay with the outcome reward
     agrl          AGR + Rule-aware Reward Shaping
+    grpo_anchored GRPO + the SFT anchor: each step also takes SFT's loss, weighted `sft_anchor` (train/anchor.py)
+    agrl_anchored AGRL + the SFT anchor
+
+An anchored method requires `sft_anchor` > 0 (no default weight: it is chosen on validation, as a
+learning rate is), and only an anchored method takes one, so a run's method names what it trained.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Method:
     config: type  # the TRL config class the run's keys are read into
     trainer: type | None = None  # GRPO family; sft and dpo build TRL's own trainer in their module
     rewards: tuple[str, ...] = ()  # the reward_funcs a config does not name its own
+    anchored: bool = False  # takes SFT's loss too, weighted by the required key sft_anchor
 
 
 METHODS: dict[str, Method] = {
@@ -47,6 +53,8 @@ METHODS: dict[str, Method] = {
     "grpo_pr": Method(GRPOConfig, CountingGRPOTrainer, SHAPED),
     "agr_only": Method(AGRLConfig, AGRLTrainer, OUTCOME),
     "agrl": Method(AGRLConfig, AGRLTrainer, SHAPED),
+    "grpo_anchored": Method(GRPOConfig, CountingGRPOTrainer, OUTCOME, anchored=True),
+    "agrl_anchored": Method(AGRLConfig, AGRLTrainer, SHAPED, anchored=True),
 }
 
 
@@ -66,7 +74,9 @@ def build_trainer(method: str, run: RunArgs, args: Any) -> GRPOTrainer:
     model, peft_config = starting_model(run, args)
     trainer = trainer_class(method, args)
     extra = {"rules_engine": engine, "scheme": scheme} if issubclass(trainer, AGRLTrainer) else {}
-    dataset = Dataset.from_list(grpo_rows(records, engine))
+    if METHODS[method].anchored:
+        extra |= {"sft_anchor": run.sft_anchor, "sft_label_weight": run.sft_label_weight}
+    dataset = Dataset.from_list(grpo_rows(records, engine, anchored=METHODS[method].anchored))
     return trainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset, peft_config=peft_config, **extra)
 
 

@@ -39,13 +39,19 @@ def sft_rows(
     """Prompt-completion rows: the record's own `reasoning` when it has one, else the gold rendering;
     plus `guided_share` of the records again with guidance in the prompt (same target)."""
     assert 0.0 <= guided_share <= 1.0, f"sft_guided_share must be in [0, 1], got {guided_share}"
-    targets = [record.extra.get("reasoning") or engine.teacher_reasoning(record) for record in records]
+    targets = [sft_target(record, engine) for record in records]
     rows = [_row(prompt_messages(r), t) for r, t in zip(records, targets)]
     rng = random.Random(seed)
     for index in rng.sample(range(len(records)), round(guided_share * len(records))):
         guidance = engine.guidance(records[index], rng.randint(1, 3))
         rows.append(_row(prompt_messages(records[index], guidance=guidance), targets[index]))
     return rows
+
+
+def sft_target(record: Record, engine: RulesEngine) -> str:
+    """SFT's target text for a record: its own `reasoning` when it has one, else the rules engine's rendering
+    of the gold label and steps. The RL anchor (`sft_anchor`, train/anchor.py) trains on the same text."""
+    return record.extra.get("reasoning") or engine.teacher_reasoning(record)
 
 
 def _row(prompt: list[dict[str, str]], target: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from training import ONE_THREAD, train_one_thread
+
 from agrl.files import read_jsonl_tolerant
 from agrl.train import train
 from agrl.train.common import METRICS_FILE
@@ -139,7 +141,7 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path, kill_after_first_
     ]
     out = tmp_path / "killed"
     cmd = _command(str(CONFIGS / "grpo_pr.yaml"), common + [f"output_dir={out}"])
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, **ONE_THREAD)
     kill_after_first_checkpoint(cmd, out, env)
     last = max(
         int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()
@@ -154,8 +156,8 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path, kill_after_first_
     assert [row["step"] for row in resumed] == [1, 2, 3, 4]  # rows past the checkpoint were not duplicated
 
     # An unbroken run of the same config: same data order and sampling after the resume point.
-    straight = tmp_path / "straight"
-    train(CONFIGS / "grpo_pr.yaml", common + [f"output_dir={straight}"])
+    straight = tmp_path / "straight"  # in a subprocess with the killed run's thread count
+    train_one_thread(CONFIGS / "grpo_pr.yaml", common + [f"output_dir={straight}"])
     expected = [row for row in read_jsonl_tolerant(straight / METRICS_FILE) if "reward" in row]
     for got, want in zip(resumed[last:], expected[last:]):
         assert got["completions/mean_length"] == want["completions/mean_length"]

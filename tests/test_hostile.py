@@ -236,3 +236,48 @@ def test_every_command_refuses_bad_input_in_one_line_and_changes_nothing(ws):
     assert len(table) >= 60
     failures = mistake_failures(ws, table)
     assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------- a user's garbage rewards
+
+REWARDS_PY = '''
+def nan_reward(completions, **kwargs):
+    return [float("nan")] * len(completions)
+
+def short_reward(completions, **kwargs):
+    return [1.0]
+
+def broken_reward(completions, **kwargs):
+    raise KeyError("label_text")
+
+def skip_all(completions, **kwargs):
+    return [None] * len(completions)
+'''
+
+
+@pytest.mark.parametrize("reward, expected", [
+    ("nan_reward", "reward 'nan_reward': value 0 is nan"),
+    ("short_reward", "reward 'short_reward': returned 1 values for 4 completions"),
+    ("broken_reward", "reward 'broken_reward': raised KeyError"),
+    ("skip_all", "every reward function (skip_all) returned None for all 4 completions"),
+])
+def test_train_with_a_garbage_reward_is_one_line_naming_it(ws, tiny_model_dir, tmp_path, monkeypatch, reward,
+                                                            expected):
+    """NaN, a wrong length or an exception fail in the probe before the model loads; a step where every
+    reward skipped every completion fails at that step. Never a traceback, never `trained: ...`."""
+    from typer.testing import CliRunner
+
+    from agrl.cli import app
+
+    (tmp_path / "user_rewards.py").write_text(REWARDS_PY)
+    monkeypatch.chdir(tmp_path)  # a config's module:function imports from the working directory, as TRL's
+    monkeypatch.delitem(__import__("sys").modules, "user_rewards", raising=False)
+    config = {"method": "grpo", "model": str(tiny_model_dir), "train_file": str(ws / "good.jsonl"),
+              "output_dir": str(tmp_path / "run"), "reward_funcs": [f"user_rewards:{reward}"], "max_steps": 1,
+              "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8,
+              "report_to": "none", "disable_tqdm": True, "save_steps": 1}
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "grpo.yaml")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and lines[-1].startswith("error: ") and expected in lines[-1], result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "checkpoint-1").exists()

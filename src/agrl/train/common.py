@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,14 @@ class JsonlMetrics(TrainerCallback):
         row = {"step": state.global_step, "epoch": state.epoch} | {k: _plain(v) for k, v in logs.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+            handle.write(json.dumps(row, allow_nan=False) + "\n")
 
 
 def _plain(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+    """A JSON value: a non-finite float (a NaN loss, an all-skipped reward's mean) is null, as JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, (int, str, bool, type(None))) else str(value)
 
 
 def checkpoint_problem(path: Path) -> str | None:

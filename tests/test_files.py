@@ -72,6 +72,16 @@ def test_metrics_log_cut_mid_line_is_read_and_repaired_on_resume(tmp_path):
     assert log.read_text() == '{"step": 1, "loss": 2.0}\n'
 
 
+def test_metrics_log_is_json_even_when_a_value_is_not_finite(tmp_path):
+    """A NaN loss or an Inf reward mean is null in metrics.jsonl: JSON has no NaN or Infinity."""
+    state = SimpleNamespace(is_world_process_zero=True, global_step=3, epoch=1.0)
+    JsonlMetrics(tmp_path).on_log(None, state, None, logs={"loss": float("nan"), "reward": float("inf"),
+                                                             "grad_norm": 0.5})
+    text = (tmp_path / METRICS_FILE).read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl")) == {
+        "step": 3, "epoch": 1.0, "loss": None, "reward": None, "grad_norm": 0.5}
+
+
 def test_a_bad_line_that_a_kill_cannot_explain_names_file_and_line(tmp_path):
     log = tmp_path / METRICS_FILE
     log.write_text('{"step": 1}\ngarbage\n{"step": 2}\n')

@@ -83,7 +83,10 @@ def _plain(value: Any) -> Any:
 
 
 def checkpoint_problem(path: Path) -> str | None:
-    """Why a checkpoint cannot be resumed from (a kill or a full disk cut it short), or None."""
+    """Why a checkpoint cannot be resumed from (a kill or a full disk cut it short), or None.
+
+    The Trainer writes trainer_state.json last (weights, optimizer, every stage's own state, rng, then
+    it): a checkpoint without it is half-written, and each file it has is checked for a cut."""
     import zipfile
 
     try:
@@ -91,6 +94,11 @@ def checkpoint_problem(path: Path) -> str | None:
     except (OSError, ValueError):
         return "trainer_state.json missing or cut short"
     for file in path.iterdir():
+        if file.suffix == ".json" and file.name != "trainer_state.json":
+            try:  # a stage's own state (agr_state.json), a config: written whole, before trainer_state.json
+                json.loads(file.read_text())
+            except (OSError, ValueError):
+                return f"{file.name}: not valid JSON (cut short)"
         if file.suffix == ".safetensors" and (problem := safetensors_problem(file)):
             return f"{file.name}: {problem}"
         if file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):  # torch.save writes a zip

@@ -64,6 +64,8 @@ def body(query: bytes = b'"shoes"', item: bytes = ITEM) -> bytes:
         # values no later stage can use: 422 naming the field
         (body(query=b'"shoes \\ud800"'), JSON, 422, "query: lone surrogate"),
         (body(item=b'{"title": "shoe \\udfff"}'), JSON, 422, "items[0].title: lone surrogate"),
+        (body(query=b'"shoes \\u0000"'), JSON, 422, "query: control character U+0000"),
+        (body(item=b'{"title": "shoe \\u001b[31m"}'), JSON, 422, "items[0].title: control character U+001B"),
         (body(item=b'{"title": "x", "price": 1' + b"0" * 5000 + b"}"), JSON, 422, "items[0].price: must be a finite"),
         (body(item=b'{"title": "x", "price": NaN}'), JSON, 422, "items[0].price: must be a finite"),
         (body(item=b'{"title": "x", "price": -Infinity}'), JSON, 422, "items[0].price: must be a finite"),

@@ -121,3 +121,20 @@ def test_resume_skips_a_truncated_last_checkpoint_for_the_one_before(sft_model_d
         state.write_text(state.read_text()[:40])
     assert last_good_checkpoint(run) == str(run / "checkpoint-60")
     assert json.loads((run / "checkpoint-60" / "trainer_state.json").read_text())["global_step"] == 60
+
+
+@pytest.mark.parametrize("err, argv, expected", [
+    (PermissionError(13, "Permission denied", "/srv/out/a.json"), ["eval", "--out", "/srv/out"],
+     "--out /srv/out: permission denied: /srv/out/a.json"),
+    (OSError(28, "No space left on device"), ["score", "--output", "x"], "No space left on device"),
+    (OSError(98, "error while attempting to bind on address ('127.0.0.1', 8080): address already in use"),
+     ["serve", "--port", "8080"], "error while attempting to bind on address ('127.0.0.1', 8080): address"),
+    (FileNotFoundError(2, "No such file or directory", "/proc/x"), ["run", "r.yaml", "--out=/proc/x"],
+     "--out /proc/x: no such file or directory"),
+    (FileNotFoundError(2, "No such file or directory", "/elsewhere"), ["run", "--out", "/proc/x"],
+     "/elsewhere: no such file or directory"),
+])
+def test_an_os_error_is_said_in_words_naming_the_option(err, argv, expected):
+    from agrl.files import os_error_line
+
+    assert os_error_line(err, argv).startswith(expected)

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
-
 from training import ONE_THREAD, train_one_thread
+from typer.testing import CliRunner
 
 from agrl import models
 from agrl.cli import app

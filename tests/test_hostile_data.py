@@ -114,9 +114,9 @@ def ws(tmp_path_factory, tiny_model_dir):
         (root / name / "eval").mkdir(parents=True)
         (root / name / "eval" / "test.json").write_text(body)
     (root / "empty_run").mkdir()
-    (root / "train_hd.yaml").write_text(json.dumps({  # JSON is YAML; no `scheme:`, so the default
+    (root / "train_hd.yaml").write_text(json.dumps({  # JSON is YAML; a `scheme:` the data's manifest contradicts
         "method": "sft", "model": str(root / "model"), "train_file": str(root / "hd" / "train.jsonl"),
-        "output_dir": str(root / "run_hd"), "max_steps": 1, "report_to": "none"}))
+        "output_dir": str(root / "run_hd"), "max_steps": 1, "report_to": "none", "scheme": "default"}))
     (root / "preds.jsonl").write_text('{"id": "x", "label": 1}\n')
     (root / "scored.jsonl").write_text('{"id": "a", "label": 4, "score": 3.1}\n')  # no record of its maker
     return root
@@ -136,7 +136,8 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
          "was trained with scheme 'default'"),
         ("eval-model-of-other-scheme", ["eval", "--model", w("model"), "--data", split, "--out", w("e.json")],
          "was trained with scheme 'default'"),
-        ("train-other-scheme", ["train", w("train_hd.yaml")], "read here as scheme 'default'; pass --scheme three_level"),
+        ("train-other-scheme", ["train", w("train_hd.yaml")],
+         f"scheme default: {w('hd') / 'train.jsonl'} is labelled in scheme 'three_level'"),
         # -- a resumable output records its maker
         ("score-output-of-unknown-maker", ["score", "--model", w("model"), "--input", w("good.jsonl"), "--output",
                                            w("scored.jsonl")], "no scored.jsonl.meta.json"),

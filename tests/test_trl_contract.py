@@ -2,7 +2,7 @@
 
 Overridden: CountingGRPOTrainer (every GRPO-family run) and DynamicSamplingGRPOTrainer
 `_generate_and_score_completions`; AGRLTrainer `_generate_and_score_completions`, `_compute_loss`,
-`_get_per_token_logps_and_entropies`, `_save_checkpoint`, `_load_optimizer_and_scheduler`. Called:
+`_get_per_token_logps_and_entropies`, `_save_optimizer_and_scheduler`, `_load_optimizer_and_scheduler`. Called:
 the rest of HOOKS (ImmediateAGRLTrainer: `_generate`, `_calculate_rewards`). Read: `_logs["rewards"]`.
 
 TRL is pinned (pyproject); bumping it must go through these checks and then train/agr.py.
@@ -60,9 +60,8 @@ HOOKS = {
         "image_position_ids",
     ],
     "_compute_loss": ["model", "inputs"],
-    "_save_checkpoint": ["model", "trial"],
+    "_save_optimizer_and_scheduler": ["output_dir"],
     "_load_optimizer_and_scheduler": ["checkpoint"],
-    "_get_output_dir": ["trial"],
 }
 ATTRIBUTES = [
     "num_generations",
@@ -232,13 +231,13 @@ def test_overridden_hooks_are_the_documented_ones():
     def own(cls):
         return sorted(n for n, v in vars(cls).items() if callable(v) and hasattr(GRPOTrainer, n) and n != "__init__")
 
-    assert own(CountingGRPOTrainer) == ["_generate_and_score_completions"]
+    assert own(CountingGRPOTrainer) == ["_calculate_rewards", "_generate_and_score_completions"]
     assert own(DynamicSamplingGRPOTrainer) == ["_generate_and_score_completions"]
     assert own(AGRLTrainer) == [
         "_compute_loss",
         "_generate_and_score_completions",
         "_get_per_token_logps_and_entropies",
         "_load_optimizer_and_scheduler",
-        "_save_checkpoint",
+        "_save_optimizer_and_scheduler",
     ]
     assert own(ImmediateAGRLTrainer) == []

@@ -1,6 +1,6 @@
 """The private TRL internals our trainers override or call: fail loudly when TRL changes them.
 
-Overridden: CountingGRPOTrainer (every GRPO-family run) and DynamicSamplingGRPOTrainer
+Overridden: CountingGRPOTrainer (every GRPO-family run) `_calculate_rewards`, it and DynamicSamplingGRPOTrainer
 `_generate_and_score_completions`; AGRLTrainer `_generate_and_score_completions`, `_compute_loss`,
 `_get_per_token_logps_and_entropies`, `_save_optimizer_and_scheduler`, `_load_optimizer_and_scheduler`. Called:
 the rest of HOOKS (ImmediateAGRLTrainer: `_generate`, `_calculate_rewards`). Read: `_logs["rewards"]`.

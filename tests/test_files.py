@@ -72,6 +72,16 @@ def test_metrics_log_cut_mid_line_is_read_and_repaired_on_resume(tmp_path):
     assert log.read_text() == '{"step": 1, "loss": 2.0}\n'
 
 
+def test_metrics_log_is_json_even_when_a_value_is_not_finite(tmp_path):
+    """A NaN loss or an Inf reward mean is null in metrics.jsonl: JSON has no NaN or Infinity."""
+    state = SimpleNamespace(is_world_process_zero=True, global_step=3, epoch=1.0)
+    JsonlMetrics(tmp_path).on_log(None, state, None, logs={"loss": float("nan"), "reward": float("inf"),
+                                                             "grad_norm": 0.5})
+    text = (tmp_path / METRICS_FILE).read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl")) == {
+        "step": 3, "epoch": 1.0, "loss": None, "reward": None, "grad_norm": 0.5}
+
+
 def test_a_bad_line_that_a_kill_cannot_explain_names_file_and_line(tmp_path):
     log = tmp_path / METRICS_FILE
     log.write_text('{"step": 1}\ngarbage\n{"step": 2}\n')
@@ -111,3 +121,20 @@ def test_resume_skips_a_truncated_last_checkpoint_for_the_one_before(sft_model_d
         state.write_text(state.read_text()[:40])
     assert last_good_checkpoint(run) == str(run / "checkpoint-60")
     assert json.loads((run / "checkpoint-60" / "trainer_state.json").read_text())["global_step"] == 60
+
+
+@pytest.mark.parametrize("err, argv, expected", [
+    (PermissionError(13, "Permission denied", "/srv/out/a.json"), ["eval", "--out", "/srv/out"],
+     "--out /srv/out: permission denied: /srv/out/a.json"),
+    (OSError(28, "No space left on device"), ["score", "--output", "x"], "No space left on device"),
+    (OSError(98, "error while attempting to bind on address ('127.0.0.1', 8080): address already in use"),
+     ["serve", "--port", "8080"], "error while attempting to bind on address ('127.0.0.1', 8080): address"),
+    (FileNotFoundError(2, "No such file or directory", "/proc/x"), ["run", "r.yaml", "--out=/proc/x"],
+     "--out /proc/x: no such file or directory"),
+    (FileNotFoundError(2, "No such file or directory", "/elsewhere"), ["run", "--out", "/proc/x"],
+     "/elsewhere: no such file or directory"),
+])
+def test_an_os_error_is_said_in_words_naming_the_option(err, argv, expected):
+    from agrl.files import os_error_line
+
+    assert os_error_line(err, argv).startswith(expected)

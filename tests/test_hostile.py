@@ -122,8 +122,8 @@ def cases(ws: Path) -> list[tuple[str, list[str], str]]:
         # -- tables: empty, malformed, corrupt
         ("validate-empty-csv", ["data", "validate", w("empty.csv")], "empty CSV"),
         ("validate-unclosed-csv", ["data", "validate", w("unclosed.csv")], "malformed CSV"),
-        ("validate-ragged-csv", ["data", "validate", w("ragged.csv")], "malformed CSV"),
-        ("eval-ragged-csv", [*evals[:4], w("ragged.csv"), "--out", w("e.json")], "line 3"),
+        ("validate-ragged-csv", ["data", "validate", w("ragged.csv")], "ragged.csv:3: row has 4 fields, the header 2"),
+        ("eval-ragged-csv", [*evals[:4], w("ragged.csv"), "--out", w("e.json")], "ragged.csv:3: row has 4 fields"),
         ("validate-corrupt-parquet", ["data", "validate", w("corrupt.parquet")], "not a readable Parquet"),
         ("score-corrupt-parquet", [*score[:4], w("corrupt.parquet"), "--output", w("o.jsonl")], "corrupt.parquet"),
         # -- nothing overwritten: outputs that are inputs, non-empty directories, runs given twice
@@ -236,3 +236,79 @@ def test_every_command_refuses_bad_input_in_one_line_and_changes_nothing(ws):
     assert len(table) >= 60
     failures = mistake_failures(ws, table)
     assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------- a user's garbage rewards
+
+REWARDS_PY = '''
+def nan_reward(completions, **kwargs):
+    return [float("nan")] * len(completions)
+
+def short_reward(completions, **kwargs):
+    return [1.0]
+
+def broken_reward(completions, **kwargs):
+    raise KeyError("label_text")
+
+def skip_all(completions, **kwargs):
+    return [None] * len(completions)
+'''
+
+
+@pytest.mark.parametrize("reward, expected", [
+    ("nan_reward", "reward 'nan_reward': value 0 is nan"),
+    ("short_reward", "reward 'short_reward': returned 1 values for 4 completions"),
+    ("broken_reward", "reward 'broken_reward': raised KeyError"),
+    ("skip_all", "every reward function (skip_all) returned None for all 4 completions"),
+])
+def test_train_with_a_garbage_reward_is_one_line_naming_it(ws, tiny_model_dir, tmp_path, monkeypatch, reward,
+                                                            expected):
+    """NaN, a wrong length or an exception fail in the probe before the model loads; a step where every
+    reward skipped every completion fails at that step. Never a traceback, never `trained: ...`."""
+    from typer.testing import CliRunner
+
+    from agrl.cli import app
+
+    (tmp_path / "user_rewards.py").write_text(REWARDS_PY)
+    monkeypatch.chdir(tmp_path)  # a config's module:function imports from the working directory, as TRL's
+    monkeypatch.delitem(__import__("sys").modules, "user_rewards", raising=False)
+    config = {"method": "grpo", "model": str(tiny_model_dir), "train_file": str(ws / "good.jsonl"),
+              "output_dir": str(tmp_path / "run"), "reward_funcs": [f"user_rewards:{reward}"], "max_steps": 1,
+              "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8,
+              "report_to": "none", "disable_tqdm": True, "save_steps": 1}
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "grpo.yaml")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and lines[-1].startswith("error: ") and expected in lines[-1], result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "checkpoint-1").exists()
+
+
+# ---------------------------------------------------------------------------- OS errors name the option
+
+
+def test_an_os_error_names_the_option_and_path_not_an_errno(tmp_path):
+    """`sbs report --out FILE`, `sbs create --out FILE/x.sqlite`, `run --out /proc/x` (issue 28): the error
+    line names the option and its path, in words; the same for every command (cli._Group)."""
+    from sbs_inputs import write_inputs
+    from typer.testing import CliRunner
+
+    from agrl.cli import app
+
+    inputs = write_inputs(tmp_path / "in")
+    blocker = tmp_path / "FILE"
+    blocker.write_text("a file where a folder belongs\n")
+    create = ["sbs", "create", "--a", inputs["a"], "--b", inputs["b"], "--pairs", inputs["pairs"]]
+    assert CliRunner().invoke(app, [str(a) for a in [*create, "--out", tmp_path / "S"]]).exit_code == 0
+    recipe = Path(__file__).resolve().parents[1] / "src" / "agrl" / "recipes" / "demo" / "quick.yaml"
+    table = [
+        (["sbs", "report", tmp_path / "S", "--out", blocker], f"--out {blocker}: {blocker} is a file, not a folder"),
+        ([*create, "--out", blocker / "x.sqlite"], f"--out {blocker / 'x.sqlite'}: {blocker} is a file, not a folder"),
+        (["run", recipe, "--out", "/proc/x"], "--out /proc/x: no such file or directory"),
+        (["run", recipe, "--out", blocker / "sub"], f"--out {blocker / 'sub'}: {blocker} is a file, not a folder"),
+    ]
+    for argv, expected in table:
+        result = CliRunner().invoke(app, [str(a) for a in argv])
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.exit_code == 2 and last == f"error: {expected}", (argv, result.stderr[-500:])
+        assert "Errno" not in result.stderr and "Traceback" not in result.output
+    assert blocker.read_text() == "a file where a folder belongs\n"

@@ -22,6 +22,7 @@ from mistakes import mistake_failures
 from typer.testing import CliRunner
 
 from agrl.cli import app
+from agrl.errors import UserError
 from agrl.files import atomic_write
 
 HD_HEADER = "id,product_uid,product_title,search_term,relevance\n"
@@ -113,9 +114,9 @@ def ws(tmp_path_factory, tiny_model_dir):
         (root / name / "eval").mkdir(parents=True)
         (root / name / "eval" / "test.json").write_text(body)
     (root / "empty_run").mkdir()
-    (root / "train_hd.yaml").write_text(json.dumps({  # JSON is YAML; no `scheme:`, so the default
+    (root / "train_hd.yaml").write_text(json.dumps({  # JSON is YAML; a `scheme:` the data's manifest contradicts
         "method": "sft", "model": str(root / "model"), "train_file": str(root / "hd" / "train.jsonl"),
-        "output_dir": str(root / "run_hd"), "max_steps": 1, "report_to": "none"}))
+        "output_dir": str(root / "run_hd"), "max_steps": 1, "report_to": "none", "scheme": "default"}))
     (root / "preds.jsonl").write_text('{"id": "x", "label": 1}\n')
     (root / "scored.jsonl").write_text('{"id": "a", "label": 4, "score": 3.1}\n')  # no record of its maker
     return root
@@ -135,7 +136,8 @@ def cases(ws: Path) -> list[tuple[str, list, str]]:
          "was trained with scheme 'default'"),
         ("eval-model-of-other-scheme", ["eval", "--model", w("model"), "--data", split, "--out", w("e.json")],
          "was trained with scheme 'default'"),
-        ("train-other-scheme", ["train", w("train_hd.yaml")], "read here as scheme 'default'; pass --scheme three_level"),
+        ("train-other-scheme", ["train", w("train_hd.yaml")],
+         f"scheme default: {w('hd') / 'train.jsonl'} is labelled in scheme 'three_level'"),
         # -- a resumable output records its maker
         ("score-output-of-unknown-maker", ["score", "--model", w("model"), "--input", w("good.jsonl"), "--output",
                                            w("scored.jsonl")], "no scored.jsonl.meta.json"),
@@ -221,6 +223,40 @@ def test_imported_splits_are_read_under_their_own_scheme(ws, tmp_path):
     code, _, err = run("score", "--model", ws / "model", "--input", split, "--output", tmp_path / "s.jsonl",
                        "--scheme", "three_level")
     assert code == 2 and "trained with scheme 'default'" in err
+
+
+def test_train_reads_an_imports_scheme_by_the_rule_every_command_uses(ws, tiny_model_dir, tmp_path):
+    """`agrl train` on an import's own train.jsonl needs no `scheme:` (issue 26 item 8): data.resolve_scheme,
+    as validate, eval and score; naming another scheme is refused by the same rule."""
+    from agrl.train.config import load_config, preflight
+
+    keys = [f"model={tiny_model_dir}", f"train_file={ws / 'hd' / 'train.jsonl'}", f"output_dir={tmp_path / 'run'}"]
+    method, config, args = load_config("sft", keys)
+    assert config.scheme == "three_level"
+    preflight(method, config, args)  # the labels read as three_level: no scheme mismatch
+    with pytest.raises(UserError, match="scheme default: .* is labelled in scheme 'three_level'"):
+        load_config("sft", [*keys, "scheme=default"])
+    method, config, _ = load_config("sft", [*keys[:1], f"train_file={ws / 'good.jsonl'}", keys[2]])
+    assert config.scheme == "default"  # no manifest: the default, spelled once (schemes.DEFAULT)
+
+
+def test_sbs_create_refuses_a_judge_file_made_under_another_scheme(ws, tmp_path):
+    """Judge outputs record their scheme (score's OUTPUT.meta.json, eval's JSON): one made under the 4-level
+    default is refused on three_level pairs instead of read as three_level labels (issue 27)."""
+    pairs = ws / "hd" / "test.jsonl"
+    ids = [json.loads(line)["id"] for line in pairs.read_text().splitlines()]
+    for name, scheme in (("a", "default"), ("b", "three_level")):
+        rows = [{"id": i, "label": 1, "label_name": "x", "score": 1.0, "tier": "Bad",
+                 "probabilities": {"1": 1.0}} for i in ids]
+        (tmp_path / f"{name}.jsonl").write_text(_jsonl(rows))
+        (tmp_path / f"{name}.jsonl.meta.json").write_text(json.dumps({"model": "m", "scheme": scheme}))
+    code, _, err = run("sbs", "create", "--a", tmp_path / "a.jsonl", "--b", tmp_path / "b.jsonl", "--pairs", pairs,
+                       "--out", tmp_path / "s.sqlite")
+    assert code == 2 and "--a" in err and "judged in scheme 'default'" in err and "three_level" in err, err
+    assert not (tmp_path / "s.sqlite").exists()
+    code, _, err = run("sbs", "create", "--a", tmp_path / "b.jsonl", "--b", tmp_path / "b.jsonl", "--pairs", pairs,
+                       "--out", tmp_path / "s.sqlite")
+    assert code == 0, err
 
 
 # ---------------------------------------------------------------------------- resumable outputs
@@ -395,3 +431,63 @@ def test_a_trained_model_gets_the_mode_a_plain_write_gives(sft_model_dir):
     saved = [p for p in Path(sft_model_dir).iterdir() if p.is_file()]
     assert {p.name for p in saved} >= {"model.safetensors", "config.json", "tokenizer.json"}
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in saved} == {p.name: 0o666 & ~mask for p in saved}
+
+
+def test_validate_reports_repeated_pairs_and_conflicting_labels_as_score_sees_them(ws, tiny_model_dir, tmp_path):
+    """One pair three times with labels 4, 1, 4 and no ids (issue 28): validate names lines 2 and 3 with the
+    importers' rule; a file validate accepts, `agrl score` scores whole (no row rejected as a repeated id)."""
+    pair = {"query": "red shoes", "product": {"title": "Nike red shoe"}}
+    rows = [GOOD[1] | {"id": None}, pair | {"label": 4}, pair | {"label": 1}, pair | {"label": 4}]
+    (tmp_path / "thrice.jsonl").write_text(_jsonl([{k: v for k, v in r.items() if v is not None} for r in rows]))
+    code, out, _ = run("data", "validate", tmp_path / "thrice.jsonl")
+    assert code == 1, out
+    said = "repeats the query-title pair of line 2 (labels 4, 1, 4 on lines 2, 3, 4: the majority label is 4)"
+    assert f"thrice.jsonl:3: label: {said}" in out and f"thrice.jsonl:4: pair: {said}" in out
+    code, _, err = run("score", "--model", tiny_model_dir, "--input", tmp_path / "thrice.jsonl", "--output",
+                       tmp_path / "s3.jsonl")  # score rejects the very lines validate named
+    assert code == 0 and "rejected 2" in err, err
+    # one pair, case and spacing aside, with one label: a repeat (the importers merge it too)
+    (tmp_path / "twice.jsonl").write_text(_jsonl([pair | {"label": 4}, {"query": "Red  Shoes", "label": 4,
+                                                                         "product": {"title": "nike red shoe"}}]))
+    code, out, _ = run("data", "validate", tmp_path / "twice.jsonl")
+    assert code == 1 and "twice.jsonl:2: pair: repeats the query-title pair of line 1 (label 4)" in out, out
+    # graded rows (a Home Depot import) conflict by the mean grade
+    graded = [pair | {"label": 3, "grade": 3.0}, pair | {"label": 1, "grade": 1.33}, pair | {"label": 2, "grade": 2.0}]
+    (tmp_path / "graded.jsonl").write_text(_jsonl(graded))
+    code, out, _ = run("data", "validate", tmp_path / "graded.jsonl", "--scheme", "three_level")
+    assert code == 1 and "their mean grade 2.11 is label 2" in out, out
+    # what validate accepts, score takes whole
+    (tmp_path / "once.jsonl").write_text(_jsonl(rows[:2]))
+    assert run("data", "validate", tmp_path / "once.jsonl")[0] == 0
+    code, _, err = run("score", "--model", tiny_model_dir, "--input", tmp_path / "once.jsonl", "--output",
+                       tmp_path / "s.jsonl")
+    assert code == 0 and "rejected 0" in err, err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('query,title,label\n"red shoes,"nike red shoe,4\n', "bad.csv:2: row has 2 fields, the header 3"),
+    ("query,title\nsocks,wool socks\nshoes,nike,shoe,42\n", "bad.csv:3: row has 4 fields, the header 2"),
+    ('query,title,label\nsocks,"wool\nsocks",4\nshoes,nike\n', "bad.csv:4: row has 2 fields, the header 3"),
+])
+def test_a_csv_row_with_another_field_count_than_the_header_is_refused_by_line(tmp_path, text, expected):
+    (tmp_path / "bad.csv").write_text(text)
+    for argv in (["data", "validate"], ["data", "label"]):
+        code, _, err = run(*argv, tmp_path / "bad.csv", *([tmp_path / "o.jsonl"] if argv[1] == "label" else []))
+        assert code == 2 and expected in err, err
+
+
+@pytest.mark.parametrize("cell, where", [("wool\x00socks", "product.title"), ("red\x1bshoes", "query"),
+                                         ("acme\x7f", "product.brand")])
+def test_control_characters_are_refused_in_files(tmp_path, cell, where):
+    """One rule (data.check_plain) for JSONL, CSV, the importers and the service's bodies; tab and newline stay."""
+    control = next(c for c in cell if ord(c) < 32 or ord(c) == 127)
+    row = {"query": "red shoes", "product": {"title": "wool socks", "brand": "acme"}, "label": 4}
+    (row["product"] if where.startswith("product.") else row)[where.split(".")[-1]] = cell
+    (tmp_path / "c.jsonl").write_text(_jsonl([row]))
+    flat = {"query": row["query"], "title": row["product"]["title"], "brand": row["product"]["brand"], "label": 4}
+    (tmp_path / "c.csv").write_text("query,title,brand,label\n" + ",".join(str(v) for v in flat.values()) + "\n")
+    for name in ("c.jsonl", "c.csv"):
+        code, out, _ = run("data", "validate", tmp_path / name)
+        assert code == 1 and f"{name}:{1 + name.endswith('csv')}: {where}: control character U+{ord(control):04X}" in out
+    (tmp_path / "tab.jsonl").write_text(_jsonl([row | {"query": "red\tshoes\n"} | {"product": {"title": "a\r\nb"}}]))
+    assert run("data", "validate", tmp_path / "tab.jsonl")[0] == 0

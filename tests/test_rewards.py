@@ -208,3 +208,75 @@ def test_dense_terms_stay_off_where_a_labelled_record_has_no_gold_steps():
     assert terms["step"]([stepped], label=[3], steps=[json.dumps(trusted)]) == [1.0]
     assert terms["adherence"]([stepped], label=[3], steps=[json.dumps(trusted)]) == [1.0]
     assert terms["step"]([bare], label=[3], steps=[json.dumps(trusted)]) == [0.0]  # a missing gold step is wrong
+
+
+# ---------------------------------------------------------------------------- a user's reward checked
+
+
+def _nan(completions, **kwargs):
+    return [float("nan")] * len(completions)
+
+
+def _inf(completions, **kwargs):
+    return [1.0] * (len(completions) - 1) + [float("-inf")]
+
+
+def _short(completions, **kwargs):
+    return [1.0] * (len(completions) - 1)
+
+
+def _words(completions, **kwargs):
+    return ["good"] * len(completions)
+
+
+def _raises(completions, **kwargs):
+    return 1 / 0
+
+
+def _one_number(completions, **kwargs):
+    return 1.0
+
+
+def _skips_some(completions, **kwargs):
+    return [None, 0.5][: len(completions)]
+
+
+@pytest.mark.parametrize("func, message", [
+    (_nan, "reward '_nan': value 0 is nan: rewards must be finite (None skips a completion)"),
+    (_inf, "reward '_inf': value 1 is -inf"),
+    (_short, "reward '_short': returned 1 values for 2 completions"),
+    (_words, "reward '_words': value 0 is a str ('good'), not a number"),
+    (_raises, "reward '_raises': raised ZeroDivisionError: division by zero"),
+    (_one_number, "reward '_one_number': returned a float, not a list of one number per completion"),
+])
+def test_a_user_reward_with_a_garbage_answer_is_one_line_naming_it(func, message, monkeypatch):
+    """A reward TRL would train on (NaN, Inf) or end in a traceback on (length, type, exception)."""
+    import sys
+    import types
+
+    from agrl.errors import UserError
+    from agrl.rewards import probe_rewards
+
+    module = types.ModuleType("hostile_rewards")
+    setattr(module, func.__name__, func)
+    monkeypatch.setitem(sys.modules, "hostile_rewards", module)
+    funcs, _ = reward_funcs(["format_gate", f"hostile_rewards:{func.__name__}"], SCHEME)
+    assert funcs[1].__name__ == func.__name__  # TRL logs rewards/<name> and weighs by it, as before
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "label": 2, "steps": None, "id": "a"}]
+    with pytest.raises(UserError) as err:
+        probe_rewards(funcs, rows, trainer_state=None)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match=func.__name__):  # every call in training is checked the same way
+        funcs[1](prompts=["p", "p"], completions=["a", "b"], label=[2, 2])
+
+
+def test_none_skips_a_completion_and_a_checked_reward_pickles(monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("skipping_rewards")
+    module._skips_some = _skips_some
+    monkeypatch.setitem(sys.modules, "skipping_rewards", module)
+    funcs, _ = reward_funcs(["skipping_rewards:_skips_some"], SCHEME)
+    assert funcs[0](completions=["a", "b"]) == [None, 0.5]  # TRL's "no reward for this one"
+    assert pickle.loads(pickle.dumps(funcs[0]))(["a", "b"]) == [None, 0.5]

@@ -64,6 +64,8 @@ def body(query: bytes = b'"shoes"', item: bytes = ITEM) -> bytes:
         # values no later stage can use: 422 naming the field
         (body(query=b'"shoes \\ud800"'), JSON, 422, "query: lone surrogate"),
         (body(item=b'{"title": "shoe \\udfff"}'), JSON, 422, "items[0].title: lone surrogate"),
+        (body(query=b'"shoes \\u0000"'), JSON, 422, "query: control character U+0000"),
+        (body(item=b'{"title": "shoe \\u001b[31m"}'), JSON, 422, "items[0].title: control character U+001B"),
         (body(item=b'{"title": "x", "price": 1' + b"0" * 5000 + b"}"), JSON, 422, "items[0].price: must be a finite"),
         (body(item=b'{"title": "x", "price": NaN}'), JSON, 422, "items[0].price: must be a finite"),
         (body(item=b'{"title": "x", "price": -Infinity}'), JSON, 422, "items[0].price: must be a finite"),
@@ -110,6 +112,24 @@ def test_every_error_is_json_naming_the_field(url):
                      httpx.post(f"{url}/v1/score", content=b"{", headers=JSON)):
         error = response.json()
         assert set(error) == {"error", "error_type"} and re.match(r"[\w./\[\]-]+: ", error["error"]), error
+
+
+def test_made_up_methods_and_paths_add_no_metric_series(url):
+    """Any client can send any method token: each must not grow /metrics (label values are bounded)."""
+    def series() -> set[str]:
+        text = httpx.get(f"{url}/metrics").text
+        return {line.split(" ")[0] for line in text.splitlines() if line.startswith("agrl_http_requests_total")}
+
+    httpx.request("QWERTY0", f"{url}/healthz")
+    httpx.get(f"{url}/no/such/0")
+    before = series()
+    for i in range(1, 30):
+        assert httpx.request(f"QWERTY{i}", f"{url}/healthz").status_code == 405
+        httpx.get(f"{url}/no/such/{i}")
+    after = series()
+    assert after - before <= {s for s in after if 'route="/metrics"' in s}  # only the /metrics scrapes
+    assert any('method="other"' in s for s in after) and not any("QWERTY" in s for s in after)
+    assert any('method="GET"' in s for s in after)
 
 
 @pytest.mark.parametrize("field", ["max_items", "max_batch", "max_body_bytes", "max_item_chars"])

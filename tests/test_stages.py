@@ -5,12 +5,17 @@ configs with --set overrides; plus kill-and-resume. The SFT stage runs in the `s
 
 import json
 import os
+import random
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from training import ONE_THREAD, one_thread_env, train_command, train_one_thread
 
 from agrl.files import read_jsonl_tolerant
 from agrl.train import train
@@ -139,7 +144,7 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path, kill_after_first_
     ]
     out = tmp_path / "killed"
     cmd = _command(str(CONFIGS / "grpo_pr.yaml"), common + [f"output_dir={out}"])
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, **ONE_THREAD)
     kill_after_first_checkpoint(cmd, out, env)
     last = max(
         int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()
@@ -154,9 +159,99 @@ def test_kill_and_resume(sft_model_dir, small_bench, tmp_path, kill_after_first_
     assert [row["step"] for row in resumed] == [1, 2, 3, 4]  # rows past the checkpoint were not duplicated
 
     # An unbroken run of the same config: same data order and sampling after the resume point.
-    straight = tmp_path / "straight"
-    train(CONFIGS / "grpo_pr.yaml", common + [f"output_dir={straight}"])
+    straight = tmp_path / "straight"  # in a subprocess with the killed run's thread count
+    train_one_thread(CONFIGS / "grpo_pr.yaml", common + [f"output_dir={straight}"])
     expected = [row for row in read_jsonl_tolerant(straight / METRICS_FILE) if "reward" in row]
     for got, want in zip(resumed[last:], expected[last:]):
         assert got["completions/mean_length"] == want["completions/mean_length"]
         assert got["reward"] == pytest.approx(want["reward"])
+
+
+# ---------------------------------------------------------------------------- kills inside a save, at random
+
+KILLABLE = {  # a short run of each trainer, a checkpoint every step (TRL's SFT, DPO, and AGRL on TRL's GRPO)
+    "sft": ("sft.yaml", "sft.jsonl", ["per_device_train_batch_size=8", "learning_rate=5e-3", "warmup_steps=0"]),
+    "dpo": ("dpo.yaml", "rl.jsonl", ["max_train_records=6", "dpo_samples=2", "dpo_max_new_tokens=48",
+                                     "per_device_train_batch_size=2"]),
+    "agrl": ("agrl.yaml", "rl.jsonl", ["per_device_train_batch_size=8", "num_generations=4", "agr_k=2",
+                                       "max_completion_length=48", "temperature=0.7"]),
+}
+
+
+def _kill_overrides(stage, model, bench, out) -> list[str]:
+    _, data, extra = KILLABLE[stage]
+    return [f"model={model}", f"train_file={bench / data}", f"output_dir={out}", "max_steps=3", "save_steps=1",
+            "disable_tqdm=true", "report_to=none", "logging_steps=1", *extra]
+
+
+@pytest.fixture(scope="module")
+def straight_run(sft_model_dir, small_bench, tmp_path_factory):
+    """`straight_run(stage)`: (the stage's unbroken run, one thread in a subprocess, its wall seconds), once."""
+    done = {}
+
+    def run(stage: str) -> tuple[Path, float]:
+        if stage not in done:
+            out, started = tmp_path_factory.mktemp("straight") / stage, time.time()
+            train_one_thread(CONFIGS / KILLABLE[stage][0], _kill_overrides(stage, sft_model_dir, small_bench, out))
+            done[stage] = out, time.time() - started
+        return done[stage]
+
+    return run
+
+
+def _final_weights(out: Path) -> dict:
+    return load_file(out / "model.safetensors")
+
+
+def _resume_and_compare(stage, out, straight, overrides) -> str:
+    """Rerun the killed command to the end; it equals the unbroken run. Returns the checkpoint it resumed."""
+    result = subprocess.run(train_command(CONFIGS / KILLABLE[stage][0], overrides), env=one_thread_env(),
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    picked = re.search(r"resuming from (\S+)", result.stderr)
+    got, want = _final_weights(out), _final_weights(straight)
+    assert all(got[name].equal(want[name]) for name in want), f"{stage}: resumed != unbroken"
+    steps = [row["step"] for row in read_jsonl_tolerant(out / METRICS_FILE) if "loss" in row]
+    assert steps == sorted(set(steps)), steps  # no step logged twice
+    return picked.group(1) if picked else ""
+
+
+@pytest.mark.parametrize("stage, point", [("sft", "state"), ("dpo", "state"), ("agrl", "state"),
+                                          ("agrl", "weights"), ("sft", "optimizer")])
+def test_a_kill_inside_a_checkpoint_save_resumes_from_a_complete_one(stage, point, sft_model_dir, small_bench,
+                                                                     tmp_path, straight_run):
+    """SIGKILL inside checkpoint-2's save. A checkpoint counts once complete, the trainer's own state
+    included (AGRL's agr_state.json): a cut one is skipped for checkpoint-1, and either way the run ends
+    on the unbroken run's weights."""
+    straight, _ = straight_run(stage)
+    out = tmp_path / "killed"
+    overrides = _kill_overrides(stage, sft_model_dir, small_bench, out)
+    killer = [sys.executable, str(Path(__file__).parent / "kill_in_save.py"), point, "2", "--",
+              *train_command(CONFIGS / KILLABLE[stage][0], overrides)[3:]]
+    killed = subprocess.run(killer, env=one_thread_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    expected = out / ("checkpoint-2" if point == "state" else "checkpoint-1")
+    resumed = {p.name for p in expected.iterdir()}  # now: the rerun's save_total_limit rotates it away
+    picked = _resume_and_compare(stage, out, straight, overrides)
+    assert picked == str(expected)
+    last = max(straight.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = {p.name for p in last.iterdir()}
+    assert complete <= resumed, f"resumed from a checkpoint without {sorted(complete - resumed)}"
+
+
+def test_a_kill_at_random_points_resumes_to_the_unbroken_result(sft_model_dir, small_bench, tmp_path, straight_run):
+    """AGRL killed twice at seeded random moments of its run (anywhere: loading, generating, mid-save,
+    mid-log), then run to the end: the unbroken run's weights, and each step logged once."""
+    straight, span = straight_run("agrl")
+    out = tmp_path / "killed"
+    overrides = _kill_overrides("agrl", sft_model_dir, small_bench, out)
+    cmd = train_command(CONFIGS / "agrl.yaml", overrides)
+    rng = random.Random(28)
+    for _ in range(2):
+        proc = subprocess.Popen(cmd, env=one_thread_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.3, 0.95) * span)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    _resume_and_compare("agrl", out, straight, overrides)

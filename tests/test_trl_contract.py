@@ -1,8 +1,9 @@
 """The private TRL internals our trainers override or call: fail loudly when TRL changes them.
 
-Overridden: CountingGRPOTrainer (every GRPO-family run) and DynamicSamplingGRPOTrainer
-`_generate_and_score_completions`; CountingGRPOTrainer `compute_loss` (the SFT anchor, train/anchor.py); AGRLTrainer `_generate_and_score_completions`, `_compute_loss`,
-`_get_per_token_logps_and_entropies`, `_save_checkpoint`, `_load_optimizer_and_scheduler`. Called:
+Overridden: CountingGRPOTrainer (every GRPO-family run) `_calculate_rewards` and `compute_loss` (the SFT anchor,
+train/anchor.py), it and DynamicSamplingGRPOTrainer `_generate_and_score_completions`; AGRLTrainer
+`_generate_and_score_completions`, `_compute_loss`, `_get_per_token_logps_and_entropies`,
+`_save_optimizer_and_scheduler`, `_load_optimizer_and_scheduler`. Called:
 the rest of HOOKS (ImmediateAGRLTrainer: `_generate`, `_calculate_rewards`). Read: `_logs["rewards"]`.
 
 TRL is pinned (pyproject); bumping it must go through these checks and then train/agr.py.
@@ -61,9 +62,8 @@ HOOKS = {
     ],
     "_compute_loss": ["model", "inputs"],
     "compute_loss": ["model", "inputs", "return_outputs", "num_items_in_batch"],
-    "_save_checkpoint": ["model", "trial"],
+    "_save_optimizer_and_scheduler": ["output_dir"],
     "_load_optimizer_and_scheduler": ["checkpoint"],
-    "_get_output_dir": ["trial"],
 }
 ATTRIBUTES = [
     "num_generations",
@@ -245,13 +245,13 @@ def test_overridden_hooks_are_the_documented_ones():
     def own(cls):
         return sorted(n for n, v in vars(cls).items() if callable(v) and hasattr(GRPOTrainer, n) and n != "__init__")
 
-    assert own(CountingGRPOTrainer) == ["_generate_and_score_completions", "compute_loss"]
+    assert own(CountingGRPOTrainer) == ["_calculate_rewards", "_generate_and_score_completions", "compute_loss"]
     assert own(DynamicSamplingGRPOTrainer) == ["_generate_and_score_completions"]
     assert own(AGRLTrainer) == [
         "_compute_loss",
         "_generate_and_score_completions",
         "_get_per_token_logps_and_entropies",
         "_load_optimizer_and_scheduler",
-        "_save_checkpoint",
+        "_save_optimizer_and_scheduler",
     ]
     assert own(ImmediateAGRLTrainer) == []

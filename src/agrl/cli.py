@@ -21,10 +21,11 @@ from agrl.errors import UserError
 from agrl.files import distinct, input_file, positive
 
 
-def _one_line(err: BaseException | str) -> str:
-    text = str(err) or type(err).__name__
-    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
-        text = f"{err.filename}: {text}"
+def _one_line(err: BaseException | str, argv: list[str] = ()) -> str:
+    from agrl.files import os_error_line
+
+    # an OSError (not our UserError) names the option whose path it hit: `--out FILE: FILE is a file, ...`
+    text = os_error_line(err, list(argv)) if isinstance(err, OSError) else str(err) or type(err).__name__
     return " ".join(text.split())  # one line, whatever the message held
 
 
@@ -32,12 +33,14 @@ class _Group(typer.core.TyperGroup):
     """The root command group: a user's mistake anywhere below becomes `error: ...` and exit 2."""
 
     def invoke(self, ctx):
+        # the command line below this group, kept to name the option an OSError's path came from
+        argv = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except (UserError, OSError) as err:  # OSError: unreadable path, full disk, permission denied
             if os.environ.get("AGRL_DEBUG"):
                 raise
-            typer.echo(f"error: {_one_line(err)}", err=True)
+            typer.echo(f"error: {_one_line(err, argv)}", err=True)
             raise typer.Exit(2) from None
         except typer.BadParameter as err:  # a bad option value (a choice not in the enum, a non-number)
             if os.environ.get("AGRL_DEBUG"):
@@ -59,10 +62,11 @@ DATA_SCHEME_HELP = "label scheme: default, esci, three_level or a YAML file (def
 
 
 def model_scheme(scheme: str | None, model: str) -> str:
-    """--scheme, else the scheme the model's run trained with (its config.yaml), else the default scheme."""
-    from agrl.files import trained_with
+    """--scheme, else the scheme the model's run trained with (its config.yaml), else the default scheme:
+    data.resolve_scheme with no data (a judge run under another scheme's codes is refused there)."""
+    from agrl.data import resolve_scheme
 
-    return scheme or trained_with(model, "scheme") or "default"
+    return resolve_scheme(None, scheme, model)
 
 
 class ModelSize(str, Enum):
@@ -90,13 +94,11 @@ def data_validate(
     scheme: Annotated[str | None, typer.Option(help=DATA_SCHEME_HELP)] = None,
 ) -> None:
     """Report every bad row as FILE:LINE: field: message; exit 1 if there is any."""
-    from agrl.data import check_not_empty, read_records, resolve_scheme
+    from agrl.data import check_not_empty, read_records, scheme_of
     from agrl.output import check_reasoning
-    from agrl.schemes import load_scheme
 
     check_not_empty(file)
-    records, bad = read_records(file, load_scheme(resolve_scheme(file, scheme)), checks=[check_reasoning],
-                                unique_ids=True)
+    records, bad = read_records(file, scheme_of(file, scheme), checks=[check_reasoning], unique_ids=True)
     for row in bad:
         typer.echo(str(row))
     console.print(f"{file}: {len(records)} good row(s), {len(bad)} bad row(s)")

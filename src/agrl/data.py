@@ -23,7 +23,7 @@ from typing import Any
 
 from agrl.errors import UserError
 from agrl.files import atomic_open, input_file, trained_with
-from agrl.schemes import Scheme, load_scheme
+from agrl.schemes import DEFAULT, Scheme, load_scheme
 
 # The reasoning steps and the verdicts each may take (spec section 2). `attribute.<name>` is one
 # step per attribute constraint. `substitute` on category is our reading: a declared close
@@ -36,6 +36,9 @@ ATTRIBUTE_STEP = re.compile(r"attribute\.[a-z][a-z0-9_]*")
 MAX_QUERY_CHARS = 512
 MAX_TEXT_CHARS = 8192
 MAX_DEPTH = 16  # nesting of one row's JSON: records are two levels deep; more is hostile or a mistake
+# C0 controls but tab, newline and carriage return, and DEL: a NUL or an escape in a title is a broken
+# export, invisible to a rater and cut by C tools. C1 (U+0080-U+009F) stays: a Latin-1 file's smart quotes.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_INT_DIGITS = 4000  # Python refuses to convert longer ints to text (sys.get_int_max_str_digits)
 
 
@@ -128,7 +131,8 @@ def loads(text: str | bytes) -> Any:
 
 def check_plain(value: Any, where: str, depth: int = 0) -> None:
     """RowError naming the path of the first value later stages cannot handle: a lone surrogate in a
-    string (it cannot be written as UTF-8), a NaN or infinite number, nesting over MAX_DEPTH."""
+    string (it cannot be written as UTF-8), a control character, a NaN or infinite number, nesting over
+    MAX_DEPTH. Files, importers and the service (through parse_record) all refuse by this one rule."""
     if depth > MAX_DEPTH:
         raise RowError(where, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
@@ -137,6 +141,9 @@ def check_plain(value: Any, where: str, depth: int = 0) -> None:
         except UnicodeEncodeError as err:
             raise RowError(where, f"lone surrogate {value[err.start]!r} at character {err.start}; "
                            "fix the text's encoding") from None
+        if (control := CONTROL.search(value)) is not None:
+            raise RowError(where, f"control character U+{ord(control.group()):04X} at character {control.start()}; "
+                           "remove it (tab, newline and carriage return are kept)")
     elif isinstance(value, float) and not math.isfinite(value):
         raise RowError(where, f"must be a finite number, got {value}")
     elif isinstance(value, dict):
@@ -378,13 +385,17 @@ def _read_table(path: Path):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")  # .gz: pandas infers gzip
         _check_header(path)
         _check_columns(path, list(frame.columns))
+        _check_fields(path)
         return frame.replace({"": None})
     except UserError:
         raise
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: empty CSV file (expected a header line with query, title, ...)") from None
     except pd.errors.ParserError as err:
-        raise UserError(f"{path}: malformed CSV: {str(err).strip().splitlines()[-1]}") from None
+        message = str(err).strip().splitlines()[-1]
+        if "EOF inside string" not in message:  # a row longer than the header: name it as a short one is
+            _check_fields(path)
+        raise UserError(f"{path}: malformed CSV: {message}") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
                         "save it as UTF-8") from None
@@ -440,6 +451,24 @@ def _check_columns(path: Path, columns: list) -> None:
     missing = "query" if "query" not in names else "title"
     raise UserError(foreign_format(path, names) or f"{path}:1: header: no {missing!r} column (found {names}); records "
                     "need query, title (or product.title) and, to train or evaluate, label")
+
+
+def _check_fields(path: Path) -> None:
+    """Refuse a CSV row with more or fewer fields than the header (pandas pads a short one: a stray quote
+    would shift the title into the query and the label into the title, a good row of wrong values)."""
+    import csv
+
+    import io
+
+    with io.TextIOWrapper(_open_bytes(path), encoding="utf-8", newline="") as handle:  # .csv.gz too
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        start = reader.line_num + 1
+        for row in reader:
+            if row and len(row) != len(header):
+                raise UserError(f"{path}:{start}: row has {len(row)} field{'s' * (len(row) != 1)}, the header "
+                                f"{len(header)}; check its quotes and commas")
+            start = reader.line_num + 1
 
 
 def _table_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -577,14 +606,16 @@ def same_scheme(a: str, b: str) -> bool:
     return a == b or load_scheme(a).levels == load_scheme(b).levels
 
 
-def resolve_scheme(source: str | Path, given: str | None, model: str | Path | None = None,
+def resolve_scheme(source: str | Path | None, given: str | None, model: str | Path | None = None,
                    option: str = "--scheme") -> str:
-    """The scheme to read `source`'s labels under; the one rule every command uses.
+    """The scheme to read `source`'s labels under, and to run judge `model` on them: the one rule every
+    command uses (train, validate, label, eval, score, sbs, serve, baselines; `source` None: no data).
 
-    The data's own word (its manifest.json) wins over nothing and must agree with `given` (an option,
-    or a fitted model's scheme) and with the scheme `model`'s run trained with; then `given`, the
-    model's, the default. Labels of one scheme are never read as another's: a mismatch is a UserError."""
-    said = data_scheme(source)
+    The data's own word (its manifest.json) wins over nothing and must agree with `given` (an option, a
+    config's `scheme`, a fitted model's scheme); then `given`, the scheme `model`'s run trained with, the
+    DEFAULT. A judge whose labels are another scheme's is refused (check_judge_scheme): labels of one
+    scheme are never read, or produced, as another's."""
+    said = data_scheme(source) if source is not None else None
     trained = trained_with(model, "scheme") if model is not None else None
     if said is not None:
         scheme, manifest = said
@@ -593,9 +624,38 @@ def resolve_scheme(source: str | Path, given: str | None, model: str | Path | No
                             f"pass {option} {scheme}, or leave {option} out")
         if given is None and trained is not None and not same_scheme(trained, scheme):
             raise UserError(f"{source}: labelled in scheme {scheme!r} ({manifest} says so), but --model {model} "
-                            f"was trained with scheme {trained!r}; use a model trained on this scheme")
-        return given or scheme
-    return given or trained or "default"
+                            f"was trained with scheme {trained!r}; use a judge trained on this scheme (train "
+                            f"one on it: `agrl train` with scheme: {scheme})")
+        resolved = given or scheme
+    else:
+        resolved = given or trained or DEFAULT
+    if model is not None:
+        check_judge_scheme(model, load_scheme(resolved), option)
+    return resolved
+
+
+def scheme_of(source: str | Path | None, given: str | None = None, model: str | Path | None = None,
+              option: str = "--scheme") -> Scheme:
+    """resolve_scheme's scheme, loaded."""
+    return load_scheme(resolve_scheme(source, given, model, option))
+
+
+def check_judge_scheme(model: str | Path, scheme: Scheme, option: str = "--scheme") -> None:
+    """Refuse to run judge `model` under a scheme other than the one it was trained with (its run's
+    config.yaml) unless both have the same label codes: its labels (and the scorer's posterior, read from
+    those tokens) are codes of its own scheme."""
+    trained = trained_with(model, "scheme")
+    if not trained or trained == scheme.name:
+        return
+    try:
+        theirs = load_scheme(trained)
+    except UserError:
+        return  # the training scheme file is gone: only the codes could be compared, and they cannot
+    if theirs.codes != scheme.codes:
+        raise UserError(f"{option} {scheme.name}: the judge {model} was trained with scheme {theirs.name!r} "
+                        f"(codes {list(theirs.codes)}, these {list(scheme.codes)}); use a judge trained on "
+                        f"scheme {scheme.name!r} (`agrl train` with scheme: {scheme.name}), or data in scheme "
+                        f"{theirs.name!r}")
 
 
 def check_data_scheme(source: str | Path, scheme: Scheme) -> None:
@@ -616,17 +676,32 @@ def check_not_empty(source: str | Path) -> None:
         raise UserError(f"{source}: no records (the file is empty or holds only a header)")
 
 
+def row_id(raw: object, line: int) -> str:
+    """A row's id, the one `agrl score` and `data validate` use: its own, else a stable hash of the pair it
+    rates (query and product; not its label or notes: one pair with two labels is one pair), so a
+    kill-and-rerun finds the same id."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), (str, int)) and not isinstance(raw.get("id"), bool):
+        return str(raw["id"])
+    if not isinstance(raw, dict):
+        return "sha-" + hashlib.sha256(f"line {line}".encode()).hexdigest()[:16]
+    pair = {"query": raw.get("query"), "product": raw.get("product")}
+    content = json.dumps(pair, sort_keys=True, ensure_ascii=False, default=str)
+    return "sha-" + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def read_records(
     source: str | Path, scheme: Scheme | None = None, checks: Iterable = (), unique_ids: bool = False
 ) -> tuple[list[Record], list[BadRow]]:
     """All good records and every bad row of a source; `checks` are f(record, scheme) raising RowError
-    (output.check_reasoning: the layer above owns the completion format). `unique_ids`: a row whose id
-    repeats an earlier row's is bad (`agrl score` scores each id once; `data validate` says so first)."""
-    scheme = scheme or load_scheme(resolve_scheme(source, None))
+    (output.check_reasoning: the layer above owns the completion format). `unique_ids` (`data validate`):
+    a row whose id repeats an earlier row's is bad, and so is each repeat of a query-title pair
+    (repeated_pairs; an id-less row's id in `agrl score` is its pair's hash, row_id): what validate
+    accepts, score and training take as it is."""
+    scheme = scheme or scheme_of(source)
     check_data_scheme(source, scheme)
-    good: list[Record] = []
+    good: list[tuple[int, Record]] = []
     bad: list[BadRow] = []
-    first_line: dict[str, int] = {}
+    first_line: dict[str, int] = {}  # id -> its line
     for line, raw in iter_rows(source):
         try:
             if isinstance(raw, RowError):
@@ -634,15 +709,22 @@ def read_records(
             record = parse_record(raw, scheme)
             for check in checks:
                 check(record, scheme)
-            if unique_ids and record.id is not None:
-                if record.id in first_line:
+            if unique_ids:
+                # an id-less row's id (row_id) hashes its pair: its repeats are repeated_pairs' below
+                if record.id is not None and record.id in first_line:
                     raise RowError("id", f"{record.id!r} repeats the id of line {first_line[record.id]}")
-                first_line[record.id] = line
+                if record.id is not None:
+                    first_line[record.id] = line
         except RowError as err:
             bad.append(BadRow(str(source), line, err.field, err.message))
             continue
-        good.append(record)
-    return good, bad
+        good.append((line, record))
+    if unique_ids:
+        repeats = repeated_pairs(good, source)
+        lines = {b.line for b in repeats}
+        bad = sorted(bad + repeats, key=lambda b: b.line)
+        good = [(line, r) for line, r in good if line not in lines]
+    return [record for _, record in good], bad
 
 
 def load_records(
@@ -717,6 +799,85 @@ def split_by_query(
             out[name].extend(by_query[query])
         start = end
     return out
+
+
+def pair_key(record: Record) -> tuple[str, str]:
+    """The query-title pair a record rates, as the importers and `data validate` compare pairs: case and
+    spacing aside."""
+    return normalize_query(record.query), normalize_query(record.product.title)
+
+
+# ---------------------------------------------------------------------------- repeated pairs
+# One query-product pair rated more than once becomes one record: the importers merge the rows by these
+# rules, and `data validate` names every repeat by line with what the rule makes of it.
+
+
+def grade_level(grade: float) -> int:
+    """A Home Depot mean grade (1..3) -> three_level code: >= 2.67 exact (3), 2.0-2.5 partial (2), < 2 irrelevant.
+
+    Means are of 3+ raters, written to 2 decimals (2.67 is 8/3), so compare at that precision."""
+    grade = round(grade, 2)
+    return 3 if grade >= 2.67 else 2 if grade >= 2.0 else 1
+
+
+def majority(group: list[Record]) -> Record | None:
+    """One record for repeated single-annotator labels (QBQTC, ESCI): the majority label; None on a tie
+    (the pair is dropped: no label can be said to be its label)."""
+    counts = Counter(r.label for r in group).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return None
+    merged = group[0]
+    merged.label = counts[0][0]
+    if "grade" in merged.extra:
+        merged.extra["grade"] = float(merged.label)
+    merged.extra |= {"merged_rows": len(group), "merged_labels": [r.label for r in group]}
+    return merged
+
+
+def mean_grade(group: list[Record]) -> Record:
+    """One record for a repeated Home Depot pair: each row's relevance is a mean of raters, so the rows are
+    pooled as the mean of their grades (unweighted: the rater counts are not published), then leveled."""
+    merged = group[0]
+    grades = [r.extra["grade"] for r in group]
+    merged.extra["grade"] = round(sum(grades) / len(grades), 4)
+    merged.label = grade_level(merged.extra["grade"])
+    merged.extra |= {"merged_rows": len(group), "merged_grades": grades}
+    return merged
+
+
+def _merged(group: list[Record]) -> str:
+    """What the importers' rule makes of a repeated pair: the mean of graded rows, else the majority label."""
+    import copy
+
+    copies = [copy.deepcopy(r) for r in group]
+    if all(isinstance(r.extra.get("grade"), (int, float)) for r in copies):
+        merged = mean_grade(copies)
+        return f"their mean grade {merged.extra['grade']} is label {merged.label}"
+    if any(r.label is None for r in copies):
+        return "unlabelled rows"
+    merged = majority(copies)
+    return "a tie, which the importers drop" if merged is None else f"the majority label is {merged.label}"
+
+
+def repeated_pairs(rows: list[tuple[int, Record]], source: str | Path) -> list[BadRow]:
+    """A bad row for every repeat of a query-title pair (pair_key) after its first row, naming that line,
+    the labels the pair got and what the importers' rule (mean grade, else majority) makes of them."""
+    groups: dict[tuple[str, str], list[tuple[int, Record]]] = {}
+    for line, record in rows:
+        groups.setdefault(pair_key(record), []).append((line, record))
+    bad = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        (first, _), labels = group[0], [r.label for _, r in group]
+        conflict = len(set(labels)) > 1
+        what = (f"labels {', '.join(map(str, labels))} on lines {', '.join(str(n) for n, _ in group)}: "
+                f"{_merged([r for _, r in group])}" if conflict else f"label {labels[0]}")
+        for line, record in group[1:]:
+            field_name = "label" if record.label != labels[0] else "pair"
+            bad.append(BadRow(str(source), line, field_name, f"repeats the query-title pair of line {first} ({what}); "
+                              "keep one row per pair (`agrl data import` merges them by this rule)"))
+    return sorted(bad, key=lambda b: b.line)
 
 
 def balance(records: list[Record], seed: int = 0, per_class: int | None = None) -> list[Record]:

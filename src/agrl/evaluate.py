@@ -29,7 +29,7 @@ from agrl.progress import progress
 from agrl.prompt import prompt_text
 from agrl.rewards import grade
 from agrl.rules import RulesEngine
-from agrl.schemes import Scheme, load_scheme
+from agrl.schemes import DEFAULT, Scheme, load_scheme
 from agrl.score import Scorer, check_model_scheme
 
 
@@ -160,7 +160,7 @@ def evaluate(
     data: str | Path,
     out: str | Path,
     predictions: str | Path | None = None,
-    scheme: str = "default",
+    scheme: str = DEFAULT,
     batch_size: int = 32,
     max_new_tokens: int = 160,
     limit: int | None = None,

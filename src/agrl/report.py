@@ -541,7 +541,7 @@ def report_results(results: str | Path, out: str | Path) -> dict[str, Path]:
     """The report of an `agrl run`'s results.json: its runs (not the sweep's grid points) grouped by
     stage; then, from the eval predictions, each split's table pooled over seeds with paired differences
     (every stage against the first, or the recipe's report.differences)."""
-    from agrl.schemes import load_scheme
+    from agrl.schemes import DEFAULT, load_scheme
 
     body = json.loads(Path(results).read_text())
     rows = [r for r in body["runs"] if not r["sweep"] and Path(r["dir"]).is_dir()]
@@ -554,13 +554,13 @@ def report_results(results: str | Path, out: str | Path) -> dict[str, Path]:
     if groups:
         names = list(dict.fromkeys(r["stage"] for r in rows))
         pairs = body.get("differences") or [(name, names[0]) for name in names[1:]]
-        scheme = load_scheme(rows[0]["config"].get("scheme", "default"))
+        scheme = load_scheme(rows[0]["config"].get("scheme") or DEFAULT)
         lines, stats = seed_sections(groups, scheme, body.get("resamples", 1000), [tuple(p) for p in pairs])
         with paths["markdown"].open("a") as handle:
             handle.write("\n" + "\n".join(lines))
         atomic_write(Path(out) / "seeds.json", json.dumps(stats, indent=1) + "\n")
     scored: dict[str, dict[str, list[dict]]] = {}  # one-pass scores (and the baselines: one "seed" each)
-    scheme_name = rows[0]["config"].get("scheme", "default") if rows else "default"
+    scheme_name = (rows[0]["config"].get("scheme") if rows else None) or DEFAULT
     for row in rows:
         for split, result in row.get("scores", {}).items():
             if result.get("source") and Path(result["file"]).is_file():

@@ -6,7 +6,9 @@ weights their sum is exactly R = w_out*r_out + g*(w_step*r_step + w_adh*r_adh) b
 gold steps (`RulesEngine.gold_steps` is None where the rules are not trusted on it): there the label
 alone is rewarded. A reward term is one callable plus its entry in REWARDS; a config names terms
 there or by import path (`module:function`, as TRL's scripts take them), and weighs them by name.
-Pure Python: no torch, no TRL import.
+Every user function `reward_funcs` returns is a CheckedReward: an answer TRL would train on silently (NaN,
+Inf, a string) or end in a traceback on (a wrong length, an exception) is one UserError naming the reward;
+`probe_rewards` calls each once on a tiny batch before any model loads. Pure Python: no torch, no TRL import.
 
     funcs, weights = reward_funcs(["format_gate", "outcome", "step"], load_scheme("default"), {"step": 0.3})
     GRPOTrainer(..., reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))
@@ -18,13 +20,15 @@ import importlib
 import inspect
 import json
 import math
+import numbers
 import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agrl.output import Judgement, Rejected, parse_completion
+from agrl.errors import UserError
+from agrl.output import Judgement, Rejected, parse_completion, render
 from agrl.rules import DecisionTable
 from agrl.schemes import Scheme
 
@@ -317,7 +321,68 @@ def reward_funcs(
     """
     scales = check_weights(specs, weights or {})
     funcs = []
-    for spec in specs:
+    for spec, name in zip(specs, scales, strict=True):
         func = load_reward(spec)
-        funcs.append(func(scheme, table, **settings) if _is_term(func) else func)
+        # the built-in terms answer one finite number per completion (tests/test_rewards.py); a user's is checked
+        funcs.append(func(scheme, table, **settings) if _is_term(func) else CheckedReward(func, name))
     return funcs, list(scales.values())
+
+
+# ---------------------------------------------------------------------------- checked answers
+
+
+def check_rewards(name: str, values: Any, n: int) -> list[float | None]:
+    """A reward function's answer for n completions as TRL takes it: one finite number per completion, or
+    None (TRL's "no reward for this one", e.g. another task's row). Else a UserError naming the function."""
+    where = f"reward {name!r}"
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
+        raise UserError(f"{where}: returned a {type(values).__name__}, not a list of one number per completion")
+    values = list(values)
+    if len(values) != n:
+        raise UserError(f"{where}: returned {len(values)} values for {n} completions (one number, or None to "
+                        "skip, per completion)")
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise UserError(f"{where}: value {i} is a {type(value).__name__} ({value!r:.40}), not a number")
+        if not math.isfinite(value):
+            raise UserError(f"{where}: value {i} is {value}: rewards must be finite (None skips a completion)")
+    return values
+
+
+class CheckedReward:
+    """A reward callable whose every answer passes check_rewards; an exception it raises becomes a
+    UserError naming it. `__name__` is the wrapped function's (TRL logs rewards/<name>); a class, not a
+    closure, so it pickles as the built-ins do."""
+
+    def __init__(self, func: Callable, name: str):
+        self.func, self.__name__ = func, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[float | None]:
+        completions = kwargs["completions"] if "completions" in kwargs else args[0]
+        try:
+            values = self.func(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as err:
+            raise UserError(f"reward {self.__name__!r}: raised {type(err).__name__}: {err}") from err
+        return check_rewards(self.__name__, values, len(completions))
+
+    def __getattr__(self, attr: str) -> Any:  # the wrapped term's settings (weight, scheme, ...)
+        if attr == "func":
+            raise AttributeError(attr)
+        return getattr(self.func, attr)
+
+
+def probe_rewards(funcs: list[Callable], rows: list[dict[str, Any]], **extra: Any) -> None:
+    """Call every reward once, before training, on each row's prompt with two completions: a rejected one
+    (empty) and one in the format at the row's label; `extra`: the keywords TRL adds (trainer_state, ...).
+    A reward that raises, or answers with the wrong length or type, fails here in one line."""
+    rows = [row for row in rows for _ in range(2)]
+    completions = [[{"role": "assistant", "content": "" if i % 2 == 0 else render(row["label"], [])}]
+                   for i, row in enumerate(rows)]
+    columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"} if rows else {}
+    for func in funcs:
+        func(prompts=[row["prompt"] for row in rows], completions=completions,
+             completion_ids=[[] for _ in rows], **columns, **extra)

@@ -23,7 +23,7 @@ from agrl.errors import UserError
 from agrl.files import yaml_file
 from agrl.lexicon import YES, Lexicon, ProductView, Query
 from agrl.output import Judgement, Step, render
-from agrl.schemes import OUTCOMES, Scheme, load_scheme
+from agrl.schemes import DEFAULT, OUTCOMES, Scheme, load_scheme
 from agrl.titles import CONFIDENCE, TYPE_EVIDENCE, type_relation
 
 # ---------------------------------------------------------------------------- decision table
@@ -336,7 +336,7 @@ class RulesEngine:
         rules = [resolve_rule(name) for name in cfg["rules"]]
         table = DecisionTable.from_list(cfg["decision_table"])
         lexicon = Lexicon.build((r.product for r in records), cfg)
-        engine = cls(lexicon, table, rules, scheme or load_scheme("default"))
+        engine = cls(lexicon, table, rules, scheme or load_scheme(DEFAULT))
         engine.names = [str(name) for name in cfg["rules"]]
         engine.gold_step_confidence = float(cfg.get("gold_step_confidence", 0.0))
         return engine

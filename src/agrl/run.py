@@ -240,11 +240,8 @@ def _hold(out: Path) -> Iterator[None]:
     """OUT for this runner alone while it lives: an flock on the folder (the kernel drops it when the runner
     dies, however it dies); a second `agrl run` on OUT is refused naming the holder (OUT/runner.json). A job
     an earlier, killed runner left alive (it holds OUT/locks/JOB.lock) is refused too."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        handle = os.open(out, os.O_RDONLY)
-    except OSError as err:
-        raise UserError(f"--out {out}: cannot make or open it ({err.strerror})") from None
+    out.mkdir(parents=True, exist_ok=True)  # an OSError here is the CLI's one line naming --out (files.os_error_line)
+    handle = os.open(out, os.O_RDONLY)
     try:
         if not try_lock(handle):
             try:

@@ -112,8 +112,11 @@ def scheme_from_dict(data: dict, source: str = "<dict>") -> Scheme:
     return Scheme(name=str(data["name"]), levels=levels, good=good, outcomes=outcomes)
 
 
+DEFAULT = "default"  # the label scheme of data and judges that name none: spelled here only
+
+
 @cache
-def load_scheme(name_or_path: str = "default") -> Scheme:
+def load_scheme(name_or_path: str = DEFAULT) -> Scheme:
     """A built-in scheme by name, or a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):

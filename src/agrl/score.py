@@ -20,12 +20,22 @@ from pathlib import Path
 import torch
 
 from agrl import models
-from agrl.data import Record, RowError, check_data_scheme, check_source, iter_rows, parse_record
+from agrl.data import (
+    Record,
+    RowError,
+    check_data_scheme,
+    check_judge_scheme,
+    check_source,
+    iter_rows,
+    parse_record,
+    row_id,
+    scheme_of,
+)
 from agrl.errors import UserError
-from agrl.files import atomic_open, atomic_write, model_fingerprint, trained_with, try_lock
+from agrl.files import atomic_open, atomic_write, model_fingerprint, try_lock
 from agrl.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.prompt import prompt_text
-from agrl.schemes import Scheme, load_scheme
+from agrl.schemes import Scheme
 
 
 @dataclass(frozen=True)
@@ -73,18 +83,8 @@ def check_threshold(threshold: float) -> None:
 
 
 def check_model_scheme(model_dir: str | Path, scheme: Scheme) -> None:
-    """Refuse a scheme other than the one the model was trained with (its run's config.yaml), unless
-    both have the same label codes: the posterior is read from those tokens, so they must mean the same."""
-    trained = trained_with(model_dir, "scheme")
-    if not trained or trained == scheme.name:
-        return
-    try:
-        theirs = load_scheme(trained)
-    except UserError:
-        return  # the training scheme file is gone: only the codes could be compared, and they cannot
-    if theirs.codes != scheme.codes:
-        raise UserError(f"--scheme {scheme.name}: the model was trained with scheme {theirs.name!r} "
-                        f"(codes {list(theirs.codes)}, these {list(scheme.codes)}); pass --scheme {trained}")
+    """data.check_judge_scheme (kept under its old name for callers)."""
+    check_judge_scheme(model_dir, scheme)
 
 
 def label_token_ids(tokenizer, scheme: Scheme) -> dict[int, int]:
@@ -117,9 +117,9 @@ class Scorer:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
     ):
-        if scheme is None:  # the model's own, else the default scheme
-            scheme = (None if isinstance(model, tuple) else trained_with(model, "scheme")) or "default"
-        self.scheme = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
+        if not isinstance(scheme, Scheme):  # the model's own (or the one given), else the default: data's rule
+            scheme = scheme_of(None, scheme, None if isinstance(model, tuple) else model)
+        self.scheme = scheme
         check_threshold(tier_threshold)
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
@@ -211,18 +211,6 @@ class Scorer:
 
 
 # ---------------------------------------------------------------------------- batch scoring of files
-
-
-def row_id(raw: object, line: int) -> str:
-    """A row's id: its own, else a stable hash of its content (a kill-and-rerun finds the same id)."""
-    if (
-        isinstance(raw, dict)
-        and isinstance(raw.get("id"), (str, int))
-        and not isinstance(raw.get("id"), bool)
-    ):
-        return str(raw["id"])
-    content = json.dumps(raw, sort_keys=True, ensure_ascii=False) if isinstance(raw, dict) else f"line {line}"
-    return "sha-" + hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -382,7 +382,7 @@ def serve(
     model: str,
     host: str = "127.0.0.1",
     port: int = 8000,
-    scheme: str = "default",
+    scheme: str | None = None,
     limits: Limits = Limits(),
     batch_size: int = 64,
     tier_threshold: float = 0.6,

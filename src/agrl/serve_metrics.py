@@ -2,7 +2,8 @@
 
 A registry of its own (not prometheus-client's global one) lets several apps live in one process
 (tests) without clashing names. Names follow Prometheus conventions: `agrl_` prefix, base units
-(`_seconds`), `_total` on counters; route labels are the declared routes or "other" (bounded).
+(`_seconds`), `_total` on counters; route and method labels are the declared routes and the HTTP
+methods or "other" (bounded: a client's made-up path or method token adds no series).
 
     agrl_http_requests_total{route,method,status}     agrl_http_request_duration_seconds{route}
     agrl_http_requests_in_flight                     agrl_batch_queue_depth (requests waiting)
@@ -16,6 +17,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ROUTES = ("/v1/score", "/v1/judge", "/rerank", "/v1/rerank", "/v2/rerank", "/healthz", "/metrics")
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")  # RFC 9110 + PATCH
 
 
 class Metrics:
@@ -61,5 +63,6 @@ class CountRequests:
         finally:
             self.metrics.inflight -= 1
             route = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label cardinality
-            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status[0])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)

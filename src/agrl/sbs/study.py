@@ -138,6 +138,7 @@ def read_judge(source: str | Path, pairs: dict[str, Record], scheme: Scheme, opt
         return _score_model(path, pairs, scheme, option)
     path = input_file(path, option)
     rows_path = _rows_file(path) if path.suffix == ".json" else path
+    _judged_in(path, scheme, option)
     outputs: dict[str, Output] = {}
     for line, raw in iter_rows(rows_path):
         where = f"{rows_path}:{line}"
@@ -156,6 +157,28 @@ def read_judge(source: str | Path, pairs: dict[str, Record], scheme: Scheme, opt
     kind = "eval" if any(o.reasoning is not None for o in outputs.values()) else "score"
     files = [path] + ([rows_path] if rows_path != path else [])
     return outputs, {"path": str(path), "kind": kind, "sha256": {str(f): sha256(f) for f in files}}
+
+
+def _judged_in(path: Path, scheme: Scheme, option: str) -> None:
+    """Refuse a judge's file made under a scheme with other codes than the pairs' (what `agrl eval` writes in
+    its JSON, `agrl score` beside its output): its labels would be read as another scheme's."""
+    from agrl.score import made_by_path
+
+    record = path if path.suffix == ".json" else made_by_path(path)
+    try:
+        said = json.loads(record.read_text()).get("scheme") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        said = None
+    if isinstance(said, str) and said != scheme.name and _codes(said) not in (None, scheme.codes):
+        raise UserError(f"{option} {path}: judged in scheme {said!r} ({record.name} says so), the pairs are in "
+                        f"scheme {scheme.name!r}; run a judge trained on {scheme.name!r} on the pairs")
+
+
+def _codes(name: str):
+    try:
+        return load_scheme(name).codes
+    except UserError:
+        return None
 
 
 def same_pairs(path: Path, outputs: dict, pairs: dict) -> None:

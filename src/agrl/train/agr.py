@@ -12,7 +12,8 @@ logged, through CountingGRPOTrainer):
   ratio's value truncated per token to [1/c, c].
 - `_compute_loss` / `_get_per_token_logps_and_entropies`: guided rows carry `agr_guided_old`; the
   loss's own log-prob pass sets old_per_token_logps from it (others: as the parent; no extra pass).
-- `_save_checkpoint` / `_load_optimizer_and_scheduler` also write/read `agr_state.json` (ids only).
+- `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler` also write/read `agr_state.json` (ids only),
+  before the Trainer's last file of a checkpoint (trainer_state.json), so a kill never leaves a checkpoint without it.
 Not supported (raises): vLLM rollouts, tools/environments/rollout_func, beta != 0, normalize_then_sum.
 
     trainer = AGRLTrainer(model, reward_funcs, args=AGRLConfig(...), train_dataset=ds, rules_engine=engine)  # methods.trainer_class picks the mode
@@ -27,15 +28,15 @@ from dataclasses import dataclass, field, fields
 
 import torch
 from accelerate.utils import gather_object
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad
 
 from agrl.data import parse_record
+from agrl.files import atomic_write
 from agrl.prompt import prompt_messages
 from agrl.replay import ReplaySettings, ReplayState, Slot, group_accuracies, step_metrics
-from agrl.schemes import Scheme, load_scheme
+from agrl.schemes import DEFAULT, Scheme, load_scheme
 from agrl.train.grpo import CountingGRPOTrainer
 
 STATE_FILE = "agr_state.json"
@@ -101,7 +102,7 @@ class AGRLTrainer(CountingGRPOTrainer):
 
     mode = "deferred"
 
-    def __init__(self, *args, rules_engine, scheme: Scheme | str = "default", **kwargs):
+    def __init__(self, *args, rules_engine, scheme: Scheme | str = DEFAULT, **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, AGRLConfig):
             raise TypeError(f"AGRLTrainer needs an AGRLConfig, got {type(self.args).__name__}")
@@ -165,14 +166,12 @@ class AGRLTrainer(CountingGRPOTrainer):
                 self._metrics["train"][name].append(value)
         return output
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_optimizer_and_scheduler(self, output_dir):
+        # Written with the optimizer, before trainer_state.json: the Trainer writes that file last, so a
+        # checkpoint that has it is complete (train/common.py resumes only from such), replay state included.
+        super()._save_optimizer_and_scheduler(output_dir)
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump(self.replay.state_dict(), f)
+            atomic_write(os.path.join(output_dir, STATE_FILE), json.dumps(self.replay.state_dict()))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

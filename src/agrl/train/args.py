@@ -19,7 +19,9 @@ class RunArgs:
     method: str = field(metadata={"help": "training method: a name in train/methods.py (sft, dpo, grpo, agrl, ...)"})
     model: str = field(metadata={"help": "HF-format model directory (or hub id) to start from"})
     train_file: str = field(metadata={"help": "training records: JSONL/CSV/Parquet or hf:NAME"})
-    scheme: str = field(default="default", metadata={"help": "label scheme: built-in name or YAML file"})
+    scheme: str | None = field(default=None, metadata={
+        "help": "label scheme: built-in name or YAML file (default: the one train_file's manifest.json names, "
+                "else default; data.resolve_scheme, as every command)"})
     rules_config: str | None = field(
         default=None, metadata={"help": "rules/decision-table YAML (None: default)"}
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ class JsonlMetrics(TrainerCallback):
         row = {"step": state.global_step, "epoch": state.epoch} | {k: _plain(v) for k, v in logs.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+            handle.write(json.dumps(row, allow_nan=False) + "\n")
 
 
 class ProgressLines(TrainerCallback):
@@ -99,11 +100,17 @@ class ProgressLines(TrainerCallback):
 
 
 def _plain(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+    """A JSON value: a non-finite float (a NaN loss, an all-skipped reward's mean) is null, as JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, (int, str, bool, type(None))) else str(value)
 
 
 def checkpoint_problem(path: Path) -> str | None:
-    """Why a checkpoint cannot be resumed from (a kill or a full disk cut it short), or None."""
+    """Why a checkpoint cannot be resumed from (a kill or a full disk cut it short), or None.
+
+    The Trainer writes trainer_state.json last (weights, optimizer, every stage's own state, rng, then
+    it): a checkpoint without it is half-written, and each file it has is checked for a cut."""
     import zipfile
 
     try:
@@ -111,6 +118,11 @@ def checkpoint_problem(path: Path) -> str | None:
     except (OSError, ValueError):
         return "trainer_state.json missing or cut short"
     for file in path.iterdir():
+        if file.suffix == ".json" and file.name != "trainer_state.json":
+            try:  # a stage's own state (agr_state.json), a config: written whole, before trainer_state.json
+                json.loads(file.read_text())
+            except (OSError, ValueError):
+                return f"{file.name}: not valid JSON (cut short)"
         if file.suffix == ".safetensors" and (problem := safetensors_problem(file)):
             return f"{file.name}: {problem}"
         if file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):  # torch.save writes a zip

@@ -32,7 +32,7 @@ from transformers.integrations.integration_utils import (
 )
 from trl import TrlParser
 
-from agrl.data import check_source
+from agrl.data import check_source, resolve_scheme
 from agrl.errors import UserError
 from agrl.files import atomic_write, model_dir, shipped_stage, shipped_stages, yaml_file
 from agrl.rewards import check_weights, default_weights, reward_name
@@ -212,6 +212,8 @@ def load_config(
     if weights is not None:
         args.reward_weights = list(weights.values())
     _check_ranges(run, args, where)
+    # the data's scheme by the rule every command uses: an import's train.jsonl trains without `scheme:`
+    run.scheme = resolve_scheme(run.train_file, run.scheme, option="scheme")
     run.trl_keys = tuple(key for key in values if key not in {f.name for f in fields(RunArgs)})
     return method, run, args
 

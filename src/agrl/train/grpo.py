@@ -22,10 +22,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from agrl.data import HARD, Record
+from agrl.errors import UserError
 from agrl.output import LABEL_OPEN
 from agrl.prompt import prompt_messages
 from agrl.replay import group_counters
@@ -96,6 +98,15 @@ class CountingGRPOTrainer(GRPOTrainer):
         share = weighted.abs() / (loss.detach().abs() + weighted.detach().abs()).clamp(min=1e-12)
         self._metrics["train"]["anchor/share"].append(share.item())
         return loss + weighted
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Each function's values are checked as it answers (rewards.CheckedReward); None is TRL's "skip
+        # this completion", but a step where every function skipped every completion has nothing to learn.
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if rewards.numel() and torch.isnan(rewards).all():
+            raise UserError(f"step {self.state.global_step + 1}: every reward function ({', '.join(self.reward_func_names)})"
+                            f" returned None for all {rewards.shape[0]} completions: nothing to train on")
+        return rewards
 
     def log_group_counters(self, inputs: list[dict[str, Any]]) -> None:
         """groups/* of the batch just scored (`inputs`: this process's rows, for their families)."""

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
+from transformers import TrainerState
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig
 
-from agrl.rewards import reward_funcs
+from agrl.rewards import probe_rewards, reward_funcs
 from agrl.train import dpo, sft
 from agrl.train.agr import AGRLConfig, AGRLTrainer
 from agrl.train.agr_immediate import ImmediateAGRLTrainer
@@ -71,13 +72,20 @@ def build_trainer(method: str, run: RunArgs, args: Any) -> GRPOTrainer:
     their weights are args.reward_weights already, in the order of run.reward_funcs (config.py)."""
     scheme, records, engine = setup(run)
     funcs, _ = reward_funcs(run.reward_funcs, scheme, table=engine.table, **run.reward_settings())
+    rows = grpo_rows(records, engine, anchored=METHODS[method].anchored)
+    # every reward once on two rows before the model loads: a broken one fails in seconds, by name
+    probe_rewards(funcs, rows[:2], trainer_state=TrainerState(), log_extra=_ignore, log_metric=_ignore)
     model, peft_config = starting_model(run, args)
     trainer = trainer_class(method, args)
     extra = {"rules_engine": engine, "scheme": scheme} if issubclass(trainer, AGRLTrainer) else {}
     if METHODS[method].anchored:
         extra |= {"sft_anchor": run.sft_anchor, "sft_label_weight": run.sft_label_weight}
-    dataset = Dataset.from_list(grpo_rows(records, engine, anchored=METHODS[method].anchored))
+    dataset = Dataset.from_list(rows)
     return trainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset, peft_config=peft_config, **extra)
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    """The probe's stand-in for TRL's log_extra / log_metric keywords."""
 
 
 def train_stage(method: str, run: RunArgs, args: Any, callbacks: tuple = ()) -> None:

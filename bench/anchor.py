@@ -4,7 +4,7 @@ The study is one recipe, `agrl run configs/study/anchor.yaml`. This script keeps
 finished run (its config, counters, cost and per-record eval columns; no weights) in
 bench/results/anchor/ (`--results RESULTS.json --save`, rerun as runs finish: the runner rewrites
 results.json after each job), and renders the tables from those files: the pooled cells and paired
-differences are the library's (agrl.metrics, through bench/study.py), the mechanism counters (all-wrong
+differences are the library's (agrl.evaluation.metrics, through bench/study.py), the mechanism counters (all-wrong
 groups, step accuracy, label collapse, the anchor's loss and share) and the weight sweep are this file's.
 
     agrl run configs/study/anchor.yaml --out runs/anchor --jobs 1 --threads 1
@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study import SPLITS, counter_means, difference, table  # the method study's statistics
 
-from agrl.metrics import SEED_METRICS as METRICS
-from agrl.report import columns
-from agrl.report import pct_cell as cell
+from agrl.evaluation.metrics import SEED_METRICS as METRICS
+from agrl.evaluation.report import columns
+from agrl.evaluation.report import pct_cell as cell
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "anchor"

@@ -9,9 +9,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # 1. The same probabilities on CUDA (fp32) as on CPU; bf16 within a loose bound.
 python3 - <<'PY'
 import tempfile
-from agrl.score import Scorer
-from agrl.synth import generate
-from agrl.tiny import init_model
+from agrl.model.score import Scorer
+from agrl.core.synth import generate
+from agrl.model.tiny import init_model
 
 path = init_model(tempfile.mkdtemp(), size="small")
 records = generate(seed=0)["eval_wild"][:96]

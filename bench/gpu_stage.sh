@@ -119,7 +119,7 @@ dry)
   if [ ! -f "$WORK/hd_dry/train.jsonl" ]; then  # a stand-in Home Depot CSV of synthetic pairs, imported
     $PY - "$WORK/hd_dry.csv.gz" <<'PY'
 import csv, gzip, sys
-from agrl.synth import generate
+from agrl.core.synth import generate
 records = generate(seed=0, sizes={"sft": 200, "rl": 0, "eval_balanced": 0, "eval_wild": 0})["sft"]
 with gzip.open(sys.argv[1], "wt", newline="", encoding="utf-8") as handle:
     out = csv.writer(handle)

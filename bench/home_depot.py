@@ -30,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from agrl import baselines, importers
-from agrl.agreement import agreement, agreement_table
-from agrl.data import load_records
+from agrl.evaluation import baselines
+from agrl.data import importers
+from agrl.core.agreement import agreement, agreement_table
+from agrl.data.records import load_records
 from agrl.files import atomic_write, read_jsonl_tolerant
-from agrl.metrics import Prediction, percentile_interval, resamples_of, summarize
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
+from agrl.evaluation.metrics import Prediction, percentile_interval, resamples_of, summarize
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
 
 SCHEME = load_scheme("three_level")
 KINDS = ("constant", "rules", "tfidf", "bm25", "minilm")

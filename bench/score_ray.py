@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def write_pairs(folder: Path, pairs: int) -> list[Path]:
-    from agrl.synth import generate
+    from agrl.core.synth import generate
 
     records = generate(seed=0, sizes={"eval_wild": pairs})["eval_wild"][:pairs]
     files = []
@@ -56,7 +56,7 @@ def write_pairs(folder: Path, pairs: int) -> list[Path]:
 
 
 def single_process(model: str, files: list[Path], work: Path, args, threads: int | None) -> dict:
-    from agrl.score import Scorer, score_file
+    from agrl.model.score import Scorer, score_file
 
     before = torch.get_num_threads()
     if threads:
@@ -73,7 +73,7 @@ def single_process(model: str, files: list[Path], work: Path, args, threads: int
 def ray_run(model: str, folder: Path, work: Path, args, actors: int, gpus: float) -> dict:
     import pandas as pd
 
-    from agrl.score_ray import score_catalog
+    from agrl.model.score_ray import score_catalog
 
     out = work / f"ray-{actors}"
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
 
     import ray
 
-    from agrl.tiny import init_model
+    from agrl.model.tiny import init_model
 
     logging.getLogger("ray").setLevel(logging.WARNING)
 

@@ -35,12 +35,12 @@ import httpx
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from agrl import models
-from agrl.data import Record, load_records
-from agrl.output import Judgement, parse_completion
-from agrl.prompt import prompt_text
-from agrl.score import Scorer
-from agrl.tiny import init_model
+from agrl.model import load as models
+from agrl.data.records import Record, load_records
+from agrl.core.output import Judgement, parse_completion
+from agrl.core.prompt import prompt_text
+from agrl.model.score import Scorer
+from agrl.model.tiny import init_model
 
 # route -> (path, the request body for a query and its product titles)
 ROUTES = {
@@ -81,7 +81,7 @@ def machine() -> str:
 def pairs(args: argparse.Namespace) -> list[Record]:
     if args.input:
         return load_records(args.input)
-    from agrl.synth import generate
+    from agrl.core.synth import generate
 
     splits = generate(seed=0)
     return (splits["eval_wild"] + splits["eval_balanced"] + splits["rl"])[: max(args.pairs, args.requests)]
@@ -133,7 +133,7 @@ def bench_generate(scorer: Scorer, records: list[Record], max_new_tokens: int) -
 
 def reasoning_tokens(scorer: Scorer, records: list[Record]) -> int:
     """Median length in tokens of the gold reasoning (+1 for the end-of-turn token)."""
-    from agrl.rules import RulesEngine
+    from agrl.core.rules import RulesEngine
 
     engine = RulesEngine.from_records(records, scheme=scorer.scheme)
     lengths = [

@@ -1,8 +1,8 @@
 """Macro-F1 of an SFT judge against its training steps (issue: a judge that reads).
 
-Runs a demo recipe (`agrl.demo.run_demo`: data, model, stages, greedy eval, report; a rerun resumes)
+Runs a demo recipe (`agrl.run.demo.run_demo`: data, model, stages, greedy eval, report; a rerun resumes)
 whose stage saves checkpoints, then reads each checkpoint's label posterior (one forward pass,
-`agrl.score.Scorer`) on each eval split: macro-F1 overall, on the common families (plain, brand,
+`agrl.model.score.Scorer`) on each eval split: macro-F1 overall, on the common families (plain, brand,
 attribute, price), on the hard ones (negation, alternative, accessory, model) and per family.
 The stage's final greedy eval (`agrl eval`'s numbers) is copied beside the curve.
 
@@ -26,7 +26,7 @@ SPLITS = ("eval_balanced", "eval_wild")
 
 def family_f1(records, labels) -> dict[str, float | None]:
     """Macro-F1 overall, on the common and the hard families, and per family."""
-    from agrl.metrics import macro_f1
+    from agrl.evaluation.metrics import macro_f1
 
     families = sorted({r.family for r in records})
     groups = {"overall": families, "common": [f for f in families if f in COMMON],
@@ -39,7 +39,7 @@ def family_f1(records, labels) -> dict[str, float | None]:
 
 
 def posterior_f1(model_dir: Path, records) -> dict[str, float | None]:
-    from agrl.score import Scorer
+    from agrl.model.score import Scorer
 
     return family_f1(records, [r.label for r in Scorer(model_dir, batch_size=64).score(records)])
 
@@ -62,8 +62,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from agrl.data import load_records
-    from agrl.demo import run_demo
+    from agrl.data.records import load_records
+    from agrl.run.demo import run_demo
 
     run_demo(a.out, a.recipe)
     result_file = a.result or a.out / "sft_curve.json"

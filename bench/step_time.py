@@ -28,11 +28,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from trl import GRPOConfig
 
-from agrl.rewards import REWARD_NAMES, reward_funcs
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
-from agrl.synth import generate
-from agrl.tiny import init_model
+from agrl.core.rewards import REWARD_NAMES, reward_funcs
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
+from agrl.core.synth import generate
+from agrl.model.tiny import init_model
 from agrl.train.agr import AGRLConfig
 from agrl.train.grpo import CountingGRPOTrainer, grpo_rows
 from agrl.train.methods import trainer_class
@@ -43,7 +43,7 @@ METHODS = ("grpo", "agrl_immediate", "agrl_deferred")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "--model-dir", help="an HF model dir; default: build one with agrl.tiny.init_model(--size)"
+        "--model-dir", help="an HF model dir; default: build one with agrl.model.tiny.init_model(--size)"
     )
     p.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
     p.add_argument("--steps", type=int, default=8, help="measured steps per method and round")

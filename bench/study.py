@@ -3,7 +3,7 @@
 The study runs as one recipe, `agrl run configs/study/study.yaml` (sweep, main, stability, immediate
 and the guided-SFT variant). This script renders its tables from the runs: an `agrl run` results.json
 (--results), or the committed per-run files of the study as it was first run (bench/results/study/
-*.json, the default). The pooled cells and paired differences are the library's (agrl.metrics:
+*.json, the default). The pooled cells and paired differences are the library's (agrl.evaluation.metrics:
 seeds and records resampled together); this file holds only the study's own tables (curves and
 steps to GRPO's final macro-F1, mechanism counters, the sweep, stability, immediate, variants).
 
@@ -26,12 +26,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from agrl.metrics import SEED_METRICS as METRICS
-from agrl.metrics import paired_difference, seed_table
-from agrl.report import columns
-from agrl.report import pct_cell as cell
-from agrl.schemes import load_scheme
-from agrl.synth import HARD
+from agrl.evaluation.metrics import SEED_METRICS as METRICS
+from agrl.evaluation.metrics import paired_difference, seed_table
+from agrl.evaluation.report import columns
+from agrl.evaluation.report import pct_cell as cell
+from agrl.data.schemes import load_scheme
+from agrl.core.synth import HARD
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "study"

@@ -16,7 +16,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny Llama model + tokenizer in HF format (tokenizer from the synthetic benchmark), once per session."""
-    from agrl.tiny import init_model
+    from agrl.model.tiny import init_model
 
     return init_model(tmp_path_factory.mktemp("tiny_model"), size="tiny", seed=0)
 
@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_bench(tmp_path_factory):
     """A small synthetic benchmark written as sft/rl/eval_*.jsonl (the demo's layout)."""
-    from agrl import synth
+    from agrl.core import synth
 
     out = tmp_path_factory.mktemp("bench")
     synth.write(out, synth.generate(seed=0, sizes={"sft": 192, "rl": 48, "eval_balanced": 8, "eval_wild": 8}))

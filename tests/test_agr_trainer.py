@@ -20,12 +20,12 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agrl.data import Product, Record
-from agrl.output import Step, render
-from agrl.prompt import prompt_messages
-from agrl.rewards import completion_text, reward_funcs
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
+from agrl.data.records import Product, Record
+from agrl.core.output import Step, render
+from agrl.core.prompt import prompt_messages
+from agrl.core.rewards import completion_text, reward_funcs
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
 from agrl.train.agr import STATE_FILE, AGRLConfig, AGRLTrainer
 from agrl.train.methods import trainer_class
 

@@ -12,11 +12,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, SFTConfig, SFTTrainer
 
-from agrl import synth
-from agrl.output import LABEL_OPEN
-from agrl.rewards import completion_text, reward_funcs
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
+from agrl.core import synth
+from agrl.core.output import LABEL_OPEN
+from agrl.core.rewards import completion_text, reward_funcs
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
 from agrl.train import anchor
 from agrl.train.config import ConfigError, load_config
 from agrl.train.grpo import CountingGRPOTrainer, grpo_rows

@@ -173,7 +173,7 @@ def test_llm_judges_train_score_and_enter_the_table(splits, tmp_path):
     """`agrl run` on a Home Depot recipe on the small sample: a tiny judge with its tokenizer built on the
     sample, SFT then AGRL (a couple of steps each), both scored on validation and test; bench/home_depot.py
     puts them in the table with their budget; a rerun skips every finished step."""
-    from agrl.run import run_recipe
+    from agrl.run.runner import run_recipe
 
     sys.path.insert(0, str(ROOT / "bench"))
     try:

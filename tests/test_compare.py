@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.compare import LOWER_IS_BETTER
-from agrl.data import load_records
-from agrl.schemes import load_scheme
+from agrl.evaluation.compare import LOWER_IS_BETTER
+from agrl.data.records import load_records
+from agrl.data.schemes import load_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "home_depot_tiny.csv"

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from agrl import synth
+from agrl.core import synth
 from agrl.cli import app
-from agrl.data import (
+from agrl.data.records import (
     Product,
     Record,
     balance,
@@ -21,7 +21,7 @@ from agrl.data import (
     split_by_query,
     write_jsonl,
 )
-from agrl.schemes import load_scheme
+from agrl.data.schemes import load_scheme
 
 GOOD = {"id": "g", "query": "red dress", "product": {"title": "Zara Midi Dress", "brand": "Zara"}, "label": 4}
 
@@ -263,7 +263,7 @@ def test_a_table_without_query_or_title_is_one_line(tmp_path):
 
 
 def test_data_split_is_query_disjoint_and_seeded_for_any_format(tmp_path):
-    from agrl.data import grade_of
+    from agrl.data.records import grade_of
 
     rows = [{"query": f"query {i // 3}", "title": f"item {i}", "label": 1 + i % 4, "grade": 1 + (i % 3)}
             for i in range(90)]

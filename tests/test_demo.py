@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.demo import load_recipe, plan, stage_config
+from agrl.run.demo import load_recipe, plan, stage_config
 from agrl.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_results_tables_fit_80_columns():
     """Every method name, header and number shows uncut in an 80-column terminal."""
     from rich.console import Console
 
-    from agrl.demo import RESULT_COLUMNS, results_tables
+    from agrl.run.demo import RESULT_COLUMNS, results_tables
 
     stat = {"mean": 0.8771, "interval": [0.8512, 0.9011]}
     methods = ("sft", "dpo", "grpo", "grpo_dynamic", "grpo_pr", "agr_only", "agrl")

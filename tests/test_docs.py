@@ -164,7 +164,7 @@ def serve_and_ask(args: list[str], tmp: Path) -> None:
 
 def test_judge_your_own_catalog(tmp_path, monkeypatch):
     """Every command of the README's "Judge your own catalog" block, in order, on 200 labelled pairs."""
-    from agrl import synth
+    from agrl.core import synth
 
     block = code_blocks(section(README.read_text(), "Judge your own catalog"))[0]
     commands = agrl_commands(block)
@@ -265,7 +265,7 @@ def _expand(name: str) -> list[str]:
 
 def test_every_config_key_is_documented():
     """Every agrl training key, AGR key, recipe key and top-level rules key appears in docs/pipeline.md."""
-    from agrl import recipe
+    from agrl.run import recipe
     from agrl.train.agr import AGRLConfig
     from agrl.train.args import RunArgs
 

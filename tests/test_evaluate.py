@@ -7,12 +7,12 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import Product, Record, write_jsonl
-from agrl.evaluate import judge_outputs, rejection_counts
-from agrl.metrics import summarize
-from agrl.output import Step, render
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
+from agrl.data.records import Product, Record, write_jsonl
+from agrl.evaluation.evaluate import judge_outputs, rejection_counts
+from agrl.evaluation.metrics import summarize
+from agrl.core.output import Step, render
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
 
 SCHEME = load_scheme("default")
 NIKE = Product("Nike Pegasus 40 Running Shoe, Red", "Shoes > Running", "nike", {"color": "red"}, 89.0)
@@ -101,7 +101,7 @@ def test_agrl_eval_on_tiny_model(tiny_model_dir, tmp_path):
 
 
 def test_eval_limit_and_unlabelled_records(tmp_path):
-    from agrl.evaluate import load_eval_records
+    from agrl.evaluation.evaluate import load_eval_records
 
     data = tmp_path / "eval.jsonl"
     records = _records()
@@ -114,7 +114,7 @@ def test_eval_limit_and_unlabelled_records(tmp_path):
 
 def test_eval_takes_the_rules_the_run_trained_with(tmp_path):
     # adherence at evaluation must be scored under the training rules: config.yaml's rules_config
-    from agrl.evaluate import trained_rules
+    from agrl.evaluation.evaluate import trained_rules
 
     assert trained_rules(tmp_path) is None  # not an agrl run: the default rules
     (tmp_path / "config.yaml").write_text("method: grpo\nrules_config: my_rules.yaml\n")

@@ -17,10 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from agrl.data import write_jsonl
+from agrl.data.records import write_jsonl
 from agrl.errors import UserError
 from agrl.files import atomic_write, read_jsonl_tolerant
-from agrl.score import done_ids
+from agrl.model.score import done_ids
 from agrl.train.common import METRICS_FILE, JsonlMetrics, last_good_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -19,11 +19,11 @@ from datasets import Dataset
 from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
-from agrl.output import LABEL_OPEN
-from agrl.recipe import check_recipe, expand, load_recipe, stage_config
-from agrl.rules import RulesEngine
-from agrl.synth import generate
-from agrl.tiny import init_model
+from agrl.core.output import LABEL_OPEN
+from agrl.run.recipe import check_recipe, expand, load_recipe, stage_config
+from agrl.core.rules import RulesEngine
+from agrl.core.synth import generate
+from agrl.model.tiny import init_model
 from agrl.train import sft
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_every_run_of_a_gpu_recipe_is_a_valid_training_config(recipe, profile, t
     imported.mkdir()
     for split in ("train", "validation", "test"):
         (imported / f"{split}.jsonl").write_text("")
-    from agrl.tiny import base_judge_dir
+    from agrl.model.tiny import base_judge_dir
 
     sets = [f"model.path={base_judge_dir('tiny-base')}", *([f"data.dir={imported}"] if "home_depot" in recipe else [])]
     spec = load_recipe(ROOT / recipe, profile, sets)

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import load_records, normalize_query
-from agrl.importers import grade_level, import_home_depot, split
-from agrl.schemes import load_scheme
+from agrl.data.records import load_records, normalize_query
+from agrl.data.importers import grade_level, import_home_depot, split
+from agrl.data.schemes import load_scheme
 
 HEADER = "id,product_uid,product_title,search_term,relevance\n"
 ROWS = [

@@ -17,10 +17,10 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig
 
-from agrl import synth
-from agrl.rewards import REWARD_NAMES, completion_text, reward_funcs
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
+from agrl.core import synth
+from agrl.core.rewards import REWARD_NAMES, completion_text, reward_funcs
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
 from agrl.train.agr import AGRLConfig, AGRLTrainer
 from agrl.train.grpo import CountingGRPOTrainer, grpo_rows
 

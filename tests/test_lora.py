@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from training import ONE_THREAD, train_one_thread
 from typer.testing import CliRunner
 
-from agrl import models
+from agrl.model import load as models
 from agrl.cli import app
 from agrl.files import read_jsonl_tolerant
 from agrl.train import train
@@ -156,8 +156,8 @@ def test_lora_run_resumes_after_a_kill(sft_model_dir, small_bench, tmp_path, kil
 def test_merge_equals_the_adapter_and_scoring_takes_an_adapter_dir(lora_sft, sft_model_dir, small_bench, tmp_path):
     from fastapi.testclient import TestClient
 
-    from agrl.score import Scorer
-    from agrl.serve import create_app
+    from agrl.model.score import Scorer
+    from agrl.serve.app import create_app
 
     runner = CliRunner()
     merged = tmp_path / "merged"
@@ -178,7 +178,7 @@ def test_merge_equals_the_adapter_and_scoring_takes_an_adapter_dir(lora_sft, sft
                                  "--output", str(tmp_path / "scores.jsonl")])
     assert result.exit_code == 0, result.output
     from_adapter = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
-    from agrl.data import load_records
+    from agrl.data.records import load_records
 
     rows = load_records(records)
     from_merged = Scorer(merged, device="cpu").score(rows)

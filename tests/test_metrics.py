@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from agrl.metrics import (
+from agrl.evaluation.metrics import (
     Prediction,
     accuracy,
     bootstrap_interval,
@@ -23,7 +23,7 @@ from agrl.metrics import (
     summarize,
     top_label,
 )
-from agrl.schemes import load_scheme
+from agrl.data.schemes import load_scheme
 
 SCHEME = load_scheme("default")  # codes 4, 3, 2, 1; good = {4, 3}
 LABELS = SCHEME.codes
@@ -246,7 +246,7 @@ def test_empty_slice_gives_no_entry_and_undefined_metrics():
 def test_ece_interval_contains_its_estimate_where_the_percentile_interval_does_not():
     """Exactly calibrated predictions (confidence 0.75, 3000 of 4000 right): ECE is 0, every resample's
     ECE is above it, so their percentile interval excludes it. The reported interval contains it (issue 11)."""
-    from agrl.metrics import centred_interval, expected_calibration_error, percentile_interval, resamples_of
+    from agrl.evaluation.metrics import centred_interval, expected_calibration_error, percentile_interval, resamples_of
 
     conf = np.full(4000, 0.75)
     hit = np.arange(4000) < 3000
@@ -265,7 +265,7 @@ def test_ece_interval_contains_its_estimate_where_the_percentile_interval_does_n
 def test_spearman_matches_scipy_with_ties_and_is_zero_for_a_constant():
     from scipy.stats import spearmanr
 
-    from agrl.metrics import rmse, spearman
+    from agrl.evaluation.metrics import rmse, spearman
 
     rng = np.random.default_rng(0)
     score, grade = rng.integers(0, 4, 50).astype(float), rng.choice([1.0, 1.33, 2.0, 2.67, 3.0], 50)
@@ -287,7 +287,7 @@ def test_summarize_reports_rmse_and_spearman_only_when_records_carry_a_grade():
 
 
 def test_score_metrics_moved_here_read_scores_against_gold_and_grade(tmp_path):
-    from agrl.metrics import score_metrics, score_metrics_line
+    from agrl.evaluation.metrics import score_metrics, score_metrics_line
 
     source = tmp_path / "pairs.jsonl"
     source.write_text("".join(json.dumps({"id": f"r{i}", "query": "q", "product": {"title": f"t{i}"}, "label": g,

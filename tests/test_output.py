@@ -2,8 +2,8 @@
 
 import pytest
 
-from agrl.output import REJECTIONS, Judgement, Rejected, Step, parse_completion, render
-from agrl.schemes import load_scheme
+from agrl.core.output import REJECTIONS, Judgement, Rejected, Step, parse_completion, render
+from agrl.data.schemes import load_scheme
 
 SCHEME = load_scheme("default")
 GOOD = render(2, [Step("category", "match", "running shoes"), Step("brand", "mismatch", "nike vs adidas")], "violated")

@@ -15,13 +15,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-from agrl import pretrained
+from agrl.model import pretrained
 from agrl.cli import app
-from agrl.output import LABEL_OPEN, SPECIAL_TAGS, Judgement, Step, parse_completion, render
-from agrl.schemes import load_scheme
-from agrl.score import Scorer, label_token_ids
-from agrl.synth import generate
-from agrl.tiny import CHAT_TEMPLATE
+from agrl.core.output import LABEL_OPEN, SPECIAL_TAGS, Judgement, Step, parse_completion, render
+from agrl.data.schemes import load_scheme
+from agrl.model.score import Scorer, label_token_ids
+from agrl.core.synth import generate
+from agrl.model.tiny import CHAT_TEMPLATE
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # SmolLM2's ids 0, 1, 2
 
@@ -113,8 +113,8 @@ def records():
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory, records):
-    from agrl.prompt import user_message
-    from agrl.rules import RulesEngine
+    from agrl.core.prompt import user_message
+    from agrl.core.rules import RulesEngine
 
     engine = RulesEngine.from_records(records)
     corpus = [user_message(r) for r in records] + [engine.teacher_reasoning(r) for r in records]

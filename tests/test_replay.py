@@ -1,4 +1,4 @@
-"""Adaptive Guided Replay logic (agrl.replay): pure Python, milliseconds.
+"""Adaptive Guided Replay logic (agrl.core.replay): pure Python, milliseconds.
 
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -x -q tests/test_replay.py
 """
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from agrl.replay import (
+from agrl.core.replay import (
     ReplaySettings,
     ReplayState,
     flag_groups,
@@ -186,7 +186,7 @@ def test_state_holds_ids_and_an_old_state_file_with_rows_still_loads():
     ],
 )
 def test_group_counters(rows, right, hard, expected):
-    from agrl.replay import group_counters
+    from agrl.core.replay import group_counters
 
     assert group_counters([bool(r) for r in right], [bool(h) for h in hard], 2) == expected
 

@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
-from agrl.metrics import Prediction, summarize
-from agrl.report import curve_keys, load_run, write_report
-from agrl.schemes import load_scheme
+from agrl.evaluation.metrics import Prediction, summarize
+from agrl.evaluation.report import curve_keys, load_run, write_report
+from agrl.data.schemes import load_scheme
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,8 +5,8 @@ import pickle
 
 import pytest
 
-from agrl.output import Step, render
-from agrl.rewards import (
+from agrl.core.output import Step, render
+from agrl.core.rewards import (
     REWARD_NAMES,
     Adherence,
     FormatGate,
@@ -16,7 +16,7 @@ from agrl.rewards import (
     grade,
     reward_funcs,
 )
-from agrl.schemes import load_scheme
+from agrl.data.schemes import load_scheme
 
 SCHEME = load_scheme("default")
 
@@ -159,14 +159,14 @@ def test_callables_pickle_and_unknown_names():
 def test_rewards_by_import_path_and_weights_by_name():
     # TRL's scripts' forms: a registry name, `module:function` or `module.function`; the weight's key is the
     # name TRL logs the reward under (rewards/<name>), the default 1 for a function without its own weight
-    funcs, scales = reward_funcs(["outcome", "agrl.rewards:completion_text"], SCHEME, {"completion_text": 0.2})
+    funcs, scales = reward_funcs(["outcome", "agrl.core.rewards:completion_text"], SCHEME, {"completion_text": 0.2})
     assert [f.__name__ for f in funcs] == ["outcome", "completion_text"] and scales == [1.0, 0.2]
-    assert default_weights(["step", "agrl.rewards.completion_text"]) == {"step": 0.5, "completion_text": 1.0}
+    assert default_weights(["step", "agrl.core.rewards.completion_text"]) == {"step": 0.5, "completion_text": 1.0}
     for specs, weights, message in [
-        (["outcome", "agrl.rewards:nope"], {}, "cannot import"),
+        (["outcome", "agrl.core.rewards:nope"], {}, "cannot import"),
         (["outcome", "no_such_module_xyz:f"], {}, "cannot import"),
-        (["outcome", "agrl.rewards:REWARD_NAMES"], {}, "not callable"),
-        (["outcome", "agrl.rewards:completion_text", "agrl.rewards.completion_text"], {}, "share a name"),
+        (["outcome", "agrl.core.rewards:REWARD_NAMES"], {}, "not callable"),
+        (["outcome", "agrl.core.rewards:completion_text", "agrl.core.rewards.completion_text"], {}, "share a name"),
         (["outcome"], {"step": 0.5}, "not among this run's rewards"),
         (["outcome"], {"outcome": -1.0}, "finite number >= 0"),
         (["outcome"], {"outcome": float("nan")}, "finite number >= 0"),
@@ -179,17 +179,17 @@ def test_docstring_examples():
     # the TRL-style doctests in rewards.py run with the suite
     import doctest
 
-    import agrl.rewards
+    import agrl.core.rewards
 
-    assert doctest.testmod(agrl.rewards).failed == 0
+    assert doctest.testmod(agrl.core.rewards).failed == 0
 
 
 def test_dense_terms_stay_off_where_a_labelled_record_has_no_gold_steps():
     """A human-labelled title pair the rules are not trusted on (confidence below gold_step_confidence)
     has no gold steps: step and adherence give 0 to every completion, whatever steps it writes, so RL
     cannot earn them by writing no steps and the table's all-match label (what Home Depot showed)."""
-    from agrl.data import parse_record
-    from agrl.rules import RulesEngine
+    from agrl.data.records import parse_record
+    from agrl.core.rules import RulesEngine
 
     scheme = load_scheme("three_level")
     rows = [("cordless drill", "DEWALT 20-Volt Max Cordless Drill", 3), ("shower faucet", "Glacier Bay Shower Faucet Trim Kit", 2)]
@@ -255,7 +255,7 @@ def test_a_user_reward_with_a_garbage_answer_is_one_line_naming_it(func, message
     import types
 
     from agrl.errors import UserError
-    from agrl.rewards import probe_rewards
+    from agrl.core.rewards import probe_rewards
 
     module = types.ModuleType("hostile_rewards")
     setattr(module, func.__name__, func)

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import Record, load_records
+from agrl.data.records import Record, load_records
 from agrl.files import read_jsonl_tolerant as read_jsonl
-from agrl.output import Judgement, parse_completion
-from agrl.rules import DecisionTable, RulesEngine, load_config
-from agrl.schemes import load_scheme
+from agrl.core.output import Judgement, parse_completion
+from agrl.core.rules import DecisionTable, RulesEngine, load_config
+from agrl.data.schemes import load_scheme
 
 HANDWRITTEN = Path(__file__).parent / "data" / "handwritten.jsonl"
 SCHEME = load_scheme("default")
@@ -100,7 +100,7 @@ def test_judges_every_handwritten_pair(records, engine):
 
 def test_top_level_model_field_is_read(records, engine):
     # a flat catalog may give the model as its own product field (kept in product.extra by the loader)
-    from agrl.data import parse_record
+    from agrl.data.records import parse_record
 
     row = {"query": "iphone 15", "product": {"title": "Apple Smartphone", "category": "Phones > Smartphones",
                                              "model": "iPhone 14"}}
@@ -108,7 +108,7 @@ def test_top_level_model_field_is_read(records, engine):
 
 
 def test_steps_without_label_get_the_table_label(engine, records):
-    from agrl.rules import label_records
+    from agrl.core.rules import label_records
 
     record = by_id(records, "h06")
     given = Record(record.query, record.product, steps={"category": "match", "brand": "unknown"})
@@ -218,7 +218,7 @@ def test_gold_prefers_record_annotations(records, engine):
     ],
 )
 def test_adherence(engine, verdicts, label, adheres):
-    from agrl.output import Step
+    from agrl.core.output import Step
 
     judgement = Judgement(label, tuple(Step(k, v) for k, v in verdicts.items()))
     assert engine.adheres(judgement) is adheres
@@ -236,7 +236,7 @@ def test_user_config_overrides_substitutes(tmp_path, records):
 
 def test_custom_rule_from_yaml(tmp_path, monkeypatch, records):
     (tmp_path / "my_rules.py").write_text(
-        "from agrl.output import Step\n"
+        "from agrl.core.output import Step\n"
         "def warranty(query, view):\n"
         "    if 'warranty' not in query.text:\n"
         "        return []\n"

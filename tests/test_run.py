@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.recipe import check_recipe, expand, load_recipe
+from agrl.run.recipe import check_recipe, expand, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -167,7 +167,7 @@ def test_seeds_and_a_sweep_expand_into_runs_and_choose_on_validation(tmp_path):
     assert set(runs) == {"sft-s0", "sft-s1", "grpo-learning_rate=1e-05-s0", "grpo-learning_rate=0.0001-s0",
                          "agrl-s0", "agrl-s1"}
     assert runs["grpo-learning_rate=1e-05-s0"]["evals"] == ["eval_wild"] and runs["agrl-s1"]["from"] == "sft-s1"
-    from agrl.recipe import choose
+    from agrl.run.recipe import choose
 
     for name, value in (("grpo-learning_rate=1e-05-s0", 0.4), ("grpo-learning_rate=0.0001-s0", 0.6)):
         (tmp_path / name / "eval").mkdir(parents=True)
@@ -190,7 +190,7 @@ def test_every_shipped_recipe_validates(path, tmp_path):
     An import folder it names is stood in for by an empty one, a local model by the shipped base judge."""
     recipe = load_recipe(path)
     if "path" in recipe["model"]:  # the shipped base judge stands in for the local model
-        from agrl.tiny import base_judge_dir
+        from agrl.model.tiny import base_judge_dir
 
         recipe["model"]["path"] = str(base_judge_dir("tiny-base"))
     if "dir" in recipe["data"]:
@@ -222,14 +222,14 @@ def test_a_once_stage_runs_once_and_every_seed_starts_from_it(tmp_path):
     assert runs["sft"]["seed"] is None and "seed" not in runs["sft"]["keys"]
     assert {runs[n]["from"] for n in runs if n != "sft"} == {"sft"}
     assert runs["grpo-s1"]["keys"] == {"seed": 1}
-    from agrl.recipe import stage_config
+    from agrl.run.recipe import stage_config
 
     assert stage_config(recipe, "agrl-s1", tmp_path)["model"] == str(tmp_path / "sft")
 
 
 def test_data_add_puts_a_clean_generated_set_before_the_split_off_the_eval_queries(tmp_path):
-    from agrl import synth
-    from agrl.steps import make_data
+    from agrl.core import synth
+    from agrl.run.steps import make_data
 
     recipe = load_recipe(_recipe(tmp_path, lambda b: b["data"].update(
         add={"sft": {"seed": 1, "size": 24, "mix": {"plain": 0.5, "brand": 0.5}}},
@@ -248,13 +248,13 @@ def test_data_add_puts_a_clean_generated_set_before_the_split_off_the_eval_queri
 
 
 def test_a_sweep_by_score_chooses_on_the_scored_macro_f1(tmp_path):
-    from agrl.recipe import choose
+    from agrl.run.recipe import choose
 
     recipe = load_recipe(_recipe(tmp_path, lambda b: b.update(
         score={"splits": [], "batch_size": 8},
         sweep={"split": "eval_wild", "metric": "macro_f1", "by": "score", "stages": {"grpo": {"learning_rate": [1e-5, 1e-4]}}})))
     out = tmp_path / "out"
-    from agrl.steps import make_data
+    from agrl.run.steps import make_data
 
     make_data(recipe, out)
     runs = expand(recipe)
@@ -303,9 +303,9 @@ def _imported(tmp_path: Path, change=None) -> Path:
     """A recipe on an import folder (train, test) and a local model (a copy of the shipped base judge)."""
     import shutil
 
-    from agrl import synth
-    from agrl.data import write_jsonl
-    from agrl.tiny import base_judge_dir
+    from agrl.core import synth
+    from agrl.data.records import write_jsonl
+    from agrl.model.tiny import base_judge_dir
 
     splits = synth.generate(seed=0, sizes={"sft": 32, "rl": 0, "eval_balanced": 0, "eval_wild": 8})
     write_jsonl(splits["sft"], tmp_path / "import" / "train.jsonl")
@@ -327,7 +327,7 @@ def _imported(tmp_path: Path, change=None) -> Path:
 
 def _finished(recipe_path: Path, out: Path) -> None:
     """OUT as a finished run of the recipe leaves it: each step's output there, under the stamp it wants."""
-    from agrl.run import plan
+    from agrl.run.runner import plan
 
     recipe = load_recipe(recipe_path)
     (out / "recipe.json").parent.mkdir(parents=True, exist_ok=True)

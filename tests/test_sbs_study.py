@@ -297,8 +297,8 @@ def test_kill_9_between_answers_loses_nothing(study, tokens):
 
 
 def test_a_model_directory_is_run_on_the_pairs(inputs, tmp_path, tiny_model_dir):
-    from agrl.data import load_records
-    from agrl.score import Scorer
+    from agrl.data.records import load_records
+    from agrl.model.score import Scorer
 
     out = tmp_path / "study.sqlite"
     create(tiny_model_dir, inputs["b"], inputs["pairs"], out)

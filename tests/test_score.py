@@ -18,10 +18,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import Record
-from agrl.prompt import prompt_text
-from agrl.schemes import load_scheme
-from agrl.score import Scorer, cumpt_tier, parse_shard, score_file
+from agrl.data.records import Record
+from agrl.core.prompt import prompt_text
+from agrl.data.schemes import load_scheme
+from agrl.model.score import Scorer, cumpt_tier, parse_shard, score_file
 
 COLORS = ["red", "blue", "black", "white", "green"]
 KINDS = ["running shoes", "shoe rack", "phone case", "sofa", "dress shirt"]
@@ -72,7 +72,7 @@ def scorer(tiny_model_dir):
 
 
 def test_probabilities_equal_a_direct_forward_pass_with_and_without_padding(tiny_model_dir, scorer):
-    from agrl.data import parse_record
+    from agrl.data.records import parse_record
 
     records = [parse_record(r, scorer.scheme) for r in make_rows(12)]
     expected = reference_probs(tiny_model_dir, records)
@@ -222,7 +222,7 @@ def test_label_tokens_are_found_for_other_tokenizers_or_refused_clearly():
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from agrl.score import label_token_ids
+    from agrl.model.score import label_token_ids
 
     corpus = ["<label>4</label> <label>3</label> <label>2</label> <label>1</label> query title brand"] * 20
     # GPT-2 style byte-level BPE, no added tags: `<label>` is several tokens, the code its own.
@@ -250,7 +250,7 @@ def test_cli_reports_graded_metrics_and_the_elapsed_time_on_labelled_input(tmp_p
     progress, in a log, ends with the time the run took (it showed 0:00:00 remaining instead)."""
     import numpy as np
 
-    from agrl.metrics import spearman
+    from agrl.evaluation.metrics import spearman
 
     rows = [r | {"id": f"g{i}", "label": 1 + i % 4, "grade": 1 + (i % 7) / 2} for i, r in enumerate(make_rows(12))]
     source = write_rows(tmp_path / "graded.jsonl", rows)

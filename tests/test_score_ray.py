@@ -24,13 +24,13 @@ import torch
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.score import Scorer, model_fingerprint, score_file
+from agrl.model.score import Scorer, model_fingerprint, score_file
 
 ray = pytest.importorskip("ray", reason='needs Ray Data: pip install "agrl[cluster]"')
 from test_score import make_rows
 
 from agrl.errors import UserError
-from agrl.score_ray import claim_outdir, score_catalog
+from agrl.model.score_ray import claim_outdir, score_catalog
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

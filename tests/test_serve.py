@@ -11,10 +11,10 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agrl.data import Product, Record
-from agrl.prompt import prompt_text
-from agrl.score import Scorer
-from agrl.serve import Limits, create_app
+from agrl.data.records import Product, Record
+from agrl.core.prompt import prompt_text
+from agrl.model.score import Scorer
+from agrl.serve.app import Limits, create_app
 
 LIMITS = Limits(max_items=8, max_query_chars=100, max_item_chars=600, max_batch=64, max_wait_ms=20)
 ITEMS = [
@@ -174,7 +174,7 @@ def batch_counts(metrics: str) -> tuple[float, float]:
 def test_a_dead_worker_fails_requests_fast_instead_of_hanging(service):
     from concurrent.futures import ThreadPoolExecutor
 
-    from agrl.serve import HTTPError, Metrics, MicroBatcher
+    from agrl.serve.app import HTTPError, Metrics, MicroBatcher
 
     _, scorer = service
 

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from agrl.errors import UserError
-from agrl.score import Scorer
-from agrl.serve import Limits, create_app
-from agrl.serve_server import header_timeout_protocol
+from agrl.model.score import Scorer
+from agrl.serve.app import Limits, create_app
+from agrl.serve.server import header_timeout_protocol
 
 LIMITS = Limits(max_items=8, max_query_chars=100, max_item_chars=600, max_body_bytes=20_000, body_timeout_s=1.0)
 JSON = {"content-type": "application/json"}

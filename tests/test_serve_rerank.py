@@ -16,9 +16,9 @@ import jsonschema_rs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agrl.score import Scorer
-from agrl.serve import Limits, create_app
-from agrl.tiny import base_judge_dir
+from agrl.model.score import Scorer
+from agrl.serve.app import Limits, create_app
+from agrl.model.tiny import base_judge_dir
 
 LIMITS = Limits(max_items=12, max_query_chars=100, max_item_chars=4096)
 TEI = json.loads((Path(__file__).parent / "data" / "tei_rerank.json").read_text())

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.config import SchemathesisConfig
 
-from agrl.score import Scorer
-from agrl.serve import Limits, create_app
-from agrl.tiny import base_judge_dir
+from agrl.model.score import Scorer
+from agrl.serve.app import Limits, create_app
+from agrl.model.tiny import base_judge_dir
 
 LIMITS = Limits(max_items=6, max_query_chars=100, max_item_chars=600, max_new_tokens=8, body_timeout_s=5)
 EXAMPLES = 25  # per operation: the whole file runs in about a minute on one core

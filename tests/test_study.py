@@ -1,4 +1,4 @@
-"""The method study's statistics (agrl.metrics: pooled over seeds, the paired bootstrap) and its report
+"""The method study's statistics (agrl.evaluation.metrics: pooled over seeds, the paired bootstrap) and its report
 script (bench/study.py) reading both the committed result files and an `agrl run` results.json."""
 
 import importlib.util
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agrl.metrics import paired_difference, seed_table
-from agrl.schemes import load_scheme
+from agrl.evaluation.metrics import paired_difference, seed_table
+from agrl.data.schemes import load_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("study", ROOT / "bench" / "study.py")

@@ -11,17 +11,17 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
-from agrl import synth
-from agrl.catalog import catalog_records
+from agrl.core import synth
+from agrl.core.catalog import catalog_records
 from agrl.cli import app
-from agrl.data import Record, load_records, normalize_query
-from agrl.synth import MIX
+from agrl.data.records import Record, load_records, normalize_query
+from agrl.core.synth import MIX
 
 FAMILIES = tuple(MIX["eval"])  # every query family the benchmark writes
 
-from agrl.output import Judgement, parse_completion
-from agrl.rules import RulesEngine
-from agrl.schemes import load_scheme
+from agrl.core.output import Judgement, parse_completion
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import load_scheme
 
 SCHEME = load_scheme("default")
 

@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from agrl import models
-from agrl.output import SPECIAL_TAGS, Step, render
-from agrl.tiny import SIZES, build_model, init_model
+from agrl.model import load as models
+from agrl.core.output import SPECIAL_TAGS, Step, render
+from agrl.model.tiny import SIZES, build_model, init_model
 
 # The shipped base judge scores 0.71 macro-F1 on this check (2026-12-01); chance is 0.25.
 BASE_COMMON_F1_FLOOR = 0.6
@@ -112,8 +112,8 @@ def test_cli_model_init(tmp_path):
 
 
 def test_default_corpus_tokenizer_is_compact_on_the_synthetic_benchmark(tiny_model_dir):
-    from agrl.prompt import prompt_text
-    from agrl.synth import generate
+    from agrl.core.prompt import prompt_text
+    from agrl.core.synth import generate
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     records = generate(seed=0)["eval_wild"][:50]
@@ -126,9 +126,9 @@ def test_default_corpus_tokenizer_is_compact_on_the_synthetic_benchmark(tiny_mod
 def test_tokenizer_round_trips_every_prompt_and_reasoning_of_a_benchmark(tiny_model_dir):
     """decode(encode(x)) == x, exactly, for every prompt (plain and guided) and every reasoning the project
     writes for a benchmark the tokenizer was not trained on; TRL's decode (skip_special_tokens) keeps the tags."""
-    from agrl.prompt import prompt_text
-    from agrl.rules import RulesEngine
-    from agrl.synth import generate
+    from agrl.core.prompt import prompt_text
+    from agrl.core.rules import RulesEngine
+    from agrl.core.synth import generate
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     records = [r for split in generate(seed=7).values() for r in split]
@@ -147,9 +147,9 @@ def test_tokenizer_round_trips_every_prompt_and_reasoning_of_a_benchmark(tiny_mo
 def test_catalog_words_are_one_token_wherever_they_stand(tiny_model_dir):
     """Each word of the catalog (brands, models, attribute values, category nouns) is one token after a
     space, and a product's attribute values appear in its prompt as those same tokens (as in queries)."""
-    from agrl.catalog import catalog
-    from agrl.prompt import prompt_text
-    from agrl.synth import generate
+    from agrl.core.catalog import catalog
+    from agrl.core.prompt import prompt_text
+    from agrl.core.synth import generate
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     words = set()
@@ -169,10 +169,10 @@ def test_catalog_words_are_one_token_wherever_they_stand(tiny_model_dir):
 def test_shipped_base_judge_reads_common_queries(tmp_path):
     """The shipped base judge (src/agrl/judges/tiny-base, built by `agrl demo --recipe base`) copies out as a
     model directory and reads the common families of a benchmark it never saw (label posterior, ~5 s)."""
-    from agrl.metrics import macro_f1
-    from agrl.score import Scorer
-    from agrl.synth import COMMON_MIX, generate
-    from agrl.tiny import copy_base_judge
+    from agrl.evaluation.metrics import macro_f1
+    from agrl.model.score import Scorer
+    from agrl.core.synth import COMMON_MIX, generate
+    from agrl.model.tiny import copy_base_judge
 
     model = copy_base_judge("tiny-base", tmp_path / "base")
     assert AutoTokenizer.from_pretrained(model).convert_tokens_to_ids("<label>") is not None

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from agrl.cli import app
-from agrl.data import Product, Record, parse_record, write_jsonl
-from agrl.rules import RulesEngine, label_records, load_config
-from agrl.schemes import load_scheme
-from agrl.titles import facts, singular, type_relation
+from agrl.data.records import Product, Record, parse_record, write_jsonl
+from agrl.core.rules import RulesEngine, label_records, load_config
+from agrl.data.schemes import load_scheme
+from agrl.core.titles import facts, singular, type_relation
 
 THREE = load_scheme("three_level")
 

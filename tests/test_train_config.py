@@ -176,8 +176,8 @@ def test_shipped_configs_load_where_transformers_is_5_17(name):
 def test_sft_guided_share_adds_guided_copies_with_the_same_targets():
     # AGRL's guidance only helps a model that has seen guided prompts: the extra rows must carry
     # guidance in the prompt and keep the record's own target.
-    from agrl.rules import RulesEngine
-    from agrl.synth import generate
+    from agrl.core.rules import RulesEngine
+    from agrl.core.synth import generate
     from agrl.train.sft import sft_rows
 
     records = generate(seed=0, sizes={"sft": 40, "rl": 8, "eval_balanced": 4, "eval_wild": 8})["sft"]

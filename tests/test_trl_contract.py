@@ -21,10 +21,10 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
-from agrl.data import Product, Record
-from agrl.prompt import prompt_messages
-from agrl.rewards import reward_funcs
-from agrl.schemes import load_scheme
+from agrl.data.records import Product, Record
+from agrl.core.prompt import prompt_messages
+from agrl.core.rewards import reward_funcs
+from agrl.data.schemes import load_scheme
 from agrl.train.agr import AGRLConfig, AGRLTrainer
 from agrl.train.agr_immediate import advantages
 

@@ -64,13 +64,13 @@ DATA_SCHEME_HELP = "label scheme: default, esci, three_level or a YAML file (def
 def model_scheme(scheme: str | None, model: str) -> str:
     """--scheme, else the scheme the model's run trained with (its config.yaml), else the default scheme:
     data.resolve_scheme with no data (a judge run under another scheme's codes is refused there)."""
-    from agrl.data import resolve_scheme
+    from agrl.data.records import resolve_scheme
 
     return resolve_scheme(None, scheme, model)
 
 
 class ModelSize(str, Enum):
-    """`agrl model init --size` (agrl.tiny.SIZES; an Enum so that --help lists the choices)."""
+    """`agrl model init --size` (agrl.model.tiny.SIZES; an Enum so that --help lists the choices)."""
 
     tiny = "tiny"
     small = "small"
@@ -78,7 +78,7 @@ class ModelSize(str, Enum):
 
 
 class DataSize(str, Enum):
-    """`agrl data synth --size` (agrl.synth.SIZES)."""
+    """`agrl data synth --size` (agrl.core.synth.SIZES)."""
 
     small = "small"
     default = "default"
@@ -94,8 +94,8 @@ def data_validate(
     scheme: Annotated[str | None, typer.Option(help=DATA_SCHEME_HELP)] = None,
 ) -> None:
     """Report every bad row as FILE:LINE: field: message; exit 1 if there is any."""
-    from agrl.data import check_not_empty, read_records, scheme_of
-    from agrl.output import check_reasoning
+    from agrl.data.records import check_not_empty, read_records, scheme_of
+    from agrl.core.output import check_reasoning
 
     check_not_empty(file)
     records, bad = read_records(file, scheme_of(file, scheme), checks=[check_reasoning], unique_ids=True)
@@ -118,10 +118,10 @@ def model_init(
 ) -> None:
     """Build a small Llama model and its tokenizer from scratch and save them to OUT."""
     from agrl.files import atomic_dir, empty_dir
-    from agrl.tiny import SIZES, init_model, read_corpus
+    from agrl.model.tiny import SIZES, init_model, read_corpus
 
     size = ModelSize(size).value
-    assert size in SIZES, f"ModelSize and agrl.tiny.SIZES disagree on {size!r}"
+    assert size in SIZES, f"ModelSize and agrl.model.tiny.SIZES disagree on {size!r}"
     files = [input_file(path, "corpus") for path in corpus or []]
     empty_dir(out, "model", force)
     texts = read_corpus(files) if files else None
@@ -138,7 +138,7 @@ def model_import(
     out: Annotated[str, typer.Option(help="new output directory (HF format)")],
 ) -> None:
     """Write a GGUF model (dequantised to fp32) and its tokenizer as a local HF checkpoint in OUT."""
-    from agrl.pretrained import import_gguf
+    from agrl.model.pretrained import import_gguf
 
     path = import_gguf(source, out)  # UserError: missing package or file, non-empty OUT, an unusable tokenizer
     console.print(f"{source} imported to {path}")
@@ -150,7 +150,7 @@ def model_merge(
     out: Annotated[str, typer.Option(help="new output directory for the merged HF checkpoint")],
 ) -> None:
     """Fold a LoRA adapter into its base model and write a plain HF checkpoint (fp32) to OUT."""
-    from agrl.models import merge
+    from agrl.model.load import merge
 
     path = merge(adapter, out)
     console.print(f"merged model written to {path}")
@@ -184,11 +184,11 @@ def score(
         _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, ray, actors,
                    gpus_per_actor, cpus_per_actor, rows_per_shard, format)
         return
-    from agrl.data import check_not_empty, check_source, resolve_scheme
+    from agrl.data.records import check_not_empty, check_source, resolve_scheme
     from agrl.files import model_dir, output_file
-    from agrl.models import check_device
-    from agrl.schemes import load_scheme
-    from agrl.score import (
+    from agrl.model.load import check_device
+    from agrl.data.schemes import load_scheme
+    from agrl.model.score import (
         Scorer,
         check_threshold,
         claim_output,
@@ -225,7 +225,7 @@ def score(
         + (f", other shards {report.other_shards}" if part[1] > 1 else "")
     )
     if part == (0, 1) and not report.rejected:  # labelled input: how the scores fare (graded: RMSE, Spearman)
-        from agrl.metrics import score_metrics, score_metrics_line
+        from agrl.evaluation.metrics import score_metrics, score_metrics_line
 
         if line := score_metrics_line(score_metrics(output, input, scheme)):
             typer.echo(line)  # not rich: one unwrapped line, for logs and greps
@@ -233,10 +233,10 @@ def score(
 
 def _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, address, actors,
                gpus_per_actor, cpus_per_actor, rows_per_shard, fmt) -> None:
-    """`agrl score --ray`: the catalog in shards on a Ray cluster (agrl/score_ray.py)."""
+    """`agrl score --ray`: the catalog in shards on a Ray cluster (agrl/model/score_ray.py)."""
     from agrl.files import model_dir
-    from agrl.score import check_threshold
-    from agrl.score_ray import score_catalog
+    from agrl.model.score import check_threshold
+    from agrl.model.score_ray import score_catalog
 
     for option, given in (("--shard", shard != "0/1"), ("--rejects", rejects), ("--device", device)):
         if given:
@@ -277,11 +277,11 @@ def serve(
     """HTTP scoring service: POST /v1/score, /v1/judge, /rerank (TEI), /v1/rerank and /v2/rerank (Cohere, Jina);
     GET /healthz, /metrics."""
     from agrl.files import model_dir
-    from agrl.models import check_device
-    from agrl.schemes import load_scheme
-    from agrl.score import check_threshold
-    from agrl.serve import Limits
-    from agrl.serve import serve as run_service
+    from agrl.model.load import check_device
+    from agrl.data.schemes import load_scheme
+    from agrl.model.score import check_threshold
+    from agrl.serve.app import Limits
+    from agrl.serve.app import serve as run_service
 
     limits = Limits(max_items=max_items, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
                     body_timeout_s=body_timeout_s, drain_timeout_s=drain_timeout_s, header_timeout_s=header_timeout_s)
@@ -318,12 +318,12 @@ def eval_command(
                                                "one the model's run trained with, from its config.yaml)")] = None,
 ) -> None:
     """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
-    from agrl.data import check_source, resolve_scheme
-    from agrl.evaluate import evaluate, predictions_path, summary_table
+    from agrl.data.records import check_source, resolve_scheme
+    from agrl.evaluation.evaluate import evaluate, predictions_path, summary_table
     from agrl.files import model_dir
-    from agrl.models import check_device
-    from agrl.rules import load_config as load_rules
-    from agrl.schemes import load_scheme
+    from agrl.model.load import check_device
+    from agrl.core.rules import load_config as load_rules
+    from agrl.data.schemes import load_scheme
 
     for value, name in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"), (limit, "--limit")):
         positive(value, name)
@@ -348,7 +348,7 @@ def report_command(
     out: Annotated[str, typer.Option(help="output directory for report.md, report.html, summary.json and PNGs")],
 ) -> None:
     """Markdown + self-contained HTML report: training curves, confusion matrices, method comparison."""
-    from agrl.report import report_results, write_report
+    from agrl.evaluation.report import report_results, write_report
 
     distinct({"--out": out}, {f"RUN {p}": p for p in run_dirs})
     if len(run_dirs) == 1 and Path(run_dirs[0]).is_file():  # an `agrl run`'s results.json
@@ -383,12 +383,12 @@ def compare_command(
     import shlex
     import sys
 
-    from agrl.compare import compare, to_markdown
-    from agrl.data import check_source, load_records, resolve_scheme
-    from agrl.evaluate import load_eval_records
+    from agrl.evaluation.compare import compare, to_markdown
+    from agrl.data.records import check_source, load_records, resolve_scheme
+    from agrl.evaluation.evaluate import load_eval_records
     from agrl.files import empty_dir
-    from agrl.models import check_device
-    from agrl.schemes import load_scheme
+    from agrl.model.load import check_device
+    from agrl.data.schemes import load_scheme
 
     positive(limit, "--limit")
     positive(batch_size, "--batch-size")
@@ -470,11 +470,11 @@ def data_label(
     rules: Annotated[str | None, typer.Option(help="rules config YAML (overrides recipes/rules/default.yaml)")] = None,
 ) -> None:
     """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
-    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme, write_jsonl
+    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme, write_jsonl
     from agrl.files import output_file
-    from agrl.output import check_reasoning
-    from agrl.rules import RulesEngine, label_records
-    from agrl.schemes import load_scheme
+    from agrl.core.output import check_reasoning
+    from agrl.core.rules import RulesEngine, label_records
+    from agrl.data.schemes import load_scheme
 
     check_source(file)
     check_not_empty(file)
@@ -497,14 +497,14 @@ def data_label(
 def data_synth(
     out: Annotated[str, typer.Option(help="output directory for sft/rl/eval_balanced/eval_wild .jsonl")],
     seed: Annotated[int, typer.Option(help="random seed (the output is deterministic under it)")] = 0,
-    size: Annotated[DataSize, typer.Option(help="rows per split (agrl.synth.SIZES)")] = DataSize.default,
+    size: Annotated[DataSize, typer.Option(help="rows per split (agrl.core.synth.SIZES)")] = DataSize.default,
     noise: Annotated[float, typer.Option(help="share of SFT rows with a reasoning error or a wrong label")] = 0.15,
     force: Annotated[bool, typer.Option("--force", help="write into a non-empty OUT (replacing its split files)")] = False,
 ) -> None:
     """Generate the synthetic e-commerce relevance benchmark."""
     from collections import Counter
 
-    from agrl import synth
+    from agrl.core import synth
     from agrl.files import empty_dir
 
     size = DataSize(size).value
@@ -531,8 +531,8 @@ def demo(
 ) -> None:
     """Synthetic data -> tiny model -> SFT -> DPO, GRPO, AGRL -> eval -> report, on CPU, in minutes
     (`agrl run` on the built-in recipe)."""
-    from agrl.demo import results_tables, run_demo
-    from agrl.run import JobFailed
+    from agrl.run.demo import results_tables, run_demo
+    from agrl.run.runner import JobFailed
 
     name = recipe or ("quick" if quick else "default")
     try:
@@ -547,7 +547,7 @@ def demo(
 
 @app.command("run")
 def run(
-    recipe: Annotated[str, typer.Argument(help="recipe YAML (agrl/recipe.py: data, model, stages, seeds, sweep, eval, score)")],
+    recipe: Annotated[str, typer.Argument(help="recipe YAML (agrl/run/recipe.py: data, model, stages, seeds, sweep, eval, score)")],
     out: Annotated[str, typer.Option(help="output directory (resumable: finished steps are skipped)")] = "runs/run",
     jobs: Annotated[int, typer.Option(help="stages run at a time, each its own process")] = 1,
     only: Annotated[str | None, typer.Option(help="comma-separated: run only these stages (their `from` must be done)")] = None,
@@ -558,7 +558,7 @@ def run(
     results: Annotated[str | None, typer.Option(help="also write results.json here (rewritten as each job ends)")] = None,
 ) -> None:
     """Run a recipe: data -> model -> stages (as jobs) -> eval / score -> results.json and the report."""
-    from agrl.run import JobFailed, run_recipe
+    from agrl.run.runner import JobFailed, run_recipe
 
     try:
         result = run_recipe(recipe, out, jobs=jobs, stages=only.split(",") if only is not None else None, force=force,
@@ -594,7 +594,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="write into a non-empty 
 def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, float, float], manifest: dict) -> None:
     """Check OUT against the inputs, read the source (`load(notes)`), split by query, write and print the
     sizes and what was merged (also kept in manifest.json)."""
-    from agrl import importers
+    from agrl.data import importers
 
     seed, validation, test = shares
     importers.check_out(out, inputs, force, (validation, test))
@@ -622,8 +622,8 @@ def data_split(
     force: ForceOpt = False,
 ) -> None:
     """Split your own records query-disjointly (as the importers do): no query in two splits."""
-    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
-    from agrl.schemes import load_scheme
+    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.data.schemes import load_scheme
 
     check_source(file, probe=True)
     check_not_empty(file)
@@ -646,7 +646,7 @@ def import_home_depot(
     force: ForceOpt = False,
 ) -> None:
     """Home Depot search relevance -> three_level records (mean >= 2.67 exact, 2-2.5 partial, < 2 irrelevant)."""
-    from agrl import importers
+    from agrl.data import importers
 
     _run_import(out, force, {"--input": input}, lambda notes: importers.import_home_depot(input, encoding, notes),
                 (seed, validation, test), {"source": "home_depot", "input": input, "scheme": "three_level"})
@@ -663,7 +663,7 @@ def import_qbqtc(
     force: ForceOpt = False,
 ) -> None:
     """QBQTC (Chinese web search, labels 0/1/2) -> three_level records (code = label + 1), files pooled."""
-    from agrl import importers
+    from agrl.data import importers
 
     _run_import(out, force, {"--input": input}, lambda notes: importers.import_qbqtc(input, notes), (seed, validation, test),
                 {"source": "qbqtc", "input": input, "scheme": "three_level"})
@@ -681,7 +681,7 @@ def import_esci(
     force: ForceOpt = False,
 ) -> None:
     """Amazon ESCI (published parquet schema) -> esci records; its own test split, validation from its train."""
-    from agrl import importers
+    from agrl.data import importers
 
     _run_import(out, force, {"--examples": examples, "--products": products},
                 lambda notes: importers.import_esci(examples, products, locale, version.value, notes), (seed, validation, 0.0),
@@ -709,10 +709,10 @@ def baseline_fit(
     force: Annotated[bool, typer.Option("--force", help="replace an existing OUT model file")] = False,
 ) -> None:
     """Fit a classical baseline on labelled records and save it as one joblib file."""
-    from agrl import baselines
-    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.evaluation import baselines
+    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
     from agrl.files import output_file
-    from agrl.schemes import load_scheme
+    from agrl.data.schemes import load_scheme
 
     positive(limit, "--limit")
     check_source(train_file, probe=True)
@@ -737,10 +737,10 @@ def baseline_predict(
     force: Annotated[bool, typer.Option("--force", help="replace an existing OUTPUT file")] = False,
 ) -> None:
     """Label posterior, expected relevance and argmax label for every record of INPUT."""
-    from agrl import baselines
-    from agrl.data import check_source, data_scheme, load_records, same_scheme
+    from agrl.evaluation import baselines
+    from agrl.data.records import check_source, data_scheme, load_records, same_scheme
     from agrl.files import output_file
-    from agrl.schemes import load_scheme
+    from agrl.data.schemes import load_scheme
 
     check_source(input, probe=True)
     distinct({"--output": output}, {"--input": input, "--model": model})
@@ -769,11 +769,11 @@ def data_agreement(
     """How often the rules' label agrees with the records' labels: per class, per evidence, above the threshold."""
     import json
 
-    from agrl.agreement import agreement, agreement_table
-    from agrl.data import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.core.agreement import agreement, agreement_table
+    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
     from agrl.files import atomic_write, output_file
-    from agrl.rules import RulesEngine
-    from agrl.schemes import load_scheme
+    from agrl.core.rules import RulesEngine
+    from agrl.data.schemes import load_scheme
 
     check_source(file, probe=True)
     check_not_empty(file)

@@ -179,7 +179,7 @@ def make_app(study_path: str | Path, min_gold_accuracy: float | None = None) -> 
 
     @app.get("/results", response_class=HTMLResponse)
     def results_page(request: Request) -> str:
-        from agrl.report import to_html  # here: matplotlib and scikit-learn load only when results are asked
+        from agrl.evaluation.report import to_html  # here: matplotlib and scikit-learn load only when results are asked
         from agrl.sbs.report import results
 
         lead_of(request)

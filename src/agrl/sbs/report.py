@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agrl.files import atomic_write
-from agrl.report import to_html, to_markdown
+from agrl.evaluation.report import to_html, to_markdown
 from agrl.sbs.stats import MIN_ITEMS, summarize
 from agrl.sbs.store import Study
 

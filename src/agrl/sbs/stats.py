@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from agrl.metrics import bootstrap_interval
+from agrl.evaluation.metrics import bootstrap_interval
 from agrl.sbs.store import VERDICTS
 
 POINTS = {"b": 1.0, "a": 0.0, "both_good": 0.5, "both_bad": 0.5}

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agrl import __version__
-from agrl.data import (
+from agrl.data.records import (
     BadRow,
     BadRowsError,
     Record,
@@ -40,7 +40,7 @@ from agrl.data import (
 from agrl.errors import UserError
 from agrl.files import input_file
 from agrl.sbs.store import FORMAT, SCHEMA, VERDICTS
-from agrl.schemes import Scheme, load_scheme
+from agrl.data.schemes import Scheme, load_scheme
 
 STRATA = ("family", "query", "disagreement")
 AGREED = ("keep", "skip", "down-weight")
@@ -62,7 +62,7 @@ class Output:
 
 def read_pairs(path: str | Path, scheme: Scheme) -> dict[str, Record]:
     """Pair id -> record, in file order. Ids are the rows' own, else `agrl score`'s content hash."""
-    from agrl.score import row_id  # lazily: agrl.score imports torch
+    from agrl.model.score import row_id  # lazily: agrl.model.score imports torch
 
     path = input_file(path, "--pairs")
     check_data_scheme(path, scheme)
@@ -162,7 +162,7 @@ def read_judge(source: str | Path, pairs: dict[str, Record], scheme: Scheme, opt
 def _judged_in(path: Path, scheme: Scheme, option: str) -> None:
     """Refuse a judge's file made under a scheme with other codes than the pairs' (what `agrl eval` writes in
     its JSON, `agrl score` beside its output): its labels would be read as another scheme's."""
-    from agrl.score import made_by_path
+    from agrl.model.score import made_by_path
 
     record = path if path.suffix == ".json" else made_by_path(path)
     try:
@@ -199,7 +199,7 @@ def _few(ids: list[str], n: int = 5) -> str:
 def _score_model(path: Path, pairs: dict[str, Record], scheme: Scheme, option: str) -> tuple[dict, dict]:
     """Produce a judge's outputs by running it: the one-pass prefill posterior (label and score)."""
     from agrl.files import model_dir
-    from agrl.score import Scorer
+    from agrl.model.score import Scorer
 
     model_dir(path, option)
     scorer = Scorer(path, scheme)

@@ -1,6 +1,6 @@
 """AGRL: GRPO with Adaptive Guided Replay (spec section 6) on top of TRL's GRPOTrainer.
 
-AGR decisions live in agrl.replay (pure); this module moves tensors. Deferred mode (the default):
+AGR decisions live in agrl.core.replay (pure); this module moves tensors. Deferred mode (the default):
 flagged prompts re-enter the next batch, k of their rollouts sampled from the guided prompt inside
 the one generation pass; immediate mode (a second generation pass) is train/agr_immediate.py.
 Departures from the parent, the five hooks overridden (AGR reads the outcome reward column TRL
@@ -32,11 +32,11 @@ from trl import GRPOConfig
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad
 
-from agrl.data import parse_record
+from agrl.data.records import parse_record
 from agrl.files import atomic_write
-from agrl.prompt import prompt_messages
-from agrl.replay import ReplaySettings, ReplayState, Slot, group_accuracies, step_metrics
-from agrl.schemes import DEFAULT, Scheme, load_scheme
+from agrl.core.prompt import prompt_messages
+from agrl.core.replay import ReplaySettings, ReplayState, Slot, group_accuracies, step_metrics
+from agrl.data.schemes import DEFAULT, Scheme, load_scheme
 from agrl.train.grpo import CountingGRPOTrainer
 
 STATE_FILE = "agr_state.json"

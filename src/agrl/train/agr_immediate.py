@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from trl.trainer.utils import nanstd
 
-from agrl.replay import lowest
+from agrl.core.replay import lowest
 from agrl.train.agr import AGRLTrainer
 
 

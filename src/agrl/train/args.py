@@ -32,7 +32,7 @@ class RunArgs:
     # GRPO family: the reward terms (their weights: `reward_weights: {name: w}`, a TRL key read by name)
     reward_funcs: list[str] | None = field(
         default=None,
-        metadata={"help": "reward terms: names in agrl.rewards.REWARDS or module:function (None: the method's)"},
+        metadata={"help": "reward terms: names in agrl.core.rewards.REWARDS or module:function (None: the method's)"},
     )
     # Rule-aware Reward Shaping (spec section 5): the built-in terms' settings
     r_invalid: float = field(default=-1.0, metadata={"help": "reward of a completion the parser rejects"})
@@ -74,6 +74,6 @@ class RunArgs:
     trl_keys: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def reward_settings(self) -> dict[str, float | bool]:
-        """The built-in reward terms' settings, by the keyword names they take (agrl.rewards._Reward)."""
+        """The built-in reward terms' settings, by the keyword names they take (agrl.core.rewards._Reward)."""
         return {"r_invalid": self.r_invalid, "step_credit_when_wrong": self.step_credit_when_wrong,
                 "ordinal_outcome": self.ordinal_outcome}

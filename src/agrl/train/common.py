@@ -17,12 +17,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from agrl.data import Record, load_records
+from agrl.data.records import Record, load_records
 from agrl.errors import UserError
 from agrl.files import atomic_write, plain_modes, read_jsonl_tolerant, safetensors_problem
-from agrl.output import check_reasoning
-from agrl.rules import RulesEngine
-from agrl.schemes import Scheme, load_scheme
+from agrl.core.output import check_reasoning
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import Scheme, load_scheme
 from agrl.train.args import RunArgs
 
 log = logging.getLogger("agrl.train")

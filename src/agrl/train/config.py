@@ -32,13 +32,13 @@ from transformers.integrations.integration_utils import (
 )
 from trl import TrlParser
 
-from agrl.data import check_source, resolve_scheme
+from agrl.data.records import check_source, resolve_scheme
 from agrl.errors import UserError
 from agrl.files import atomic_write, model_dir, shipped_stage, shipped_stages, yaml_file
-from agrl.rewards import check_weights, default_weights, reward_name
-from agrl.rules import load_config as load_rules
-from agrl.rules import resolve_rule
-from agrl.schemes import load_scheme
+from agrl.core.rewards import check_weights, default_weights, reward_name
+from agrl.core.rules import load_config as load_rules
+from agrl.core.rules import resolve_rule
+from agrl.data.schemes import load_scheme
 from agrl.train.args import RunArgs
 from agrl.train.common import load_train_records
 from agrl.train.methods import METHODS

@@ -21,12 +21,12 @@ from typing import Any
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from agrl import models
-from agrl.data import Record
-from agrl.prompt import prompt_messages, prompt_text
-from agrl.rewards import grade
-from agrl.rules import RulesEngine
-from agrl.schemes import Scheme
+from agrl.model import load as models
+from agrl.data.records import Record
+from agrl.core.prompt import prompt_messages, prompt_text
+from agrl.core.rewards import grade
+from agrl.core.rules import RulesEngine
+from agrl.data.schemes import Scheme
 from agrl.train.args import RunArgs
 from agrl.train.common import METRICS_FILE, fit, setup
 from agrl.train.lora import starting_model

@@ -26,12 +26,12 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from agrl.data import HARD, Record
+from agrl.data.records import HARD, Record
 from agrl.errors import UserError
-from agrl.output import LABEL_OPEN
-from agrl.prompt import prompt_messages
-from agrl.replay import group_counters
-from agrl.rules import RulesEngine
+from agrl.core.output import LABEL_OPEN
+from agrl.core.prompt import prompt_messages
+from agrl.core.replay import group_counters
+from agrl.core.rules import RulesEngine
 from agrl.train import anchor
 from agrl.train.sft import sft_target
 

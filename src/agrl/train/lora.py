@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agrl import models
+from agrl.model import load as models
 from agrl.train.args import RunArgs
 
 log = logging.getLogger("agrl.train")

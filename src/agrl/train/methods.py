@@ -2,7 +2,7 @@
 
 The one place a method name becomes a trainer: `agrl train` reads a config's keys into the method's
 config class (config.py) and `train_stage` builds and runs its trainer. A new method of an existing
-trainer is one line in METHODS; a new reward term is one entry in agrl.rewards.REWARDS.
+trainer is one line in METHODS; a new reward term is one entry in agrl.core.rewards.REWARDS.
 
     grpo          GRPO (outcome reward behind the format gate)
     grpo_dynamic  GRPO dropping groups whose rollouts all score the same (TaoSR1/DAPO)
@@ -25,7 +25,7 @@ from datasets import Dataset
 from transformers import TrainerState
 from trl import DPOConfig, GRPOConfig, GRPOTrainer, SFTConfig
 
-from agrl.rewards import probe_rewards, reward_funcs
+from agrl.core.rewards import probe_rewards, reward_funcs
 from agrl.train import dpo, sft
 from agrl.train.agr import AGRLConfig, AGRLTrainer
 from agrl.train.agr_immediate import ImmediateAGRLTrainer

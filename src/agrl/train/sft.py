@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from agrl.data import Record
-from agrl.output import LABEL_OPEN
-from agrl.prompt import prompt_messages
-from agrl.rules import RulesEngine
+from agrl.data.records import Record
+from agrl.core.output import LABEL_OPEN
+from agrl.core.prompt import prompt_messages
+from agrl.core.rules import RulesEngine
 from agrl.train.args import RunArgs
 from agrl.train.common import fit, setup
 from agrl.train.lora import starting_model

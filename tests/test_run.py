@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -189,12 +190,12 @@ def test_every_shipped_recipe_validates(path, tmp_path):
     """Each shipped recipe loads and each of its stages (every seed and grid point) is a valid train config.
     An import folder it names is stood in for by an empty one, a local model by the shipped base judge."""
     recipe = load_recipe(path)
-    if "path" in recipe["model"]:  # the shipped base judge stands in for the local model
+    if recipe.model.path is not None:  # the shipped base judge stands in for the local model
         from agrl.model.tiny import base_judge_dir
 
-        recipe["model"]["path"] = str(base_judge_dir("tiny-base"))
-    if "dir" in recipe["data"]:
-        recipe["data"]["dir"] = str(tmp_path / "import")
+        recipe = replace(recipe, model=replace(recipe.model, path=str(base_judge_dir("tiny-base"))))
+    if recipe.data.dir is not None:
+        recipe = replace(recipe, data=replace(recipe.data, dir=str(tmp_path / "import")))
         for split in ("train", "validation", "test"):
             (tmp_path / "import").mkdir(exist_ok=True)
             (tmp_path / "import" / f"{split}.jsonl").write_text("")
@@ -208,10 +209,10 @@ def test_every_shipped_recipe_validates(path, tmp_path):
 def test_a_profile_and_sets_are_laid_over_the_recipe(tmp_path):
     recipe = _recipe(tmp_path, lambda b: b.update(profiles={"dry": {"stages": {"sft": {"max_steps": 1}}, "seeds": [3]}}))
     plain = load_recipe(recipe)
-    assert plain["stages"]["sft"]["max_steps"] == 2 and "profiles" not in plain
+    assert plain.stages["sft"].keys["max_steps"] == 2 and "profiles" not in plain.as_json()
     dry = load_recipe(recipe, "dry", ["stages.grpo.learning_rate=3.0e-5", "data.sizes.sft=16"])
-    assert dry["stages"]["sft"]["max_steps"] == 1 and dry["stages"]["sft"]["per_device_train_batch_size"] == 8
-    assert dry["seeds"] == [3] and dry["stages"]["grpo"]["learning_rate"] == 3e-5 and dry["data"]["sizes"]["sft"] == 16
+    assert dry.stages["sft"].keys["max_steps"] == 1 and dry.stages["sft"].keys["per_device_train_batch_size"] == 8
+    assert dry.seeds == (3,) and dry.stages["grpo"].keys["learning_rate"] == 3e-5 and dry.data.sizes["sft"] == 16
     assert set(expand(dry)) == {"sft-s3", "grpo-s3", "agrl-s3"}
 
 
@@ -331,7 +332,7 @@ def _finished(recipe_path: Path, out: Path) -> None:
 
     recipe = load_recipe(recipe_path)
     (out / "recipe.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe))
+    (out / "recipe.json").write_text(json.dumps(recipe.as_json()))
     for step in plan(recipe, out):
         step.done.parent.mkdir(parents=True, exist_ok=True)
         step.done.write_text("{}")

@@ -203,6 +203,31 @@ def test_every_shipped_recipe_validates(path, tmp_path):
     assert expand(recipe)
 
 
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.parent.name != "accelerate"], ids=lambda p: p.stem)
+def test_the_typed_recipe_keeps_what_was_written_and_reads_back_from_recipe_json(path, tmp_path):
+    """The stamps hash each section as written (recipe.written): for every shipped recipe that is the YAML's
+    section itself (no default filled in), and OUT/recipe.json (as_json) parses back to the same plan."""
+    from agrl.run.recipe import from_json, written
+    from agrl.run.runner import plan
+
+    raw = yaml.safe_load(path.read_text())
+    recipe = load_recipe(path)
+    for section in ("data", "model", "eval", "score", "sweep", "baselines", "report", "stages"):
+        assert written(getattr(recipe, section)) == raw.get(section), section
+    again = from_json(json.loads(json.dumps(recipe.as_json(), default=str)))
+    assert again == recipe and again.path == recipe.path
+    assert [(s.name, s.stamp) for s in plan(again, tmp_path)] == [(s.name, s.stamp) for s in plan(recipe, tmp_path)]
+
+
+def test_the_stamps_are_those_of_the_untyped_recipe(tmp_path):
+    """A finished OUT keeps its steps: the quick demo's data and model stamps as the dict-reading runner
+    (caa9bce) computed them."""
+    from agrl.run.runner import plan
+
+    stamps = {step.name: step.stamp for step in plan(load_recipe("quick"), tmp_path)}
+    assert (stamps["data"], stamps["model"]) == ("ac173b6d7bb2d55e", "10b6eccb14482576")
+
+
 # ---------------------------------------------------------------------------- the GPU studies' features
 
 

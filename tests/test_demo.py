@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from agrl.cli import app
 from agrl.run.demo import load_recipe, plan, stage_config
+from agrl.run.recipe import written
 from agrl.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_demo_reads_the_stage_configs_and_runs_what_it_ran_before(name, tmp_path
     recipe = load_recipe(name)
     out = tmp_path / "out"
     for stage, before in DEMO_BEFORE[name].items():
-        assert recipe["stages"][stage]["config"] == f"{stage}.yaml"
+        assert recipe.stages[stage].config == f"{stage}.yaml"
         paths = {k: v for k, v in stage_config(recipe, stage, out).items() if k in ("model", "train_file", "output_dir")}
         now = _resolved(stage_config(recipe, stage, out), tmp_path / "now.yaml")
         then = _resolved({**_COMMON, **before, **paths}, tmp_path / "then.yaml")
@@ -82,8 +83,8 @@ def test_demo_reads_the_stage_configs_and_runs_what_it_ran_before(name, tmp_path
 def test_recipe_stages_are_valid_train_configs(name, tmp_path):
     """Each stage of a built-in recipe loads through `agrl train`'s config loader (no unknown keys)."""
     recipe = load_recipe(name)
-    assert tuple(recipe["stages"]) == METHODS
-    for stage in recipe["stages"]:
+    assert tuple(recipe.stages) == METHODS
+    for stage in recipe.stages:
         path = tmp_path / f"{stage}.yaml"
         path.write_text(yaml.safe_dump(stage_config(recipe, stage, tmp_path / "out")))
         method, run, args = load_config(path)
@@ -97,8 +98,8 @@ def test_recipe_stages_are_valid_train_configs(name, tmp_path):
 def test_smollm2_recipes_are_valid_lora_train_configs(name, tmp_path):
     """configs/smollm2/*.yaml: every stage trains LoRA from the imported model or SFT's adapter."""
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "configs" / "smollm2" / f"{name}.yaml")
-    assert recipe["model"] == {"import": "smollm2"} and tuple(recipe["stages"]) == METHODS
-    for stage in recipe["stages"]:
+    assert written(recipe.model) == {"import": "smollm2"} and tuple(recipe.stages) == METHODS
+    for stage in recipe.stages:
         path = tmp_path / f"{stage}.yaml"
         path.write_text(yaml.safe_dump(stage_config(recipe, stage, tmp_path / "out")))
         method, run, args = load_config(path)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -189,17 +190,42 @@ def test_every_shipped_recipe_validates(path, tmp_path):
     """Each shipped recipe loads and each of its stages (every seed and grid point) is a valid train config.
     An import folder it names is stood in for by an empty one, a local model by the shipped base judge."""
     recipe = load_recipe(path)
-    if "path" in recipe["model"]:  # the shipped base judge stands in for the local model
+    if recipe.model.path is not None:  # the shipped base judge stands in for the local model
         from agrl.model.tiny import base_judge_dir
 
-        recipe["model"]["path"] = str(base_judge_dir("tiny-base"))
-    if "dir" in recipe["data"]:
-        recipe["data"]["dir"] = str(tmp_path / "import")
+        recipe = replace(recipe, model=replace(recipe.model, path=str(base_judge_dir("tiny-base"))))
+    if recipe.data.dir is not None:
+        recipe = replace(recipe, data=replace(recipe.data, dir=str(tmp_path / "import")))
         for split in ("train", "validation", "test"):
             (tmp_path / "import").mkdir(exist_ok=True)
             (tmp_path / "import" / f"{split}.jsonl").write_text("")
     check_recipe(recipe, tmp_path / "out")
     assert expand(recipe)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.parent.name != "accelerate"], ids=lambda p: p.stem)
+def test_the_typed_recipe_keeps_what_was_written_and_reads_back_from_recipe_json(path, tmp_path):
+    """The stamps hash each section as written (recipe.written): for every shipped recipe that is the YAML's
+    section itself (no default filled in), and OUT/recipe.json (as_json) parses back to the same plan."""
+    from agrl.run.recipe import from_json, written
+    from agrl.run.runner import plan
+
+    raw = yaml.safe_load(path.read_text())
+    recipe = load_recipe(path)
+    for section in ("data", "model", "eval", "score", "sweep", "baselines", "report", "stages"):
+        assert written(getattr(recipe, section)) == raw.get(section), section
+    again = from_json(json.loads(json.dumps(recipe.as_json(), default=str)))
+    assert again == recipe and again.path == recipe.path
+    assert [(s.name, s.stamp) for s in plan(again, tmp_path)] == [(s.name, s.stamp) for s in plan(recipe, tmp_path)]
+
+
+def test_the_stamps_are_those_of_the_untyped_recipe(tmp_path):
+    """A finished OUT keeps its steps: the quick demo's data and model stamps as the dict-reading runner
+    (caa9bce) computed them."""
+    from agrl.run.runner import plan
+
+    stamps = {step.name: step.stamp for step in plan(load_recipe("quick"), tmp_path)}
+    assert (stamps["data"], stamps["model"]) == ("ac173b6d7bb2d55e", "10b6eccb14482576")
 
 
 # ---------------------------------------------------------------------------- the GPU studies' features
@@ -208,10 +234,10 @@ def test_every_shipped_recipe_validates(path, tmp_path):
 def test_a_profile_and_sets_are_laid_over_the_recipe(tmp_path):
     recipe = _recipe(tmp_path, lambda b: b.update(profiles={"dry": {"stages": {"sft": {"max_steps": 1}}, "seeds": [3]}}))
     plain = load_recipe(recipe)
-    assert plain["stages"]["sft"]["max_steps"] == 2 and "profiles" not in plain
+    assert plain.stages["sft"].keys["max_steps"] == 2 and "profiles" not in plain.as_json()
     dry = load_recipe(recipe, "dry", ["stages.grpo.learning_rate=3.0e-5", "data.sizes.sft=16"])
-    assert dry["stages"]["sft"]["max_steps"] == 1 and dry["stages"]["sft"]["per_device_train_batch_size"] == 8
-    assert dry["seeds"] == [3] and dry["stages"]["grpo"]["learning_rate"] == 3e-5 and dry["data"]["sizes"]["sft"] == 16
+    assert dry.stages["sft"].keys["max_steps"] == 1 and dry.stages["sft"].keys["per_device_train_batch_size"] == 8
+    assert dry.seeds == (3,) and dry.stages["grpo"].keys["learning_rate"] == 3e-5 and dry.data.sizes["sft"] == 16
     assert set(expand(dry)) == {"sft-s3", "grpo-s3", "agrl-s3"}
 
 
@@ -331,7 +357,7 @@ def _finished(recipe_path: Path, out: Path) -> None:
 
     recipe = load_recipe(recipe_path)
     (out / "recipe.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe))
+    (out / "recipe.json").write_text(json.dumps(recipe.as_json()))
     for step in plan(recipe, out):
         step.done.parent.mkdir(parents=True, exist_ok=True)
         step.done.write_text("{}")

@@ -41,6 +41,10 @@ The recipe is checked whole before any step runs: `parse` reads it into one froz
 section (every key, type, sign, range; names against names), `check_recipe` then checks what it names
 (splits, the model, files) and every stage's `agrl train` config. A mistake is one line naming the file
 and key. `Layout` owns every path of a run's OUT.
+
+The runner and its jobs read the typed `Recipe` only: the jobs read OUT/recipe.json (`Recipe.as_json`)
+back through `parse` (`from_json`). A step's stamp hashes a section as the recipe wrote it (`written`:
+the keys given, not the defaults filled in), so the stamps are those of the untyped recipe.
 """
 
 from __future__ import annotations
@@ -49,13 +53,14 @@ import itertools
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from agrl.data.schemes import DEFAULT
 from agrl.errors import UserError
 from agrl.files import shipped_stage, shipped_stages, yaml_file
 
@@ -75,8 +80,8 @@ class Layout:
     RESERVED = ("data", "model", "scores", "baselines", "stamps", "logs", "configs", "report", "locks")
 
     @classmethod
-    def of(cls, recipe: dict, out: str | Path) -> Layout:
-        return cls(Path(out), Path(recipe["data"]["dir"]) if "dir" in recipe["data"] else None)
+    def of(cls, recipe: Recipe, out: str | Path) -> Layout:
+        return cls(Path(out), Path(recipe.data.dir) if recipe.data.dir is not None else None)
 
     def split(self, split: str) -> Path:
         return (self.data_dir or self.out / "data") / f"{split}.jsonl"
@@ -128,10 +133,10 @@ class Layout:
     runner = property(lambda self: self.out / "runner.json")  # who holds OUT now
 
 
-def load_recipe(name_or_path: str | Path, profile: str | None = None, sets: list[str] = ()) -> dict[str, Any]:
+def load_recipe(name_or_path: str | Path, profile: str | None = None, sets: list[str] = ()) -> Recipe:
     """A built-in recipe (recipes/demo/NAME.yaml) or a YAML file, with `profile` and then `sets` (KEY=VALUE)
     laid over it, checked whole by `parse` (every key, type, sign, range and name); UserError naming the
-    file and key. `_path` holds where it was read from, `_profile` and `_sets` what was laid over it."""
+    file and key. `path` holds where it was read from, `profile` and `sets` what was laid over it."""
     builtin = resources.files("agrl") / "recipes" / "demo" / f"{name_or_path}.yaml"
     path = Path(str(builtin)) if builtin.is_file() else Path(name_or_path)
     if not path.is_file():
@@ -140,11 +145,29 @@ def load_recipe(name_or_path: str | Path, profile: str | None = None, sets: list
     if not isinstance(recipe, dict):
         raise UserError(f"{path}: a recipe is a mapping of sections ({', '.join(f.name for f in fields(Recipe))})")
     recipe = overlay(recipe, path, profile, sets)
-    parse(recipe, path)
-    recipe.setdefault("common", {})
-    recipe["_path"] = str(path)
-    recipe["_profile"], recipe["_sets"] = profile, list(sets)
-    return recipe
+    typed = parse(recipe, path)
+    return replace(typed, common=typed.common or {}, path=str(path), profile=profile, sets=tuple(sets))
+
+
+def from_json(body: dict) -> Recipe:
+    """The recipe as `Recipe.as_json` wrote it (OUT/recipe.json), read back through `parse`."""
+    meta = {key: body[key] for key in body if key.startswith("_")}
+    typed = parse({k: v for k, v in body.items() if k not in meta}, meta["_path"])
+    return replace(typed, common=typed.common or {}, path=meta["_path"], profile=meta.get("_profile"),
+                   sets=tuple(meta.get("_sets") or ()), inputs=meta.get("_inputs"), choices=meta.get("_choices"))
+
+
+def written(value: Any) -> Any:
+    """A section (or any part of a recipe) as the recipe wrote it: only the keys it gave, in JSON's shapes
+    (lists, mappings). The stamps hash this, so a stamp depends on what was written, as it always has."""
+    if is_dataclass(value):
+        body = {name.rstrip("_"): written(getattr(value, name)) for name in value.given}
+        return body | written(value.keys) if isinstance(value, Stage) else body
+    if isinstance(value, dict):
+        return {key: written(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [written(item) for item in value]
+    return value
 
 
 def overlay(recipe: dict, path: Path, profile: str | None, sets: list[str]) -> dict:
@@ -316,7 +339,7 @@ def _section(cls):
                 values[spec.name] = spec.metadata["check"](value[name], f"{key}.{name}")
             elif spec.metadata["required"]:
                 raise _Wrong(f"{key}.{name}", "is required")
-        return cls(**values)
+        return cls(**values, given=tuple(known[name].name for name in value))
     return check
 
 
@@ -326,6 +349,7 @@ class Add:
     size: int = field(default=None, metadata=_is(_count(0), required=True))
     noise: float = field(default=0.0, metadata=_is(_number(0, 1)))
     mix: dict | None = field(default=None, metadata=_is(_family_mix))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -339,12 +363,14 @@ class Data:
     add: dict | None = field(default=None, metadata=_is(_mapping(_section(Add))))
     dir: str | None = field(default=None, metadata=_is(_text))
     scheme: str | None = field(default=None, metadata=_is(_text))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
 class ModelInit:
     size: str = field(default=None, metadata=_is(_text, required=True))
     seed: int = field(default=None, metadata=_is(_count(0), required=True))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -355,6 +381,7 @@ class Model:
     init: ModelInit | None = field(default=None, metadata=_is(_section(ModelInit)))
     import_: str | None = field(default=None, metadata=_is(_text))
     path: str | None = field(default=None, metadata=_is(_text))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -366,6 +393,7 @@ class Stage:
     seeds: tuple | None = field(default=None, metadata=_is(_list(_count(0), empty=False)))
     once: bool = field(default=False, metadata=_is(_flag))
     keys: dict = field(default_factory=dict)  # the `agrl train` keys (checked by its loader: check_recipe)
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -374,6 +402,7 @@ class Sweep:
     metric: str = field(default=None, metadata=_is(_text, required=True))
     stages: dict = field(default=None, metadata=_is(_mapping(_mapping(_list(lambda v, k: v, empty=False))), required=True))
     by: str = field(default="eval", metadata=_is(_one_of("eval", "score")))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -385,6 +414,7 @@ class Eval:
     limit: int | None = field(default=None, metadata=_is(_count(1, none=True)))
     posterior: bool = field(default=True, metadata=_is(_flag))
     curve: str | None = field(default=None, metadata=_is(_text))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -392,11 +422,13 @@ class Score:
     splits: tuple = field(default=None, metadata=_is(_list(_text), required=True))
     batch_size: int = field(default=None, metadata=_is(_count(1), required=True))
     queries: int | None = field(default=None, metadata=_is(_count(1)))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
 class Report:
     differences: tuple | None = field(default=None, metadata=_is(_list(_list(_text, empty=False))))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 @dataclass(frozen=True)
@@ -404,6 +436,7 @@ class Baselines:
     kinds: tuple = field(default=None, metadata=_is(_list(_text, empty=False), required=True))
     train: str = field(default=None, metadata=_is(_text, required=True))
     splits: tuple = field(default=None, metadata=_is(_list(_text, empty=False), required=True))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
 
 
 def _stages(value, key):
@@ -435,6 +468,24 @@ class Recipe:
     score: Score | None = field(default=None, metadata=_is(_section(Score)))
     report: Report | None = field(default=None, metadata=_is(_section(Report)))
     baselines: Baselines | None = field(default=None, metadata=_is(_section(Baselines)))
+    given: tuple = field(default=(), repr=False, compare=False)  # the keys the recipe wrote (written())
+    path: str = ""  # where it was read from; what was laid over it; the runner's inputs and sweep choices
+    profile: str | None = None
+    sets: tuple = ()
+    inputs: dict | None = None
+    choices: dict | None = None
+
+    def as_json(self) -> dict:
+        """The recipe as run (OUT/recipe.json): its sections as written, `_path`, `_profile`, `_sets`, and
+        the runner's `_inputs` and `_choices`; `from_json` reads it back."""
+        body = written(self)
+        body.setdefault("common", {})
+        body |= {"_path": self.path, "_profile": self.profile, "_sets": list(self.sets)}
+        if self.inputs is not None:
+            body["_inputs"] = self.inputs
+        if self.choices is not None:
+            body["_choices"] = self.choices
+        return body
 
 
 def recipe_keys() -> set[str]:
@@ -516,52 +567,55 @@ def _between(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def splits_of(recipe: dict) -> list[str]:
+def splits_of(recipe: Recipe) -> list[str]:
     """The splits the data step leaves in OUT/data (synthetic) or that the import folder holds."""
-    if "dir" in recipe["data"]:
-        return sorted(p.stem for p in Path(recipe["data"]["dir"]).glob("*.jsonl"))
-    sizes = recipe["data"].get("sizes") or {"sft": 1, "rl": 1, **dict.fromkeys(SPLITS, 1)}
-    names = [n for n in sizes if n not in recipe["data"].get("split", {})]
-    return names + [part for parts in recipe["data"].get("split", {}).values() for part in parts]
+    data = recipe.data
+    if data.dir is not None:
+        return sorted(p.stem for p in Path(data.dir).glob("*.jsonl"))
+    sizes = data.sizes or {"sft": 1, "rl": 1, **dict.fromkeys(SPLITS, 1)}
+    parted = data.split or {}
+    return [n for n in sizes if n not in parted] + [part for parts in parted.values() for part in parts]
 
 
-def eval_splits(recipe: dict) -> list[str]:
-    return list(recipe["eval"].get("splits", SPLITS)) if "eval" in recipe else []
+def eval_splits(recipe: Recipe) -> list[str]:
+    if recipe.eval is None:
+        return []
+    return list(SPLITS if recipe.eval.splits is None else recipe.eval.splits)
 
 
 # ---------------------------------------------------------------------------- stages, expanded
 
 
-def expand(recipe: dict, choices: dict[str, dict] | None = None) -> dict[str, dict]:
+def expand(recipe: Recipe, choices: dict[str, dict] | None = None) -> dict[str, dict]:
     """The concrete stages: name -> {"stage": recipe stage name, "seed", "keys" (extra `agrl train` keys),
     "from" (a concrete stage or `model`), "evals" (greedy eval splits), "scores" (one-pass score splits),
     "sweep": True for a grid point}. Without seeds the names are the recipe's, as is a `once` stage's
     (run at no recipe seed; every seed's stage from it starts from that one run). The swept stages' main
     runs are left out until `choices` (stage -> chosen keys) is given."""
-    seeds = recipe.get("seeds") or [None]
-    sweep = (recipe.get("sweep") or {}).get("stages", {})
-    by_score = (recipe.get("sweep") or {}).get("by") == "score"
-    scored = list((recipe.get("score") or {}).get("splits", ()))
-    once = {name for name, stage in recipe["stages"].items() if stage.get("once")}
-    tag = (lambda name, seed: name) if recipe.get("seeds") is None else (lambda name, seed: f"{name}-s{seed}")
+    seeds = list(recipe.seeds or ()) or [None]
+    sweep = recipe.sweep.stages if recipe.sweep is not None else {}
+    by_score = recipe.sweep is not None and recipe.sweep.by == "score"
+    scored = list(recipe.score.splits) if recipe.score is not None else []
+    once = {name for name, stage in recipe.stages.items() if stage.once}
+    tag = (lambda name, seed: name) if recipe.seeds is None else (lambda name, seed: f"{name}-s{seed}")
     out: dict[str, dict] = {}
     alias: dict[str, str] = {}  # a swept stage's first-seed run: the chosen grid point itself
     for seed in seeds:
-        for name, stage in recipe["stages"].items():
+        for name, stage in recipe.stages.items():
             if name in once:
                 if seed == seeds[0]:
-                    out[name] = {"stage": name, "seed": None, "keys": {}, "from": stage["from"],
+                    out[name] = {"stage": name, "seed": None, "keys": {}, "from": stage.from_,
                                  "evals": eval_splits(recipe), "scores": scored, "sweep": False}
                 continue
-            if seed is not None and seed not in stage.get("seeds", seeds):
+            if seed is not None and seed not in (seeds if stage.seeds is None else stage.seeds):
                 continue
-            source = stage["from"] if stage["from"] in once | {"model"} else tag(stage["from"], seed)
+            source = stage.from_ if stage.from_ in once | {"model"} else tag(stage.from_, seed)
             source = alias.get(source, source)
             if source != "model" and source not in out:
                 continue  # starts from a swept stage not chosen yet
             keys = {} if seed is None else {"seed": seed}
             if name in sweep and seed == seeds[0]:
-                split = [recipe["sweep"]["split"]]
+                split = [recipe.sweep.split]
                 for values in itertools.product(*sweep[name].values()):
                     point = dict(zip(sweep[name], values))
                     label = tag(f"{name}-" + "-".join(f"{k}={v}" for k, v in point.items()), seed)
@@ -581,158 +635,159 @@ def expand(recipe: dict, choices: dict[str, dict] | None = None) -> dict[str, di
     return out
 
 
-def sweep_result(recipe: dict, out: Path, name: str) -> Path:
+def sweep_result(recipe: Recipe, out: Path, name: str) -> Path:
     """The file a grid point leaves on `sweep.split`: its greedy eval, or (`by: score`) its score's cost stamp."""
-    split, at = recipe["sweep"]["split"], Layout.of(recipe, out)
-    return at.score(name, split, ".cost.json") if recipe["sweep"].get("by") == "score" else at.eval(name, split)
+    split, at = recipe.sweep.split, Layout.of(recipe, out)
+    return at.score(name, split, ".cost.json") if recipe.sweep.by == "score" else at.eval(name, split)
 
 
-def choose(recipe: dict, out: Path) -> dict[str, dict]:
+def choose(recipe: Recipe, out: Path) -> dict[str, dict]:
     """Each swept stage's grid point with the best `sweep.metric` on `sweep.split` (ties: the earlier);
     only the stages whose every grid point is done (`--only` may run some)."""
-    sweep = recipe["sweep"]
+    sweep = recipe.sweep
     runs = {name: run for name, run in expand(recipe).items() if run["sweep"]}
     unfinished = {run["stage"] for name, run in runs.items() if not sweep_result(recipe, out, name).exists()}
     choices = {}
     for name, run in runs.items():
         if run["stage"] in unfinished:
             continue
-        if sweep.get("by") == "score":
+        if sweep.by == "score":
             from agrl.evaluation.metrics import score_metrics
 
-            metrics = score_metrics(Layout(out).score(name, sweep["split"]),
-                                    score_source(recipe, out, sweep["split"]), recipe["data"].get("scheme", "default"))
+            metrics = score_metrics(Layout(out).score(name, sweep.split),
+                                    score_source(recipe, out, sweep.split), recipe.data.scheme or DEFAULT)
         else:
             metrics = json.loads(sweep_result(recipe, out, name).read_text())["metrics"]
-        value = metrics.get(sweep["metric"])
-        if value is None and sweep["metric"] not in metrics:
-            raise UserError(f"{recipe['_path']}: sweep.metric: {sweep['metric']!r} is not a metric of "
-                            f"the {sweep.get('by', 'eval')} ({', '.join(metrics)})")
-        point = {k: v for k, v in run["keys"].items() if k != "seed" or recipe.get("seeds") is None}
+        value = metrics.get(sweep.metric)
+        if value is None and sweep.metric not in metrics:
+            raise UserError(f"{recipe.path}: sweep.metric: {sweep.metric!r} is not a metric of "
+                            f"the {sweep.by} ({', '.join(metrics)})")
+        point = {k: v for k, v in run["keys"].items() if k != "seed" or recipe.seeds is None}
         best = choices.get(run["stage"])
         if best is None or (value if value is not None else -1.0) > best[0]:
             choices[run["stage"]] = (value if value is not None else -1.0, point)
-    grids = recipe["sweep"]["stages"]
+    grids = sweep.stages
     return {stage: {k: v for k, v in point.items() if k in grids[stage]} for stage, (_, point) in choices.items()}
 
 
-def train_file(recipe: dict, name: str, runs: dict, out: Path) -> Path:
-    return stage_data(recipe, recipe["stages"][runs[name]["stage"]], out)
+def train_file(recipe: Recipe, name: str, runs: dict, out: Path) -> Path:
+    return stage_data(recipe, recipe.stages[runs[name]["stage"]], out)
 
 
-def stage_data(recipe: dict, stage: dict, out: Path) -> Path:
+def stage_data(recipe: Recipe, stage: Stage, out: Path) -> Path:
     """The file a stage trains on: its split, or (`records: N`) the first N of a seeded shuffle of it."""
-    if "records" in stage:
-        return Layout(out).records(stage["records"], recipe["common"].get("seed", 0))
-    return data_file(recipe, stage.get("data", "train" if "dir" in recipe["data"] else "sft"), out)
+    if stage.records is not None:
+        return Layout(out).records(stage.records, (recipe.common or {}).get("seed", 0))
+    default = "train" if recipe.data.dir is not None else "sft"
+    return data_file(recipe, default if stage.data is None else stage.data, out)
 
 
-def data_file(recipe: dict, split: str, out: Path) -> Path:
+def data_file(recipe: Recipe, split: str, out: Path) -> Path:
     return Layout.of(recipe, out).split(split)
 
 
-def score_source(recipe: dict, out: Path, split: str) -> Path:
+def score_source(recipe: Recipe, out: Path, split: str) -> Path:
     """The records a split is scored on: all of it, or (`score.queries: N`) its first N queries' pairs."""
-    queries = recipe["score"].get("queries")
+    queries = recipe.score.queries
     return data_file(recipe, split, out) if queries is None else Layout(out).first_queries(split, queries)
 
 
-def stage_config(recipe: dict[str, Any], name: str, out: Path, runs: dict | None = None) -> dict[str, Any]:
+def stage_config(recipe: Recipe, name: str, out: Path, runs: dict | None = None) -> dict[str, Any]:
     """The flat `agrl train` mapping of one concrete stage: its `config` file, the recipe's common keys,
     the stage's own keys, its seed / grid point, paths under OUT."""
     runs = runs or expand(recipe)
     run = runs[name]
-    stage = recipe["stages"][run["stage"]]
-    base = yaml_file(config_file(recipe, run["stage"]), "stage config") if stage.get("config") else {}
-    config = {**base, **recipe["common"], **{k: v for k, v in stage.items() if k not in STAGE_KEYS}, **run["keys"]}
-    if "dir" in recipe["data"] and recipe["data"].get("scheme"):
-        config["scheme"] = recipe["data"]["scheme"]
-    local = run["from"] == "model" and "path" in recipe["model"]  # a local HF model, used in place
-    config["model"] = str(recipe["model"]["path"] if local else Layout(out).stage(run["from"]))
+    stage = recipe.stages[run["stage"]]
+    base = yaml_file(config_file(recipe, run["stage"]), "stage config") if stage.config else {}
+    config = {**base, **(recipe.common or {}), **stage.keys, **run["keys"]}
+    if recipe.data.dir is not None and recipe.data.scheme:
+        config["scheme"] = recipe.data.scheme
+    local = run["from"] == "model" and recipe.model.path is not None  # a local HF model, used in place
+    config["model"] = str(recipe.model.path if local else Layout(out).stage(run["from"]))
     config["train_file"] = str(train_file(recipe, name, runs, out))
     config["output_dir"] = str(Layout(out).stage(name))
     return config
 
 
-def config_file(recipe: dict, stage: str) -> Path:
+def config_file(recipe: Recipe, stage: str) -> Path:
     """The file a stage's `config` names: a shipped stage (`sft`, `sft.yaml`: agrl/recipes/stages), else a
     YAML file in the recipe's folder or below it (no absolute path, no `../` out of it)."""
-    name = recipe["stages"][stage]["config"]
+    name = recipe.stages[stage].config
     shipped = shipped_stage(name)
     if shipped:
         return shipped
-    folder = Path(recipe["_path"]).resolve().parent
+    folder = Path(recipe.path).resolve().parent
     path = (folder / name).resolve()
     if Path(name).is_absolute() or not path.is_relative_to(folder):
-        raise UserError(f"{recipe['_path']}: stages.{stage}.config: {name}: a shipped stage "
+        raise UserError(f"{recipe.path}: stages.{stage}.config: {name}: a shipped stage "
                         f"({', '.join(shipped_stages())}) or a file beside the recipe, not a path out of its folder")
     if not path.is_file():
-        raise UserError(f"{recipe['_path']}: stages.{stage}.config: {name}: no such stage config (shipped: "
+        raise UserError(f"{recipe.path}: stages.{stage}.config: {name}: no such stage config (shipped: "
                         f"{', '.join(shipped_stages())}; or a YAML file beside the recipe)")
     return path
 
 
-def check_recipe(recipe: dict[str, Any], out: Path) -> None:
+def check_recipe(recipe: Recipe, out: Path) -> None:
     """Every concrete stage's `agrl train` config is checked (keys, types, ranges) before any step runs;
     so is every sweep grid point (a key no trainer takes fails here)."""
     from agrl.model.tiny import SIZES
     from agrl.train.config import load_config
 
-    where = recipe["_path"]
-    model = recipe["model"]
-    if model.get("base"):
+    where = recipe.path
+    model = recipe.model
+    if model.base:
         from agrl.model.tiny import base_judge_dir
 
         try:
-            base_judge_dir(model["base"])
+            base_judge_dir(model.base)
         except ValueError as err:
             raise UserError(f"{where}: model.base: {err}") from None
-    size = model.get("size", (model.get("init") or {}).get("size"))
+    size = model.size if model.size is not None else (model.init.size if model.init is not None else None)
     if size is not None and size not in SIZES:
         raise UserError(f"{where}: model.size: {size!r} is not one of {', '.join(SIZES)}")
-    if model.get("path"):
+    if model.path:
         from agrl.files import model_dir
 
-        model_dir(model["path"], f"{where}: model.path")
-    if model.get("import") and model["import"] != "smollm2":  # (smollm2: the model step says how to install it)
+        model_dir(model.path, f"{where}: model.path")
+    if model.import_ and model.import_ != "smollm2":  # (smollm2: the model step says how to install it)
         from agrl.model.pretrained import resolve_source
 
         try:
-            resolve_source(model["import"])
+            resolve_source(model.import_)
         except UserError as err:
             raise UserError(f"{where}: model.import: {err}") from None
-    data = recipe["data"]
-    if "dir" in data and not (Path(data["dir"]) / "train.jsonl").is_file():
-        raise UserError(f"{where}: data.dir: {data['dir']}: no import there (train.jsonl); "
+    data = recipe.data
+    if data.dir is not None and not (Path(data.dir) / "train.jsonl").is_file():
+        raise UserError(f"{where}: data.dir: {data.dir}: no import there (train.jsonl); "
                         "run `agrl data import ... --out DIR` first")
-    if data.get("exclude_queries_of"):
+    if data.exclude_queries_of:
         try:
-            other = load_recipe(data["exclude_queries_of"])
+            other = load_recipe(data.exclude_queries_of)
         except UserError as err:
             raise UserError(f"{where}: data.exclude_queries_of: {err}") from None
-        if "dir" in other["data"]:
-            raise UserError(f"{where}: data.exclude_queries_of: {data['exclude_queries_of']}: its data is an import, "
+        if other.data.dir is not None:
+            raise UserError(f"{where}: data.exclude_queries_of: {data.exclude_queries_of}: its data is an import, "
                             "not a generated benchmark")
-    if data.get("scheme"):
+    if data.scheme:
         from agrl.data.schemes import load_scheme
 
         try:
-            load_scheme(data["scheme"])
+            load_scheme(data.scheme)
         except UserError as err:
             raise UserError(f"{where}: data.scheme: {err}") from None
     splits = splits_of(recipe)
-    named = {"eval.splits": eval_splits(recipe), "score.splits": (recipe.get("score") or {}).get("splits", ()),
-             "eval.curve": [x for x in [(recipe.get("eval") or {}).get("curve")] if x],
-             "sweep.split": [recipe["sweep"]["split"]] if recipe.get("sweep") else [],
-             "baselines.train": [recipe["baselines"]["train"]] if recipe.get("baselines") else [],
-             "baselines.splits": (recipe.get("baselines") or {}).get("splits", ()),
-             **{f"stages.{name}.data": [stage["data"]] for name, stage in recipe["stages"].items() if "data" in stage}}
+    named = {"eval.splits": eval_splits(recipe), "score.splits": recipe.score.splits if recipe.score else (),
+             "eval.curve": [recipe.eval.curve] if recipe.eval and recipe.eval.curve else [],
+             "sweep.split": [recipe.sweep.split] if recipe.sweep else [],
+             "baselines.train": [recipe.baselines.train] if recipe.baselines else [],
+             "baselines.splits": recipe.baselines.splits if recipe.baselines else (),
+             **{f"stages.{name}.data": [stage.data] for name, stage in recipe.stages.items() if stage.data is not None}}
     for key, names in named.items():
         for split in names:
             if split not in splits:
                 raise UserError(f"{where}: {key}: {split!r} is not a split of the data ({', '.join(splits)})")
-    grids = (recipe.get("sweep") or {}).get("stages", {})
-    plain = expand({**recipe, "sweep": None})  # the stages as written first, then every grid point
+    grids = recipe.sweep.stages if recipe.sweep else {}
+    plain = expand(replace(recipe, sweep=None))  # the stages as written first, then every grid point
     every = expand(recipe, {name: {k: v[0] for k, v in grid.items()} for name, grid in grids.items()})
     with tempfile.TemporaryDirectory() as tmp:
         for runs, swept in ((plain, False), (every, True)):

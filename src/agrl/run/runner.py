@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,16 +47,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from agrl.data.schemes import DEFAULT
 from agrl.errors import UserError
 from agrl.files import atomic_write, content_fingerprint, read_jsonl_tolerant, try_lock
 from agrl.run.recipe import (
     Layout,
+    Recipe,
     choose,
     data_file,
     expand,
     load_recipe,
     score_source,
     stage_config,
+    written,
 )
 
 
@@ -68,31 +71,31 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def inputs(recipe: dict) -> dict[str, dict]:
+def inputs(recipe: Recipe) -> dict[str, dict]:
     """The content fingerprints (files.content_fingerprint, as `agrl score` records its model's) of what
     the data and model steps read from outside OUT: the import folder, a scheme file, the recipe whose
     eval queries are excluded; the local model, the GGUF, the shipped base judge. Computed once a run."""
-    data, model = recipe["data"], recipe["model"]
+    data, model = recipe.data, recipe.model
     read: dict[str, dict] = {"data": {}, "model": {}}
-    if "dir" in data:
-        read["data"]["dir"] = content_fingerprint(data["dir"])
-    if data.get("scheme") and Path(data["scheme"]).is_file():
-        read["data"]["scheme"] = content_fingerprint(data["scheme"])
-    if data.get("exclude_queries_of"):
-        read["data"]["exclude_queries_of"] = load_recipe(data["exclude_queries_of"])["data"]
-    if model.get("path"):
-        read["model"]["path"] = content_fingerprint(model["path"])
-    if model.get("import"):
+    if data.dir is not None:
+        read["data"]["dir"] = content_fingerprint(data.dir)
+    if data.scheme and Path(data.scheme).is_file():
+        read["data"]["scheme"] = content_fingerprint(data.scheme)
+    if data.exclude_queries_of:
+        read["data"]["exclude_queries_of"] = written(load_recipe(data.exclude_queries_of).data)
+    if model.path:
+        read["model"]["path"] = content_fingerprint(model.path)
+    if model.import_:
         from agrl.model.pretrained import resolve_source
 
         try:
-            read["model"]["import"] = content_fingerprint(resolve_source(model["import"]))
+            read["model"]["import"] = content_fingerprint(resolve_source(model.import_))
         except UserError:
             pass  # (smollm2 not installed: the model step says so)
-    if model.get("base"):
+    if model.base:
         from agrl.model.tiny import base_judge_dir
 
-        read["model"]["base"] = content_fingerprint(base_judge_dir(model["base"]))
+        read["model"]["base"] = content_fingerprint(base_judge_dir(model.base))
     return read
 
 
@@ -113,14 +116,14 @@ class Step:
     args: tuple = ()
 
 
-def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | None = None) -> list[Step]:
+def plan(recipe: Recipe, out: Path, stages: list[str] | None = None, runs: dict | None = None) -> list[Step]:
     """Every step of the run, in order, built in one pass; stamps, `--only`, the jobs' schedule, the skips
     and results.json all read this list. `stages`: only these (recipe stage names or concrete ones; the
     data, model and baselines stay). A changed recipe part or input changes the stamps of its step and of
-    every step downstream."""
+    every step downstream. The stamps hash each section as the recipe wrote it (recipe.written)."""
     runs = runs or expand(recipe)
     at = Layout.of(recipe, out)
-    read = recipe.get("_inputs") or inputs(recipe)
+    read = recipe.inputs or inputs(recipe)
     steps: list[Step] = []
 
     def step(kind: str, name: str, job: str, after: str | None, done: Path, stamp: str, *args) -> str:
@@ -128,15 +131,15 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
         return stamp
 
     data = step("data", "data", "data", None, at.splits,
-                digest(recipe["data"], recipe.get("score", {}).get("queries"),
-                       sorted({s.get("records") for s in recipe["stages"].values()} - {None}, key=str),
+                digest(written(recipe.data), recipe.score.queries if recipe.score else None,
+                       sorted({s.records for s in recipe.stages.values()} - {None}, key=str),
                        *([read["data"]] if read["data"] else [])))
-    trained = {"model": digest(recipe["model"], *([read["model"]] if read["model"] else []))}
-    if "path" not in recipe["model"]:
+    trained = {"model": digest(written(recipe.model), *([read["model"]] if read["model"] else []))}
+    if recipe.model.path is None:
         step("model", "model", "model", "data", at.model / "config.json", trained["model"])
-    for kind in (recipe.get("baselines") or {}).get("kinds", ()):  # not stages: --only keeps them
+    for kind in recipe.baselines.kinds if recipe.baselines else ():  # not stages: --only keeps them
         step("baseline", f"baseline {kind}", f"baseline-{kind}", "data",
-             at.baseline(kind, recipe["baselines"]["splits"][-1]), digest(recipe["baselines"], kind, data), kind)
+             at.baseline(kind, recipe.baselines.splits[-1]), digest(written(recipe.baselines), kind, data), kind)
     kept = []
     for name, run in runs.items():  # every run's stamp: a kept run's may start from one left out
         config = stage_config(recipe, name, out, runs)
@@ -147,16 +150,17 @@ def plan(recipe: dict, out: Path, stages: list[str] | None = None, runs: dict | 
             kept.append(name)
             step("train", f"train {name}", name, run["from"], at.trained(name, bool(config.get("lora_r"))),
                  trained[name], name)
-    settings = recipe.get("eval") or {}
+    settings = written(recipe.eval) if recipe.eval is not None else None
+    scoring = written(recipe.score) if recipe.score is not None else None
     for name in kept:
-        if settings.get("curve"):
+        if recipe.eval is not None and recipe.eval.curve:
             step("curve", f"curve {name}", name, None, at.curve(name), digest(settings, trained[name], data), name)
         for split in runs[name]["evals"]:
             step("eval", f"eval {name} {split}", name, None, at.eval(name, split),
-                 digest(recipe.get("eval"), trained[name], data), name, split)
+                 digest(settings, trained[name], data), name, split)
         for split in runs[name]["scores"]:
             step("score", f"score {name} {split}", name, None, at.score(name, split, ".cost.json"),
-                 digest(recipe["score"], trained[name], data), name, split)
+                 digest(scoring, trained[name], data), name, split)
     return steps
 
 
@@ -194,16 +198,16 @@ def run_recipe(recipe_name: str | Path, out: str | Path, jobs: int = 1, stages: 
     recipe = load_recipe(recipe_name, profile, sets)
     if stages is not None and (not all(stages) or len(set(stages)) < len(stages)):
         raise UserError(f"--only {','.join(stages)!r}: names each stage once, comma-separated (e.g. sft,grpo)")
-    unknown = set(stages or ()) - set(recipe["stages"])
+    unknown = set(stages or ()) - set(recipe.stages)
     if unknown:
-        raise UserError(f"{recipe['_path']}: no stage(s) {sorted(unknown)} (stages: {list(recipe['stages'])})")
+        raise UserError(f"{recipe.path}: no stage(s) {sorted(unknown)} (stages: {list(recipe.stages)})")
     check_recipe(recipe, out)
-    recipe["_inputs"] = inputs(recipe)  # (read once: the job processes take it from OUT/recipe.json)
+    recipe = replace(recipe, inputs=inputs(recipe))  # (read once: the job processes take it from OUT/recipe.json)
     with _hold(out):
         return _run(recipe, out, jobs, stages, force, threads, console, title, results_copy)
 
 
-def _run(recipe: dict, out: Path, jobs: int, stages: list[str] | None, force: bool, threads: int | None,
+def _run(recipe: Recipe, out: Path, jobs: int, stages: list[str] | None, force: bool, threads: int | None,
          console: Console | None, title: str, results_copy: str | Path | None) -> dict[str, Any]:
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     console = Console(file=console.file if console else sys.stderr)
@@ -217,11 +221,11 @@ def _run(recipe: dict, out: Path, jobs: int, stages: list[str] | None, force: bo
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
-        if recipe.get("sweep"):  # the grid points first: they choose the swept stages' keys
+        if recipe.sweep is not None:  # the grid points first: they choose the swept stages' keys
             timings |= _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title, report_so_far)
-            recipe["_choices"] = choose(recipe, out)  # (--only may leave a grid unfinished: no choice for it yet)
-            atomic_write(Layout(out).choices, json.dumps(recipe["_choices"], indent=2) + "\n")
-            runs = expand(recipe, recipe["_choices"])
+            recipe = replace(recipe, choices=choose(recipe, out))  # (--only may leave a grid unfinished: no choice for it yet)
+            atomic_write(Layout(out).choices, json.dumps(recipe.choices, indent=2) + "\n")
+            runs = expand(recipe, recipe.choices)
             _refuse_other_recipe(recipe, out, runs, force)
         more = _run_jobs(recipe, out, runs, stages, jobs, threads, progress, console, title, report_so_far)
         timings |= {k: v for k, v in more.items() if v is not None or k not in timings}
@@ -272,7 +276,7 @@ def _claim(out: Path) -> None:
         "started": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n")
 
 
-def _refuse_other_recipe(recipe: dict, out: Path, runs: dict, force: bool) -> None:
+def _refuse_other_recipe(recipe: Recipe, out: Path, runs: dict, force: bool) -> None:
     # A folder with files but neither recipe.json (written before the first job) nor stamps/ is not a run's.
     ours = Layout(out).recipe.exists() or Layout(out).stamp("data").parent.is_dir()
     if not force and out.is_dir() and any(p != Layout(out).runner for p in out.iterdir()) and not ours:
@@ -286,7 +290,7 @@ def _refuse_other_recipe(recipe: dict, out: Path, runs: dict, force: bool) -> No
     _claim(out)
 
 
-def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
+def _run_jobs(recipe: Recipe, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
               progress: Progress, console: Console, title: str,
               job_done: Callable[[dict], Any] = lambda runs: None) -> dict[str, float | None]:
     """Each job (data, model, one stage) as a process once the one it starts from is done, `jobs` at a time."""
@@ -303,7 +307,7 @@ def _run_jobs(recipe: dict, out: Path, runs: dict, stages: list[str] | None, job
         if step.done.exists() and step.kind == "train":  # another recipe's: no resume from its checkpoints
             shutil.rmtree(at.stage(step.job), ignore_errors=True)
         todo.setdefault(step.job, []).append(step)
-    atomic_write(at.recipe, json.dumps(recipe, default=str) + "\n")
+    atomic_write(at.recipe, json.dumps(recipe.as_json(), default=str) + "\n")
     overall = progress.add_task(f"[bold]{title}", total=len(steps))
     progress.advance(overall, sum(v is None for v in timings.values()))
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -399,13 +403,13 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "versions": versions}
 
 
-def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
+def write_results(recipe: Recipe, out: Path, runs: dict, stages: list[str] | None, jobs: int, threads: int,
                   copy: str | Path | None = None) -> Path:
     """OUT/results.json (and `copy`): every run's config, eval metrics and intervals, score files with
     their metrics, the baselines' predictions and metrics, cost, the machine."""
     from agrl.evaluation.metrics import score_metrics
 
-    scheme, at = recipe["data"].get("scheme", "default"), Layout.of(recipe, out)
+    scheme, at = recipe.data.scheme or DEFAULT, Layout.of(recipe, out)
     steps = plan(recipe, out, stages, runs)
     rows = []
     for name in dict.fromkeys(step.job for step in steps if step.kind == "train"):
@@ -426,13 +430,13 @@ def write_results(recipe: dict, out: Path, runs: dict, stages: list[str] | None,
                      "curve": json.loads(at.curve(name).read_text()) if at.curve(name).exists() else None,
                      "counters": counters(at.stage(name) / "metrics.jsonl"),
                      "scores": scores, "cost": cost})
-    body = {"recipe": recipe["_path"], "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-            "jobs": jobs, "threads_per_job": threads, "choices": recipe.get("_choices"), "runs": rows,
-            "resamples": (recipe.get("eval") or {}).get("resamples") or 1000,
-            "differences": (recipe.get("report") or {}).get("differences"), "baselines": {},
-            "profile": recipe.get("_profile"), "sets": recipe.get("_sets")}
-    for kind in (recipe.get("baselines") or {}).get("kinds", ()):
-        for split in recipe["baselines"]["splits"]:
+    body = {"recipe": recipe.path, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "jobs": jobs, "threads_per_job": threads, "choices": recipe.choices, "runs": rows,
+            "resamples": (recipe.eval.resamples if recipe.eval else None) or 1000,
+            "differences": written(recipe.report.differences) if recipe.report else None, "baselines": {},
+            "profile": recipe.profile, "sets": list(recipe.sets)}
+    for kind in recipe.baselines.kinds if recipe.baselines else ():
+        for split in recipe.baselines.splits:
             path = at.baseline(kind, split)
             if path.exists():
                 body["baselines"].setdefault(kind, {})[split] = {

@@ -28,11 +28,14 @@ from pathlib import Path
 
 import yaml
 
+from agrl.data.schemes import DEFAULT
 from agrl.files import atomic_write, try_lock
 from agrl.run.recipe import (
     Layout,
+    Recipe,
     data_file,
     expand,
+    from_json,
     load_recipe,
     score_source,
     splits_of,
@@ -42,7 +45,7 @@ from agrl.run.recipe import (
 from agrl.run.runner import Step, _last_step, plan
 
 
-def call(recipe: dict, out: Path, runs: dict, step: Step) -> None:
+def call(recipe: Recipe, out: Path, runs: dict, step: Step) -> None:
     """The step's function (by its kind) on its args."""
     if step.kind == "train":
         return train_stage(recipe, out, *step.args, runs)
@@ -52,41 +55,41 @@ def call(recipe: dict, out: Path, runs: dict, step: Step) -> None:
 
 
 
-def make_data(recipe: dict, out: Path) -> None:
+def make_data(recipe: Recipe, out: Path) -> None:
     from agrl.core import synth
     from agrl.data.records import split_by_query, write_jsonl
 
-    data = recipe["data"]
-    if "dir" not in data:
+    data = recipe.data
+    if data.dir is None:
         exclude: set[str] = set()
-        if data.get("exclude_queries_of"):  # keep this benchmark's pairs off another recipe's eval queries
-            other = load_recipe(data["exclude_queries_of"])["data"]
-            exclude = synth.eval_queries(synth.generate(seed=other["seed"], sizes=other.get("sizes"), noise=0.0))
-        splits = synth.generate(seed=data["seed"], sizes=data.get("sizes"), noise=data["noise"], mix=data.get("mix"),
+        if data.exclude_queries_of:  # keep this benchmark's pairs off another recipe's eval queries
+            other = load_recipe(data.exclude_queries_of).data
+            exclude = synth.eval_queries(synth.generate(seed=other.seed, sizes=other.sizes, noise=0.0))
+        splits = synth.generate(seed=data.seed, sizes=data.sizes, noise=data.noise, mix=data.mix,
                                 exclude_queries=exclude)
-        for name, extra in (data.get("add") or {}).items():  # e.g. a large clean SFT set before the noisy rows
-            sizes = dict.fromkeys(synth.SPLITS, 0) | {name: extra["size"]}
-            added = synth.generate(seed=extra["seed"], sizes=sizes, noise=extra.get("noise", 0.0),
-                                   mix={name: extra["mix"]} if extra.get("mix") else None,
+        for name, extra in (data.add or {}).items():  # e.g. a large clean SFT set before the noisy rows
+            sizes = dict.fromkeys(synth.SPLITS, 0) | {name: extra.size}
+            added = synth.generate(seed=extra.seed, sizes=sizes, noise=extra.noise,
+                                   mix={name: extra.mix} if extra.mix else None,
                                    exclude_queries=exclude | synth.eval_queries(splits))[name]
             for record in added:  # ids stay unique in the joined split
-                record.id = f"{record.id}-add{extra['seed']}"
+                record.id = f"{record.id}-add{extra.seed}"
             splits[name] = added + splits[name]
-        for name, parts in data.get("split", {}).items():  # query-disjoint parts, e.g. rl -> rl_train + validation
-            splits |= split_by_query(splits.pop(name), parts, seed=data["seed"])
+        for name, parts in (data.split or {}).items():  # query-disjoint parts, e.g. rl -> rl_train + validation
+            splits |= split_by_query(splits.pop(name), parts, seed=data.seed)
         for name, records in splits.items():
             write_jsonl(records, Layout(out).split(name))
-    for stage in recipe["stages"].values():  # `records: N`: the first N train pairs of a seeded shuffle
-        if "records" in stage:
+    for stage in recipe.stages.values():  # `records: N`: the first N train pairs of a seeded shuffle
+        if stage.records is not None:
             path = stage_data(recipe, stage, out)
-            rows = _lines(data_file(recipe, stage.get("data", "train"), out))
-            random.Random(recipe["common"].get("seed", 0)).shuffle(rows)
-            atomic_write(path, "".join(row + "\n" for row in rows[:stage["records"]]))
-    for split in (recipe.get("score") or {}).get("splits", ()):
+            rows = _lines(data_file(recipe, "train" if stage.data is None else stage.data, out))
+            random.Random((recipe.common or {}).get("seed", 0)).shuffle(rows)
+            atomic_write(path, "".join(row + "\n" for row in rows[:stage.records]))
+    for split in recipe.score.splits if recipe.score else ():
         source = score_source(recipe, out, split)
         if source != data_file(recipe, split, out):  # the split's pairs of its first `queries` queries
             rows = [(row, json.loads(row)["query"]) for row in _lines(data_file(recipe, split, out))]
-            keep = set(list(dict.fromkeys(query for _, query in rows))[:recipe["score"]["queries"]])
+            keep = set(list(dict.fromkeys(query for _, query in rows))[:recipe.score.queries])
             atomic_write(source, "".join(row + "\n" for row, query in rows if query in keep))
     atomic_write(Layout(out).splits, json.dumps(splits_of(recipe)) + "\n")
 
@@ -95,57 +98,57 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def make_model(recipe: dict, out: Path) -> None:
-    model = recipe["model"]
-    if "import" in model:
+def make_model(recipe: Recipe, out: Path) -> None:
+    model = recipe.model
+    if model.import_ is not None:
         from agrl.model.pretrained import import_gguf
 
-        import_gguf(model["import"], Layout(out).model)
-    elif model.get("base"):
+        import_gguf(model.import_, Layout(out).model)
+    elif model.base:
         from agrl.model.tiny import copy_base_judge
 
-        copy_base_judge(model["base"], Layout(out).model)
-    elif "init" in model:  # the tokenizer learns the train split's prompts and teacher reasoning
+        copy_base_judge(model.base, Layout(out).model)
+    elif model.init is not None:  # the tokenizer learns the train split's prompts and teacher reasoning
         from agrl.data.records import load_records
         from agrl.core.prompt import user_message
         from agrl.core.rules import RulesEngine
         from agrl.data.schemes import load_scheme
         from agrl.model.tiny import init_model
 
-        scheme = load_scheme(recipe["data"].get("scheme", "default"))
+        scheme = load_scheme(recipe.data.scheme or DEFAULT)
         records = load_records(data_file(recipe, "train", out), scheme)
         engine = RulesEngine.from_records(records, scheme)
         corpus = [user_message(r) + "\n" + engine.teacher_reasoning(r) for r in records]
-        init_model(Layout(out).model, size=model["init"]["size"], seed=model["init"]["seed"], corpus=corpus)
+        init_model(Layout(out).model, size=model.init.size, seed=model.init.seed, corpus=corpus)
     else:
         from agrl.model.tiny import init_model
 
-        init_model(Layout(out).model, size=model["size"], seed=model["seed"])
+        init_model(Layout(out).model, size=model.size, seed=model.seed)
 
 
-def train_stage(recipe: dict, out: Path, name: str, runs: dict) -> None:
+def train_stage(recipe: Recipe, out: Path, name: str, runs: dict) -> None:
     from agrl.train import train
 
     config = stage_config(recipe, name, out, runs)
     train(atomic_write(Layout(out).config(name), yaml.safe_dump(config, sort_keys=False)))
 
 
-def evaluate_stage(recipe: dict, out: Path, name: str, split: str) -> None:
+def evaluate_stage(recipe: Recipe, out: Path, name: str, split: str) -> None:
     from agrl.evaluation.evaluate import evaluate
 
-    settings = recipe["eval"]
+    settings = recipe.eval
     evaluate(Layout(out).stage(name), data_file(recipe, split, out), Layout(out).eval(name, split),
-             scheme=recipe["data"].get("scheme", "default"), batch_size=settings["batch_size"],
-             max_new_tokens=settings["max_new_tokens"], limit=settings.get("limit"), resamples=settings["resamples"],
-             posterior=settings.get("posterior", True))
+             scheme=recipe.data.scheme or DEFAULT, batch_size=settings.batch_size,
+             max_new_tokens=settings.max_new_tokens, limit=settings.limit, resamples=settings.resamples,
+             posterior=settings.posterior)
 
 
-def curve_stage(recipe: dict, out: Path, name: str) -> None:
+def curve_stage(recipe: Recipe, out: Path, name: str) -> None:
     """Every checkpoint of the stage and its final model evaluated on `eval.curve` (step -> metrics in
     curve/curve.json); the checkpoints are deleted then (a curve point is all the study keeps of them)."""
     from agrl.evaluation.evaluate import evaluate
 
-    settings, split = recipe["eval"], recipe["eval"]["curve"]
+    settings, split = recipe.eval, recipe.eval.curve
     at, stage = Layout(out), Layout(out).stage(name)
     models = {int(p.name.removeprefix("checkpoint-")): p for p in stage.glob("checkpoint-*")}
     models[_last_step(stage / "metrics.jsonl")] = stage
@@ -153,9 +156,9 @@ def curve_stage(recipe: dict, out: Path, name: str) -> None:
     for step, model in sorted(models.items()):
         path = at.curve(name, step)
         if not path.exists():
-            evaluate(model, data_file(recipe, split, out), path, scheme=recipe["data"].get("scheme", "default"),
-                     batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
-                     limit=settings.get("limit"), resamples=0, posterior=settings.get("posterior", True))
+            evaluate(model, data_file(recipe, split, out), path, scheme=recipe.data.scheme or DEFAULT,
+                     batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
+                     limit=settings.limit, resamples=0, posterior=settings.posterior)
         curve[step] = json.loads(path.read_text())["metrics"]
     atomic_write(at.curve(name), json.dumps(curve, indent=1) + "\n")
     for checkpoint in models.values():
@@ -163,28 +166,28 @@ def curve_stage(recipe: dict, out: Path, name: str) -> None:
             shutil.rmtree(checkpoint)
 
 
-def score_stage(recipe: dict, out: Path, name: str, split: str) -> None:
+def score_stage(recipe: Recipe, out: Path, name: str, split: str) -> None:
     from agrl.model.score import Scorer, score_file
 
     t0, cpu0 = time.perf_counter(), _cpu_s()
     target = Layout(out).score(name, split)
-    scorer = Scorer(Layout(out).stage(name), scheme=recipe["data"].get("scheme", "default"), batch_size=recipe["score"]["batch_size"])
+    scorer = Scorer(Layout(out).stage(name), scheme=recipe.data.scheme or DEFAULT, batch_size=recipe.score.batch_size)
     score_file(scorer, score_source(recipe, out, split), target, progress=False)
     cost = {"cpu_s": round(_cpu_s() - cpu0, 3), "wall_s": round(time.perf_counter() - t0, 3),  # ms: a small split scores in under 0.1 s
             "threads": os.environ.get("OMP_NUM_THREADS")}
     atomic_write(Layout(out).score(name, split, ".cost.json"), json.dumps(cost) + "\n")
 
 
-def baseline(recipe: dict, out: Path, kind: str) -> None:
+def baseline(recipe: Recipe, out: Path, kind: str) -> None:
     """`agrl baseline fit` on the recipe's train split, then `predict` on each of its splits."""
     from agrl.evaluation import baselines
     from agrl.data.records import load_records
     from agrl.data.schemes import load_scheme
 
-    settings, scheme = recipe["baselines"], recipe["data"].get("scheme", "default")
-    model = baselines.fit(load_records(data_file(recipe, settings["train"], out), load_scheme(scheme)), kind, scheme)
+    settings, scheme = recipe.baselines, recipe.data.scheme or DEFAULT
+    model = baselines.fit(load_records(data_file(recipe, settings.train, out), load_scheme(scheme)), kind, scheme)
     baselines.save(model, Layout(out).baseline(kind))
-    for split in settings["splits"]:
+    for split in settings.splits:
         rows = baselines.predict(model, load_records(data_file(recipe, split, out), load_scheme(scheme)))
         baselines.write_predictions(rows, Layout(out).baseline(kind, split))
 
@@ -205,8 +208,8 @@ def run_steps(out: Path, job: str, names: list[str]) -> None:
     transformers.logging.disable_progress_bar()
     logging.basicConfig(level=logging.WARNING, handlers=[_ToStderrNow()])
     at = Layout(out)
-    recipe = json.loads(at.recipe.read_text())
-    runs = expand(recipe, recipe.get("_choices"))
+    recipe = from_json(json.loads(at.recipe.read_text()))  # parsed back as the runner parsed it
+    runs = expand(recipe, recipe.choices)
     steps = {step.name: step for step in plan(recipe, out, runs=runs)}
     for name in names:
         t0, cpu0 = time.perf_counter(), _cpu_s()

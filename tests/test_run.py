@@ -311,6 +311,9 @@ def test_a_sweep_by_score_chooses_on_the_scored_macro_f1(tmp_path):
     ([], lambda b: b["data"].update(add={"sft": {"seed": 1, "size": 8, "noize": 0}}), "data.add.sft.noize: unknown key"),
     ([], lambda b: b.update(sweep={"split": "eval_wild", "metric": "macro_f1", "by": "score",
                                    "stages": {"grpo": {"learning_rate": [1e-5]}}}), "sweep.by: score needs a score section"),
+    ([], lambda b: b.pop("eval") and b.update(score={"batch_size": 8, "splits": ["eval_wild"]}, sweep={
+        "split": "eval_wild", "metric": "macro_f1", "stages": {"grpo": {"learning_rate": [1e-5]}}}),
+     "sweep.by: eval (the default) needs an eval section"),
 ])
 def test_bad_gpu_study_input_is_one_line_naming_file_and_key(tmp_path, args, change, expected):
     recipe = _recipe(tmp_path, change)

@@ -543,6 +543,8 @@ def _between(recipe: Recipe) -> Recipe:
     if sweep is not None:
         if sweep.by == "score" and recipe.score is None:
             raise _Wrong("sweep.by", "score needs a score section (its batch_size)")
+        if sweep.by == "eval" and recipe.eval is None:
+            raise _Wrong("sweep.by", "eval (the default) needs an eval section; or choose by: score")
         metrics = SCORE_METRICS if sweep.by == "score" else EVAL_METRICS
         if sweep.metric not in metrics:
             raise _Wrong("sweep.metric", f"{sweep.metric!r} is not a metric of the {sweep.by} "

@@ -34,11 +34,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agrl.serve import wire as api
 from agrl.serve import rerank
-from agrl.data.records import MAX_DEPTH, Record, RowError, loads, parse_record
+from agrl.data.records import MAX_DEPTH, Record, RowError, loads, parse_record, resolve_scheme
 from agrl.errors import UserError
+from agrl.files import model_dir
+from agrl.model.load import check_device
 from agrl.core.rewards import grade
-from agrl.data.schemes import Scheme
-from agrl.model.score import Scorer, ScoreResult
+from agrl.data.schemes import Scheme, load_scheme
+from agrl.model.score import Scorer, ScoreResult, check_threshold
 from agrl.serve.prometheus import CountRequests, Metrics
 from agrl.serve.wire import HTTPError
 from agrl.serve.server import Drain, DrainGate, DrainingServer, header_timeout_protocol
@@ -379,6 +381,19 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def preflight(model: str, port: int, scheme: str | None, tier_threshold: float, device: str | None) -> str:
+    """`agrl serve`'s checks before the model loads; returns the scheme's name: --scheme, else the one the
+    model's run trained with, else the default (data.resolve_scheme with no data)."""
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: must be 1-65535")
+    check_threshold(tier_threshold)
+    scheme = resolve_scheme(None, scheme, model)
+    load_scheme(scheme)
+    model_dir(model)
+    check_device(device)
+    return scheme
 
 
 def serve(

@@ -209,6 +209,7 @@ def test_one_product_model_and_one_refusal_class_for_every_route():
         (wire.ScoreRequest, {"query": "q", "items": [{"title": 3}]}, "items[0].title: must be a string, got int"),
         (wire.ScoreRequest, {"query": "q", "items": [7]}, "items[0]: must be an object, got int"),
         (wire.ScoreRequest, {"query": " ", "items": [{"title": "x"}]}, "query: is empty"),
+        (wire.ScoreRequest, {"query": "q", "items": [{"title": "x", "price": -1}]}, "items[0].price: must not be negative"),
         (wire.JudgeRequest, {"query": "q", "product": {"title": "x", "price": "cheap"}},
          "product.price: must be a number, got 'cheap'"),
         (wire.JudgeRequest, {"query": "q", "product": {"title": "x", "attributes": {"9": "y"}}},

@@ -210,7 +210,7 @@ def _data_words(kind: str, value: object, loc: list) -> str | None:
             "float_type": f"must be a number, got {value!r}", "float_parsing": f"must be a number, got {value!r}",
             "finite_number": f"must be a finite number, got {value}", "model_type": f"must be an object, got {got}",
             "dict_type": f"must be an object, got {got}", "list_type": f"must be a list, got {got}",
-            "too_short": "must be non-empty"}.get(kind)
+            "too_short": "must be non-empty", "greater_than_equal": f"must not be negative, got {value}"}.get(kind)
 
 
 def field_error(err: ValidationError, data_words: bool = False) -> str:

@@ -248,3 +248,28 @@ def test_html_entities_are_decoded_and_counted(tmp_path):
     assert f"{src}: decoded HTML entities in 2 row(s) (e.g. '&amp;' -> '&')" in err
     merged = json.loads((tmp_path / "o" / "manifest.json").read_text())["merged"]
     assert any("decoded HTML entities in 2 row(s)" in note for note in merged)
+
+
+def test_run_import_is_the_library_s_and_reports_merges_before_writing(tmp_path):
+    """importers.run_import (what `agrl data split` and the importers run): splits written with the
+    manifest (seed, shares, input digest), the sizes returned, merge notes handed to `warn`."""
+    import json
+
+    from agrl.data import importers
+    from agrl.data.records import Product, Record
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("{}\n")
+    records = [Record(query=f"q{i}", product=Product(title=f"t{i}"), label=i % 3, id=str(i)) for i in range(30)]
+    warned = []
+
+    def load(notes):
+        notes.append("merged 0 repeated pairs")
+        return records
+
+    sizes = importers.run_import(str(tmp_path / "out"), False, {"FILE": str(source)}, load, (0, 0.2, 0.2),
+                                 {"source": "split"}, warn=warned.append)
+    assert warned == ["merged 0 repeated pairs"]
+    assert sum(size["rows"] for size in sizes.values()) == 30
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["merged"] == warned and manifest["seed"] == 0 and manifest["sha256 FILE"] == importers.sha256(source)

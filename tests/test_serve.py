@@ -191,3 +191,33 @@ def test_a_dead_worker_fails_requests_fast_instead_of_hanging(service):
     first, later, worker = asyncio.run(scenario())
     assert first.status == later.status == 503 and "IndexError" in later.message
     assert worker.done() and isinstance(worker.exception(), IndexError)
+
+
+def test_one_product_model_and_one_refusal_class_for_every_route():
+    """/v1/score items, /v1/judge's product and a rerank object document are one Product's fields, each body
+    is validated by its model (the score routes in the data layer's words, as a file's row is told), and
+    the service and the rating page raise one HTTP error class."""
+    from agrl.errors import HTTPError
+    from agrl.sbs.store import Refused
+    from agrl.serve import wire
+
+    assert Refused is HTTPError
+    assert issubclass(wire.Product, wire.ProductFields) and issubclass(wire.RerankDocument, wire.ProductFields)
+    assert wire.ScoreRequest.model_fields["items"].annotation == list[wire.Product]
+    assert wire.JudgeRequest.model_fields["product"].annotation is wire.Product
+    for model, body, message in (
+        (wire.ScoreRequest, {"query": "q", "items": [{"title": 3}]}, "items[0].title: must be a string, got int"),
+        (wire.ScoreRequest, {"query": "q", "items": [7]}, "items[0]: must be an object, got int"),
+        (wire.ScoreRequest, {"query": " ", "items": [{"title": "x"}]}, "query: is empty"),
+        (wire.ScoreRequest, {"query": "q", "items": [{"title": "x", "price": -1}]}, "items[0].price: must not be negative"),
+        (wire.JudgeRequest, {"query": "q", "product": {"title": "x", "price": "cheap"}},
+         "product.price: must be a number, got 'cheap'"),
+        (wire.JudgeRequest, {"query": "q", "product": {"title": "x", "attributes": {"9": "y"}}},
+         "product.attributes.9: attribute name '9' must be ASCII"),
+    ):
+        with pytest.raises(HTTPError) as refused:
+            wire.validate(model, body, data_words=True)
+        assert refused.value.status == 422 and refused.value.message.startswith(message), refused.value.message
+    with pytest.raises(HTTPError) as refused:  # the rerank routes keep pydantic's words (their clients' APIs)
+        wire.validate(wire.CohereRerankRequest, {"query": "q", "documents": [{"title": "x", "price": "cheap"}]})
+    assert refused.value.message.startswith("documents[0].price: Input should be a valid number")

@@ -1,6 +1,7 @@
 """The `agrl` command line: data, model, train, eval, report, score, serve, run, demo.
 
-Each command checks its options and paths, then calls one library function; no logic lives here.
+Each command parses its options, calls the library (which checks every option and path before any work:
+the commands' pre-flights live beside the work they guard) and prints what it returns; no logic lives here.
 A user's mistake (agrl.errors.UserError, or an OS error on a path) is one line on stderr and exit
 code 2, never a traceback: `_Group.invoke` catches it for every command. AGRL_DEBUG=1 re-raises.
 
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 
 from agrl.errors import UserError
-from agrl.files import distinct, input_file, positive
+from agrl.files import distinct, input_file
 
 
 def _one_line(err: BaseException | str, argv: list[str] = ()) -> str:
@@ -59,14 +60,6 @@ console = Console(stderr=True)
 MODEL_SCHEME_HELP = ("label scheme: default, esci, three_level or a YAML file (default: the one the data's manifest.json names, "
                      "else the one the model trained with, else default)")
 DATA_SCHEME_HELP = "label scheme: default, esci, three_level or a YAML file (default: the one the data's manifest.json names, else default)"
-
-
-def model_scheme(scheme: str | None, model: str) -> str:
-    """--scheme, else the scheme the model's run trained with (its config.yaml), else the default scheme:
-    data.resolve_scheme with no data (a judge run under another scheme's codes is refused there)."""
-    from agrl.data.records import resolve_scheme
-
-    return resolve_scheme(None, scheme, model)
 
 
 class ModelSize(str, Enum):
@@ -117,18 +110,11 @@ def model_init(
     force: Annotated[bool, typer.Option("--force", help="replace a non-empty OUT (e.g. a trained model)")] = False,
 ) -> None:
     """Build a small Llama model and its tokenizer from scratch and save them to OUT."""
-    from agrl.files import atomic_dir, empty_dir
-    from agrl.model.tiny import SIZES, init_model, read_corpus
+    from agrl.model.tiny import SIZES, init_model_dir
 
     size = ModelSize(size).value
     assert size in SIZES, f"ModelSize and agrl.model.tiny.SIZES disagree on {size!r}"
-    files = [input_file(path, "corpus") for path in corpus or []]
-    empty_dir(out, "model", force)
-    texts = read_corpus(files) if files else None
-    if files and not texts:
-        raise UserError(f"--corpus {', '.join(map(str, files))}: no text lines to build a tokenizer from")
-    with atomic_dir(out) as tmp:  # the old OUT stays whole until the new model is complete
-        init_model(tmp, size=size, corpus=texts, seed=seed)
+    init_model_dir(out, size, corpus, seed, force)
     console.print(f"model ({size}) written to {out}")
 
 
@@ -184,36 +170,9 @@ def score(
         _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, ray, actors,
                    gpus_per_actor, cpus_per_actor, rows_per_shard, format)
         return
-    from agrl.data.records import check_not_empty, check_source, resolve_scheme
-    from agrl.files import model_dir, output_file
-    from agrl.model.load import check_device
-    from agrl.data.schemes import load_scheme
-    from agrl.model.score import (
-        Scorer,
-        check_threshold,
-        claim_output,
-        done_ids,
-        made_by,
-        made_by_path,
-        parse_shard,
-        rejects_path,
-        score_file,
-    )
+    from agrl.model.score import Scorer, claim_output, preflight, score_file
 
-    part = parse_shard(shard)
-    positive(batch_size, "--batch-size")
-    check_threshold(tier_threshold)
-    check_source(input, probe=True)
-    check_not_empty(input)
-    scheme = resolve_scheme(input, scheme, model)
-    distinct({"--output": output, "--rejects": rejects_path(output, rejects), "--output's record": made_by_path(output)},
-             {"--input": input, "--model": model})
-    output_file(rejects_path(output, rejects), "--rejects")
-    model_dir(model)
-    check_device(device)
-    done_ids(Path(output), repair=False)  # a damaged output is reported before the model loads
-    maker = made_by(model, load_scheme(scheme), tier_threshold)
-    claim_output(output, maker, write=False)  # another model's (or scheme's) output is refused before it loads
+    part, scheme, maker = preflight(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device)
     scorer = Scorer(model, scheme=scheme, batch_size=batch_size, tier_threshold=tier_threshold, device=device)
     claim_output(output, maker)
     report = score_file(scorer, input, output, rejects, shard=part)
@@ -234,20 +193,10 @@ def score(
 def _score_ray(model, input, output, rejects, shard, scheme, batch_size, tier_threshold, device, address, actors,
                gpus_per_actor, cpus_per_actor, rows_per_shard, fmt) -> None:
     """`agrl score --ray`: the catalog in shards on a Ray cluster (agrl/model/score_ray.py)."""
-    from agrl.files import model_dir
-    from agrl.model.score import check_threshold
-    from agrl.model.score_ray import score_catalog
+    from agrl.model.score_ray import preflight, score_catalog
 
-    for option, given in (("--shard", shard != "0/1"), ("--rejects", rejects), ("--device", device)):
-        if given:
-            raise UserError(f"{option}: not with --ray (the cluster shards the input, rejects go to OUTPUT/rejects, "
-                            "--gpus-per-actor places the model)")
-    for value, option in ((batch_size, "--batch-size"), (rows_per_shard, "--rows-per-shard"), (actors, "--actors"),
-                          (cpus_per_actor, "--cpus-per-actor")):
-        positive(value, option)
-    positive(gpus_per_actor, "--gpus-per-actor", zero_ok=True)
-    check_threshold(tier_threshold)
-    model_dir(model)
+    preflight(model, shard, rejects, device, batch_size, rows_per_shard, actors, gpus_per_actor, cpus_per_actor,
+              tier_threshold)
     report = score_catalog(model, input, output, ray_address=address, scheme=scheme, actors=actors,
                            gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, batch_size=batch_size,
                            tier_threshold=tier_threshold, rows_per_shard=rows_per_shard, fmt=fmt, progress=True)
@@ -276,22 +225,12 @@ def serve(
 ) -> None:
     """HTTP scoring service: POST /v1/score, /v1/judge, /rerank (TEI), /v1/rerank and /v2/rerank (Cohere, Jina);
     GET /healthz, /metrics."""
-    from agrl.files import model_dir
-    from agrl.model.load import check_device
-    from agrl.data.schemes import load_scheme
-    from agrl.model.score import check_threshold
-    from agrl.serve.app import Limits
+    from agrl.serve.app import Limits, preflight
     from agrl.serve.app import serve as run_service
 
     limits = Limits(max_items=max_items, max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
                     body_timeout_s=body_timeout_s, drain_timeout_s=drain_timeout_s, header_timeout_s=header_timeout_s)
-    if not 0 < port < 65536:
-        raise UserError(f"--port {port}: must be 1-65535")
-    check_threshold(tier_threshold)
-    scheme = model_scheme(scheme, model)
-    load_scheme(scheme)
-    model_dir(model)
-    check_device(device)
+    scheme = preflight(model, port, scheme, tier_threshold, device)
     console.print(f"serving {model} on http://{host}:{port}")
     run_service(model, host, port, scheme=scheme, limits=limits, batch_size=max_batch,
                 tier_threshold=tier_threshold, device=device)
@@ -318,24 +257,9 @@ def eval_command(
                                                "one the model's run trained with, from its config.yaml)")] = None,
 ) -> None:
     """Generate label + reasoning greedily for each record, parse and score it; write metrics JSON + predictions."""
-    from agrl.data.records import check_source, resolve_scheme
-    from agrl.evaluation.evaluate import evaluate, predictions_path, summary_table
-    from agrl.files import model_dir
-    from agrl.model.load import check_device
-    from agrl.core.rules import load_config as load_rules
-    from agrl.data.schemes import load_scheme
+    from agrl.evaluation.evaluate import evaluate, preflight, summary_table
 
-    for value, name in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"), (limit, "--limit")):
-        positive(value, name)
-    positive(resamples, "--resamples", zero_ok=True)
-    check_source(data, probe=True)
-    distinct({"--out": out, "--predictions": predictions_path(out, predictions)}, {"--data": data, "--model": model})
-    scheme = resolve_scheme(data, scheme, model)
-    load_scheme(scheme)
-    model_dir(model)
-    check_device(device)
-    if rules is not None:
-        load_rules(rules)  # a bad file fails here, before the model loads
+    scheme = preflight(model, data, out, predictions, scheme, batch_size, max_new_tokens, limit, resamples, device, rules)
     result = evaluate(model, data, out, predictions, scheme, batch_size, max_new_tokens, limit, resamples, seed,
                       posterior, device, rules)
     console.print(summary_table(result))
@@ -383,29 +307,10 @@ def compare_command(
     import shlex
     import sys
 
-    from agrl.evaluation.compare import compare, to_markdown
-    from agrl.data.records import check_source, load_records, resolve_scheme
-    from agrl.evaluation.evaluate import load_eval_records
-    from agrl.files import empty_dir
-    from agrl.model.load import check_device
-    from agrl.data.schemes import load_scheme
+    from agrl.evaluation.compare import compare, prepare, to_markdown
 
-    positive(limit, "--limit")
-    positive(batch_size, "--batch-size")
-    positive(resamples, "--resamples")
-    check_source(data, probe=True)
-    distinct({"--out": out}, {"--data": data, "--prior": prior} | {f"THING {t}": t for t in things})
-    empty_dir(out, "compare", force)
-    check_device(device)
-    label_scheme = load_scheme(resolve_scheme(data, scheme))
-    records = load_eval_records(data, label_scheme, limit)
-    prior_records = None
-    if prior is not None:
-        check_source(prior, probe=True)
-        prior_records = [r for r in load_records(prior, load_scheme(resolve_scheme(prior, label_scheme.name)))
-                         if r.label is not None]
-        if not prior_records:
-            raise UserError(f"--prior {prior}: no labelled records")
+    label_scheme, records, prior_records = prepare(things, data, out, scheme, prior, limit, resamples, batch_size,
+                                                   device, force)
     result = compare(things, data, out, label_scheme, records, prior_records, reference, resamples, seed,
                      batch_size, device, force, command=shlex.join(["agrl", *sys.argv[1:]]))
     typer.echo(to_markdown(result))
@@ -470,22 +375,9 @@ def data_label(
     rules: Annotated[str | None, typer.Option(help="rules config YAML (overrides recipes/rules/default.yaml)")] = None,
 ) -> None:
     """Fill label and steps from the rules engine where missing; list where rules disagree with gold."""
-    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme, write_jsonl
-    from agrl.files import output_file
-    from agrl.core.output import check_reasoning
-    from agrl.core.rules import RulesEngine, label_records
-    from agrl.data.schemes import load_scheme
+    from agrl.core.rules import label_file
 
-    check_source(file)
-    check_not_empty(file)
-    distinct({"OUT": out}, {"FILE": file, "--rules": rules})
-    output_file(out, "OUT")
-    scheme = resolve_scheme(file, scheme)
-    records = load_records(file, load_scheme(scheme), checks=[check_reasoning])
-    engine = RulesEngine.from_records(records, load_scheme(scheme), rules)
-    unlabelled = sum(r.label is None for r in records)
-    records, disagreements = label_records(records, engine)
-    write_jsonl(records, out)
+    records, unlabelled, disagreements = label_file(file, out, scheme, rules)
     for record, verdict in disagreements:
         typer.echo(f"disagree: {record.id or '-'}: {record.query!r}: gold {record.label}, rules {verdict.label} "
                    f"({', '.join(f'{k}={v}' for k, v in verdict.verdicts.items())})")
@@ -505,14 +397,9 @@ def data_synth(
     from collections import Counter
 
     from agrl.core import synth
-    from agrl.files import empty_dir
 
-    size = DataSize(size).value
-    if not 0.0 <= noise <= 1.0:  # NaN fails this too
-        raise UserError(f"--noise {noise}: must be a share in [0, 1]")
-    empty_dir(out, "data", force)
-    splits = synth.generate(seed=seed, sizes=synth.SIZES[size], noise=noise)
-    for name, path in synth.write(out, splits).items():
+    splits, paths = synth.write_benchmark(out, seed, DataSize(size).value, noise, force)
+    for name, path in paths.items():
         labels = Counter(r.label for r in splits[name])
         console.print(f"{name}: {path} ({len(splits[name])} rows; labels {dict(sorted(labels.items()))})")
 
@@ -592,19 +479,10 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="write into a non-empty 
 
 
 def _run_import(out: str, force: bool, inputs: dict, load, shares: tuple[int, float, float], manifest: dict) -> None:
-    """Check OUT against the inputs, read the source (`load(notes)`), split by query, write and print the
-    sizes and what was merged (also kept in manifest.json)."""
+    """importers.run_import, printing what was merged and the splits' sizes."""
     from agrl.data import importers
 
-    seed, validation, test = shares
-    importers.check_out(out, inputs, force, (validation, test))
-    notes: list[str] = []
-    splits = importers.split(load(notes), *shares)
-    for note in notes:
-        typer.echo(note, err=True)
-    digests = {f"sha256 {name}": importers.sha256(path) for name, path in inputs.items() if Path(path).is_file()}
-    manifest |= {"seed": seed, "validation": validation, "test": test, "merged": notes} | digests
-    sizes = importers.write_splits(splits, out, manifest)
+    sizes = importers.run_import(out, force, inputs, load, shares, manifest, warn=lambda note: typer.echo(note, err=True))
     for name, size in sizes.items():
         console.print(f"{name}: {Path(out) / (name + '.jsonl')} ({size['rows']} rows, {size['queries']} queries; "
                       f"labels {size['labels']})")
@@ -622,15 +500,12 @@ def data_split(
     force: ForceOpt = False,
 ) -> None:
     """Split your own records query-disjointly (as the importers do): no query in two splits."""
-    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
-    from agrl.data.schemes import load_scheme
+    from agrl.data.importers import split_source
 
-    check_source(file, probe=True)
-    check_not_empty(file)
-    name = resolve_scheme(file, scheme)
+    name, load = split_source(file, scheme)
     out = out or str(Path(file).parent / (Path(file).name.split(".")[0] + "_split"))
-    _run_import(out, force, {"FILE": file}, lambda notes: load_records(file, load_scheme(name)),
-                (seed, validation, test), {"source": "split", "input": file, "scheme": name})
+    _run_import(out, force, {"FILE": file}, load, (seed, validation, test),
+                {"source": "split", "input": file, "scheme": name})
 
 
 @import_app.command("home-depot")
@@ -710,19 +585,8 @@ def baseline_fit(
 ) -> None:
     """Fit a classical baseline on labelled records and save it as one joblib file."""
     from agrl.evaluation import baselines
-    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
-    from agrl.files import output_file
-    from agrl.data.schemes import load_scheme
 
-    positive(limit, "--limit")
-    check_source(train_file, probe=True)
-    check_not_empty(train_file)
-    scheme = resolve_scheme(train_file, scheme)
-    distinct({"--out": out, "--cache": cache}, {"--train": train_file})
-    output_file(out, "--out", force)
-    if kind is BaselineKind.minilm:
-        baselines.minilm_path()
-    records = load_records(train_file, load_scheme(scheme))[:limit]
+    records, scheme = baselines.fit_records(kind.value, train_file, out, scheme, limit, cache, force)
     model = baselines.fit(records, kind.value, scheme, seed, cache)
     baselines.save(model, out)
     console.print(f"{kind.value} baseline fitted on {model['train_records']} records, written to {out}")
@@ -738,21 +602,8 @@ def baseline_predict(
 ) -> None:
     """Label posterior, expected relevance and argmax label for every record of INPUT."""
     from agrl.evaluation import baselines
-    from agrl.data.records import check_source, data_scheme, load_records, same_scheme
-    from agrl.files import output_file
-    from agrl.data.schemes import load_scheme
 
-    check_source(input, probe=True)
-    distinct({"--output": output}, {"--input": input, "--model": model})
-    output_file(output, "--output", force)
-    fitted = baselines.load(model)
-    said = data_scheme(input)
-    if said and not same_scheme(fitted["scheme"], said[0]):
-        raise UserError(f"--model {model}: fitted on scheme {fitted['scheme']!r}, but {input} is labelled in "
-                        f"scheme {said[0]!r} ({said[1]} says so); fit a baseline on this scheme")
-    records = load_records(input, load_scheme(fitted["scheme"]))
-    if not records:
-        raise UserError(f"--input {input}: no records to predict")
+    fitted, records = baselines.predict_records(model, input, output, force)
     rows = baselines.predict(fitted, records)
     baselines.write_predictions(rows, output)
     console.print(f"{output}: {len(rows)} prediction(s) by the {fitted['kind']} baseline")
@@ -767,27 +618,9 @@ def data_agreement(
     out: Annotated[str | None, typer.Option("--out", help="also write the report as JSON here")] = None,
 ) -> None:
     """How often the rules' label agrees with the records' labels: per class, per evidence, above the threshold."""
-    import json
+    from agrl.core.agreement import agreement_table, file_agreement
 
-    from agrl.core.agreement import agreement, agreement_table
-    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
-    from agrl.files import atomic_write, output_file
-    from agrl.core.rules import RulesEngine
-    from agrl.data.schemes import load_scheme
-
-    check_source(file, probe=True)
-    check_not_empty(file)
-    distinct({"--out": out}, {"FILE": file, "--rules": rules})
-    if out:
-        output_file(out, "--out")
-    scheme = resolve_scheme(file, scheme)
-    records = load_records(file, load_scheme(scheme))
-    if not any(r.label is not None for r in records):
-        raise UserError(f"{file}: no labelled records; agreement compares the rules' label with each record's label")
-    report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))
-    typer.echo(agreement_table(report))
-    if out:
-        atomic_write(out, json.dumps(report, indent=2) + "\n")
+    typer.echo(agreement_table(file_agreement(file, scheme, rules, out)))
 
 
 # ---------------------------------------------------------------------------- side-by-side evaluation by people

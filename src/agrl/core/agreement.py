@@ -81,3 +81,28 @@ def agreement_table(report: dict) -> str:
     lines.append(f"confidence >= {report['gold_step_confidence']:g} (gold steps): {fmt(above['share'])} of pairs, "
                  f"agreement {fmt(above['agreement'])}")
     return "\n".join(lines)
+
+
+def file_agreement(file: str, scheme: str | None, rules: str | None, out: str | None) -> dict:
+    """`agrl data agreement`: FILE checked (readable, not empty, --out distinct and writable), read in its
+    scheme (data.resolve_scheme); the agreement report of its labelled records, also written to `out`."""
+    import json
+
+    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme
+    from agrl.data.schemes import load_scheme
+    from agrl.errors import UserError
+    from agrl.files import atomic_write, distinct, output_file
+
+    check_source(file, probe=True)
+    check_not_empty(file)
+    distinct({"--out": out}, {"FILE": file, "--rules": rules})
+    if out:
+        output_file(out, "--out")
+    scheme = resolve_scheme(file, scheme)
+    records = load_records(file, load_scheme(scheme))
+    if not any(r.label is not None for r in records):
+        raise UserError(f"{file}: no labelled records; agreement compares the rules' label with each record's label")
+    report = agreement(records, RulesEngine.from_records(records, load_scheme(scheme), rules))
+    if out:
+        atomic_write(out, json.dumps(report, indent=2) + "\n")
+    return report

@@ -461,3 +461,25 @@ def label_records(records: list[Record], engine: RulesEngine) -> tuple[list[Reco
         if record.steps is None and (not gold_label or confidence >= engine.gold_step_confidence):
             record.steps = verdict.verdicts
     return records, disagreements
+
+
+def label_file(file: str, out: str, scheme: str | None, rules: str | None
+               ) -> tuple[list[Record], int, list[tuple[Record, Verdict]]]:
+    """`agrl data label`: FILE checked (readable, not empty, OUT distinct from it and writable), read in
+    its scheme (data.resolve_scheme), label and steps filled by the rules where missing, written to OUT.
+    Returns the records, how many the rules labelled, and the gold labels the rules disagree with."""
+    from agrl.core.output import check_reasoning
+    from agrl.data.records import check_not_empty, check_source, load_records, resolve_scheme, write_jsonl
+    from agrl.files import distinct, output_file
+
+    check_source(file)
+    check_not_empty(file)
+    distinct({"OUT": out}, {"FILE": file, "--rules": rules})
+    output_file(out, "OUT")
+    scheme = resolve_scheme(file, scheme)
+    records = load_records(file, load_scheme(scheme), checks=[check_reasoning])
+    engine = RulesEngine.from_records(records, load_scheme(scheme), rules)
+    unlabelled = sum(r.label is None for r in records)
+    records, disagreements = label_records(records, engine)
+    write_jsonl(records, out)
+    return records, unlabelled, disagreements

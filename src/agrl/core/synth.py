@@ -323,3 +323,16 @@ def write(out_dir: str | Path, splits: dict[str, list[Record]]) -> dict[str, Pat
         paths[name] = out_dir / f"{name}.jsonl"
         write_jsonl(records, paths[name])
     return paths
+
+
+def write_benchmark(out: str | Path, seed: int, size: str, noise: float, force: bool
+                    ) -> tuple[dict[str, list[Record]], dict[str, Path]]:
+    """`agrl data synth`: --noise checked, OUT empty (or --force), the splits generated and written."""
+    from agrl.errors import UserError
+    from agrl.files import empty_dir
+
+    if not 0.0 <= noise <= 1.0:  # NaN fails this too
+        raise UserError(f"--noise {noise}: must be a share in [0, 1]")
+    empty_dir(out, "data", force)
+    splits = generate(seed=seed, sizes=SIZES[size], noise=noise)
+    return splits, write(out, splits)

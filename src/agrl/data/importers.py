@@ -28,11 +28,15 @@ from agrl.data.records import (  # grade_level, majority, mean_grade: the repeat
     BadRow,
     Record,
     RowError,
+    check_not_empty,
+    check_source,
     grade_level,
+    load_records,
     majority,
     mean_grade,
     normalize_query,
     parse_record,
+    resolve_scheme,
     split_by_query,
     write_jsonl,
 )
@@ -528,3 +532,29 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_import(out: str | Path, force: bool, inputs: dict[str, str], load, shares: tuple[int, float, float],
+               manifest: dict, warn=lambda note: None) -> dict[str, dict]:
+    """An import or split end to end (`agrl data import ...`, `agrl data split`): check OUT against the
+    inputs, read the source (`load(notes)`), split by query, write the splits and manifest.json (the
+    seed, shares, input digests and what was merged). Each merge note goes to `warn` before anything
+    is written; returns each split's size (write_splits)."""
+    seed, validation, test = shares
+    check_out(out, inputs, force, (validation, test))
+    notes: list[str] = []
+    splits = split(load(notes), *shares)
+    for note in notes:
+        warn(note)
+    digests = {f"sha256 {name}": sha256(path) for name, path in inputs.items() if Path(path).is_file()}
+    manifest = manifest | {"seed": seed, "validation": validation, "test": test, "merged": notes} | digests
+    return write_splits(splits, out, manifest)
+
+
+def split_source(file: str, scheme: str | None):
+    """`agrl data split`'s FILE checked (readable, not empty) and its scheme (data.resolve_scheme): the
+    scheme's name and the loader run_import calls."""
+    check_source(file, probe=True)
+    check_not_empty(file)
+    name = resolve_scheme(file, scheme)
+    return name, lambda notes: load_records(file, load_scheme(name))

@@ -23,9 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from agrl.data.records import Record
+from agrl.data.records import (
+    Record,
+    check_not_empty,
+    check_source,
+    data_scheme,
+    load_records,
+    resolve_scheme,
+    same_scheme,
+)
+from agrl.data.schemes import load_scheme
 from agrl.errors import UserError
-from agrl.files import atomic_open, input_file
+from agrl.files import atomic_open, distinct, input_file, output_file, positive
 from agrl.core.titles import TYPE_EVIDENCE, facts, type_relation
 
 KINDS = ("tfidf", "bm25", "minilm")
@@ -272,3 +281,36 @@ def write_predictions(rows: list[dict], path: str | Path) -> None:
     with atomic_open(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def fit_records(kind: str, train_file: str, out: str, scheme: str | None, limit: int | None, cache: str | None,
+                force: bool) -> tuple[list[Record], str]:
+    """`agrl baseline fit`'s checks (before anything is read in full), then TRAIN's records in its scheme
+    (data.resolve_scheme), the first `limit` of them."""
+    positive(limit, "--limit")
+    check_source(train_file, probe=True)
+    check_not_empty(train_file)
+    scheme = resolve_scheme(train_file, scheme)
+    distinct({"--out": out, "--cache": cache}, {"--train": train_file})
+    output_file(out, "--out", force)
+    if kind == "minilm":
+        minilm_path()
+    return load_records(train_file, load_scheme(scheme))[:limit], scheme
+
+
+def predict_records(model: str, input: str, output: str, force: bool) -> tuple[dict, list[Record]]:
+    """`agrl baseline predict`'s checks, the fitted model, and INPUT's records read in the scheme the model
+    was fitted on: an INPUT whose manifest names another scheme is refused (the scheme rule for a fitted
+    baseline), and so is an INPUT with no records."""
+    check_source(input, probe=True)
+    distinct({"--output": output}, {"--input": input, "--model": model})
+    output_file(output, "--output", force)
+    fitted = load(model)
+    said = data_scheme(input)
+    if said and not same_scheme(fitted["scheme"], said[0]):
+        raise UserError(f"--model {model}: fitted on scheme {fitted['scheme']!r}, but {input} is labelled in "
+                        f"scheme {said[0]!r} ({said[1]} says so); fit a baseline on this scheme")
+    records = load_records(input, load_scheme(fitted["scheme"]))
+    if not records:
+        raise UserError(f"--input {input}: no records to predict")
+    return fitted, records

@@ -258,6 +258,36 @@ def warnings(rows: list[Row], cells: dict[str, dict], metrics: tuple[str, ...]) 
 # ---------------------------------------------------------------------------- the command
 
 
+def prepare(things: list[str], data: str, out: str, scheme: str | None, prior: str | None, limit: int | None,
+            resamples: int, batch_size: int, device: str | None, force: bool
+            ) -> tuple[Scheme, list[Record], list[Record] | None]:
+    """`agrl compare`'s checks (the counts, the data, OUT distinct from every input and empty, the device),
+    then --data's labelled records in its scheme (data.resolve_scheme) and --prior's labelled ones."""
+    from agrl.data.records import check_source, load_records, resolve_scheme
+    from agrl.data.schemes import load_scheme
+    from agrl.evaluation.evaluate import load_eval_records
+    from agrl.files import distinct, positive
+    from agrl.model.load import check_device
+
+    positive(limit, "--limit")
+    positive(batch_size, "--batch-size")
+    positive(resamples, "--resamples")
+    check_source(data, probe=True)
+    distinct({"--out": out}, {"--data": data, "--prior": prior} | {f"THING {t}": t for t in things})
+    empty_dir(out, "compare", force)
+    check_device(device)
+    label_scheme = load_scheme(resolve_scheme(data, scheme))
+    records = load_eval_records(data, label_scheme, limit)
+    prior_records = None
+    if prior is not None:
+        check_source(prior, probe=True)
+        prior_records = [r for r in load_records(prior, load_scheme(resolve_scheme(prior, label_scheme.name)))
+                         if r.label is not None]
+        if not prior_records:
+            raise UserError(f"--prior {prior}: no labelled records")
+    return label_scheme, records, prior_records
+
+
 def compare(things: list[str], data: str | Path, out: str | Path, scheme: Scheme, records: list[Record],
             prior_records: list[Record] | None = None, reference: str | None = None, resamples: int = 1000,
             seed: int = 0, batch_size: int = 32, device: str | None = None, force: bool = False,

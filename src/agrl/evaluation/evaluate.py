@@ -21,15 +21,16 @@ from rich.table import Table
 
 from agrl import __version__
 from agrl.model import load as models
-from agrl.data.records import Record, grade_of, load_records, write_jsonl
+from agrl.data.records import Record, check_source, grade_of, load_records, resolve_scheme, write_jsonl
 from agrl.errors import UserError
-from agrl.files import atomic_write, distinct, output_file, trained_with
+from agrl.files import atomic_write, distinct, model_dir, output_file, positive, trained_with
 from agrl.evaluation.metrics import Prediction, expected_relevance, summarize
 from agrl.core.output import LABEL_OPEN, Rejected
 from agrl.progress import progress
 from agrl.core.prompt import prompt_text
 from agrl.core.rewards import grade
 from agrl.core.rules import RulesEngine
+from agrl.core.rules import load_config as load_rules
 from agrl.data.schemes import DEFAULT, Scheme, load_scheme
 from agrl.model.score import Scorer, check_model_scheme
 
@@ -154,6 +155,25 @@ def predictions_path(out: str | Path, predictions: str | Path | None) -> Path:
 def trained_rules(model_dir: str | Path) -> str | None:
     """The `rules_config` the model's run trained with (its config.yaml), None for the default rules."""
     return trained_with(model_dir, "rules_config")
+
+
+def preflight(model: str, data: str, out: str, predictions: str | None, scheme: str | None, batch_size: int,
+              max_new_tokens: int, limit: int | None, resamples: int, device: str | None, rules: str | None) -> str:
+    """`agrl eval`'s checks, before the model loads: the counts, the data, the output paths, the scheme
+    (data.resolve_scheme: --scheme, the data's manifest, the model's run), the model, the device and a
+    rules file. Returns the scheme's name."""
+    for value, name in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"), (limit, "--limit")):
+        positive(value, name)
+    positive(resamples, "--resamples", zero_ok=True)
+    check_source(data, probe=True)
+    distinct({"--out": out, "--predictions": predictions_path(out, predictions)}, {"--data": data, "--model": model})
+    scheme = resolve_scheme(data, scheme, model)
+    load_scheme(scheme)
+    model_dir(model)
+    models.check_device(device)
+    if rules is not None:
+        load_rules(rules)  # a bad file fails here, before the model loads
+    return scheme
 
 
 def evaluate(

@@ -25,17 +25,19 @@ from agrl.data.records import (
     RowError,
     check_data_scheme,
     check_judge_scheme,
+    check_not_empty,
     check_source,
     iter_rows,
     parse_record,
+    resolve_scheme,
     row_id,
     scheme_of,
 )
 from agrl.errors import UserError
-from agrl.files import atomic_open, atomic_write, model_fingerprint, try_lock
+from agrl.files import atomic_open, atomic_write, distinct, model_dir, model_fingerprint, output_file, positive, try_lock
 from agrl.core.output import LABEL_CLOSE, LABEL_OPEN
 from agrl.core.prompt import prompt_text
-from agrl.data.schemes import Scheme
+from agrl.data.schemes import Scheme, load_scheme
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,29 @@ class FileReport:
     other_shards: int = 0
     rejects_path: str = ""
     first_rejects: list[str] = field(default_factory=list)  # `FILE:LINE: field: message`, up to 20
+
+
+def preflight(model: str, input: str, output: str, rejects: str | None, shard: str, scheme: str | None,
+              batch_size: int, tier_threshold: float, device: str | None) -> tuple[tuple[int, int], str, dict]:
+    """`agrl score`'s checks, every one before the model loads: the options, the input (readable, not
+    empty), its scheme (data.resolve_scheme), the output paths (distinct from the inputs, writable, not
+    damaged, not another model's or scheme's). Returns the shard, the scheme's name and the maker record
+    claim_output writes once the model has loaded."""
+    part = parse_shard(shard)
+    positive(batch_size, "--batch-size")
+    check_threshold(tier_threshold)
+    check_source(input, probe=True)
+    check_not_empty(input)
+    scheme = resolve_scheme(input, scheme, model)
+    distinct({"--output": output, "--rejects": rejects_path(output, rejects), "--output's record": made_by_path(output)},
+             {"--input": input, "--model": model})
+    output_file(rejects_path(output, rejects), "--rejects")
+    model_dir(model)
+    models.check_device(device)
+    done_ids(Path(output), repair=False)  # a damaged output is reported before the model loads
+    maker = made_by(model, load_scheme(scheme), tier_threshold)
+    claim_output(output, maker, write=False)  # another model's (or scheme's) output is refused before it loads
+    return part, scheme, maker
 
 
 def score_file(

@@ -28,7 +28,7 @@ from pathlib import Path
 from agrl.model import load as models
 from agrl.data.records import check_data_scheme, check_source, first_line, iter_row_range, resolve_scheme, table_size
 from agrl.errors import UserError
-from agrl.files import atomic_open, atomic_write
+from agrl.files import atomic_open, atomic_write, model_dir, positive
 from agrl.data.schemes import Scheme, load_scheme
 from agrl.model.score import (
     FileReport,
@@ -249,6 +249,23 @@ def connect(address: str, **init_args) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise UserError(f"--ray {address}: cannot join the Ray cluster ({str(err).splitlines()[0]})") from None
     return True
+
+
+def preflight(model: str, shard: str, rejects: str | None, device: str | None, batch_size: int,
+              rows_per_shard: int, actors: int | None, gpus_per_actor: float, cpus_per_actor: float,
+              tier_threshold: float) -> None:
+    """`agrl score --ray`'s checks of its options, before a cluster is started: the single-file options
+    that do not apply, the counts, the threshold, the model's folder."""
+    for option, given in (("--shard", shard != "0/1"), ("--rejects", rejects), ("--device", device)):
+        if given:
+            raise UserError(f"{option}: not with --ray (the cluster shards the input, rejects go to OUTPUT/rejects, "
+                            "--gpus-per-actor places the model)")
+    for value, option in ((batch_size, "--batch-size"), (rows_per_shard, "--rows-per-shard"), (actors, "--actors"),
+                          (cpus_per_actor, "--cpus-per-actor")):
+        positive(value, option)
+    positive(gpus_per_actor, "--gpus-per-actor", zero_ok=True)
+    check_threshold(tier_threshold)
+    model_dir(model)
 
 
 def score_catalog(model: str | Path, input: str, output: str | Path, ray_address: str = "local",

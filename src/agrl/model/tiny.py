@@ -178,3 +178,18 @@ def read_corpus(files: Iterable[str | Path]) -> list[str]:
                             "save the corpus as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
         texts += [line for line in text.splitlines() if line.strip()]
     return texts
+
+
+def init_model_dir(out: str | Path, size: str, corpus: list[str] | None, seed: int, force: bool) -> Path:
+    """`agrl model init`: the corpus files checked and read, OUT empty (or --force), then the model written
+    whole (the old OUT stays until the new model is complete)."""
+    from agrl.files import atomic_dir, empty_dir, input_file
+
+    files = [input_file(path, "corpus") for path in corpus or []]
+    empty_dir(out, "model", force)
+    texts = read_corpus(files) if files else None
+    if files and not texts:
+        raise UserError(f"--corpus {', '.join(map(str, files))}: no text lines to build a tokenizer from")
+    with atomic_dir(out) as tmp:
+        init_model(tmp, size=size, corpus=texts, seed=seed)
+    return Path(out)

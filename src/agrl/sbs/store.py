@@ -24,7 +24,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agrl.errors import UserError
+from agrl.errors import HTTPError, UserError
 from agrl.files import input_file
 
 FORMAT = "agrl-sbs/2"
@@ -64,13 +64,9 @@ CREATE TABLE adjudications (
 SCHEMA = FIRST_SCHEMA + ADDED
 
 
-class Refused(Exception):
-    """A request the study will not take (HTTP status + message); nothing was written."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+# A request the study will not take (HTTP status + message); nothing was written. The one HTTP refusal
+# the service raises too (agrl.errors.HTTPError); the rating page answers it as {"detail": ...}.
+Refused = HTTPError
 
 
 def now() -> str:

@@ -2,7 +2,8 @@
 
 Concurrent requests wait on one asyncio queue; a single worker gathers them until `max_batch`
 items or `max_wait_ms`, then runs one prefill pass for all of them in a worker thread (the event
-loop stays free). Requests are validated by data.parse_record, the batch command's code path.
+loop stays free). A body is validated by its model (wire.py), then each product by data.parse_record,
+the batch command's code path.
 A body must be JSON (415 otherwise), arrive within `body_timeout_s` (408) and stay under
 `max_body_bytes` (413, checked while it streams in, before parsing). Every error is JSON,
 `{"error": "FIELD: what is wrong", "error_type": ...}` (TEI's ErrorResponse). The rerank routes
@@ -33,11 +34,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agrl.serve import wire as api
 from agrl.serve import rerank
-from agrl.data.records import MAX_DEPTH, Record, RowError, loads, parse_record
+from agrl.data.records import MAX_DEPTH, Record, RowError, loads, parse_record, resolve_scheme
 from agrl.errors import UserError
+from agrl.files import model_dir
+from agrl.model.load import check_device
 from agrl.core.rewards import grade
-from agrl.data.schemes import Scheme
-from agrl.model.score import Scorer, ScoreResult
+from agrl.data.schemes import Scheme, load_scheme
+from agrl.model.score import Scorer, ScoreResult, check_threshold
 from agrl.serve.prometheus import CountRequests, Metrics
 from agrl.serve.wire import HTTPError
 from agrl.serve.server import Drain, DrainGate, DrainingServer, header_timeout_protocol
@@ -238,11 +241,12 @@ async def _score_records(records: list[Record], wheres: list[str], scorer: Score
 async def score_items(body: dict, scorer: Scorer, limits: Limits, batcher: MicroBatcher) -> dict:
     """/v1/score: validate, encode, wait for the micro-batch, results in item order."""
     items = body.get("items")
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list) or not items:  # before the types: the clearer message
         raise HTTPError(422, "items: must be a non-empty list of products")
-    if len(items) > limits.max_items:
+    if len(items) > limits.max_items:  # before validating what may be many items
         raise HTTPError(413, f"items: {len(items)} items, over the limit of {limits.max_items}")
-    query = body.get("query")
+    api.validate(api.ScoreRequest, body, data_words=True)
+    query = body["query"]
     wheres = [f"items[{i}]" for i in range(len(items))]
     records = [_record(query, item, w, limits, scorer.scheme) for item, w in zip(items, wheres)]
     results, _ = await _score_records(records, wheres, scorer, batcher, "/v1/score")
@@ -261,7 +265,8 @@ async def judge_pair(body: dict, scorer: Scorer, limits: Limits, executor: Threa
 
     Generation runs on the scoring thread, so scoring waits while a judgement is written.
     """
-    record = _record(body.get("query"), body.get("product"), "product", limits, scorer.scheme)
+    api.validate(api.JudgeRequest, body, data_words=True)
+    record = _record(body["query"], body["product"], "product", limits, scorer.scheme)
     _encode(scorer, record, "product")
     loop = asyncio.get_running_loop()
     texts = await loop.run_in_executor(executor, scorer.judge, [record], limits.max_new_tokens)
@@ -376,6 +381,19 @@ def create_app(scorer: Scorer, limits: Limits = Limits(), model_name: str = "") 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def preflight(model: str, port: int, scheme: str | None, tier_threshold: float, device: str | None) -> str:
+    """`agrl serve`'s checks before the model loads; returns the scheme's name: --scheme, else the one the
+    model's run trained with, else the default (data.resolve_scheme with no data)."""
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: must be 1-65535")
+    check_threshold(tier_threshold)
+    scheme = resolve_scheme(None, scheme, model)
+    load_scheme(scheme)
+    model_dir(model)
+    check_device(device)
+    return scheme
 
 
 def serve(

@@ -4,7 +4,7 @@ A rerank score is the judge's expected relevance from its one-pass label posteri
 mapped to [0, 1] by the scheme's lowest and highest codes (TEI's `raw_scores` keeps it raw). Each
 text or document becomes the product the judge reads: a string is a title; an object document is a
 product (title, brand, category, attributes, price, description; `text` stands in for a missing
-title). Bodies are validated here (serve_models), products by data.parse_record in serve.py: a bad
+title). Bodies are validated here (wire.validate), products by data.parse_record in serve.py: a bad
 one is a 4xx naming the field, before anything reaches the model.
 
     POST /rerank     {"query": "red shoes", "texts": ["nike red running shoe", "shoe rack"]}
@@ -16,12 +16,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ValidationError
-
 from agrl.data.records import MAX_QUERY_CHARS
 from agrl.data.schemes import Scheme
 from agrl.model.score import ScoreResult
-from agrl.serve.wire import CohereRerankRequest, HTTPError, TEIRerankRequest, field_error
+from agrl.serve.wire import CohereRerankRequest, HTTPError, TEIRerankRequest, validate
 
 TITLE_CHARS = 2 * MAX_QUERY_CHARS  # the longest title data.parse_record takes
 
@@ -40,13 +38,6 @@ class Batch:
     query: str
     items: list[Item]
     truncate: str | None = None  # "right" or "left": cut a text that does not fit the context
-
-
-def validate(model: type[BaseModel], body: dict):
-    try:
-        return model.model_validate(body)
-    except ValidationError as err:
-        raise HTTPError(422, field_error(err)) from None
 
 
 def unit_score(result: ScoreResult, scheme: Scheme) -> float:

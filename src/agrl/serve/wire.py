@@ -8,9 +8,12 @@ The rerank shapes follow the APIs existing clients speak (checked against their 
        (quoted in HKUDS/LightRAG#1813), so these routes reject unknown fields too, and refuses a top_n
        over the number of documents (Elasticsearch's Cohere docs, elastic/elasticsearch#111446).
        Jina's rerank takes the same request; its answer carries `usage`, which is added here.
-`/v1/score` and `/v1/judge` are validated by data.parse_record (their models here only describe them);
-the rerank models validate their bodies, and `field_error` turns pydantic's error into one line naming
-the field, the shape every 4xx has.
+Every route validates its body through its model here (`validate`), then reads each product with
+data.parse_record (the batch command's rules). One Product model: `/v1/score` items and `/v1/judge`'s
+product are Products, a rerank object document is a Product whose title may come from `text`.
+`field_error` turns pydantic's error into one line naming the field, the shape every 4xx has; for
+`/v1/score` and `/v1/judge` in the data layer's words (`must be a number`, as a file row is told), for
+the rerank routes in pydantic's, as the clients they follow answer.
 """
 
 from __future__ import annotations
@@ -31,16 +34,10 @@ from pydantic import (
 )
 from pydantic.json_schema import models_json_schema
 
+from agrl.data.records import RowError, check_plain
+from agrl.errors import HTTPError
+
 ErrorType = Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"]  # TEI's ErrorType
-
-
-class HTTPError(Exception):
-    """An answer other than 200: `message` starts with the field it is about."""
-
-    def __init__(self, status: int, message: str, error_type: str | None = None):
-        super().__init__(message)
-        self.status, self.message = status, message
-        self.error_type = error_type or {500: "Backend", 503: "Unhealthy", 429: "Overloaded"}.get(status, "Validation")
 
 
 class ErrorResponse(BaseModel):
@@ -60,15 +57,20 @@ Text = Annotated[str, StringConstraints(pattern=r"\S")]  # not blank
 SHOES = {"title": "Nike Pegasus 40 running shoe", "brand": "nike", "attributes": {"color": "red"}, "price": 120}
 
 
-class Product(BaseModel):
+class ProductFields(BaseModel):
+    """What a product may say besides its title (the fields data.parse_record reads)."""
+
     model_config = ConfigDict(extra="allow")  # other keys are kept with the record
 
-    title: Text
     category: str | None = None
     brand: str | None = None
     description: str | None = None
     attributes: dict[AttributeName, str | float | None] | None = None  # a null value: absent
-    price: float | None = Field(None, ge=0)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class Product(ProductFields):
+    title: Text
 
 
 class ScoreRequest(BaseModel):
@@ -138,7 +140,7 @@ class Rank(BaseModel):
 # ---------------------------------------------------------------------------- Cohere / Jina: /v1/rerank, /v2/rerank
 
 
-class RerankDocument(BaseModel):
+class RerankDocument(ProductFields):
     """A document as an object: `text`, or a product (`title`, `brand`, `attributes`, ...) the judge reads
     whole; other keys are kept and returned with the document, as Cohere does."""
 
@@ -148,11 +150,6 @@ class RerankDocument(BaseModel):
 
     text: str | None = None
     title: str | None = None
-    category: str | None = None
-    brand: str | None = None
-    description: str | None = None
-    attributes: dict[AttributeName, str | float | None] | None = None
-    price: float | None = Field(None, ge=0)
 
 
 class CohereRerankRequest(BaseModel):
@@ -200,19 +197,47 @@ def printable(field: str) -> str:
     return re.sub(r"[^!-~]", lambda m: f"\\u{ord(m[0]):04x}" if ord(m[0]) < 0x10000 else f"\\U{ord(m[0]):08x}", field)
 
 
-def field_error(err: ValidationError) -> str:
-    """pydantic's error as one line naming the field: `documents[2].text: Input should be a valid string`."""
+def _data_words(kind: str, value: object, loc: list) -> str | None:
+    """pydantic's error type in the words data.parse_record uses for a file's row, where it has them."""
+    try:
+        check_plain(value, "value")  # a lone surrogate, a control character: the data layer's one rule
+    except RowError as err:
+        return err.message
+    got = type(value).__name__
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "[key]":
+        return f"attribute name {value!r} must be ASCII and start with a letter"
+    return {"string_type": f"must be a string, got {got}", "string_pattern_mismatch": "is empty",
+            "float_type": f"must be a number, got {value!r}", "float_parsing": f"must be a number, got {value!r}",
+            "finite_number": f"must be a finite number, got {value}", "model_type": f"must be an object, got {got}",
+            "dict_type": f"must be an object, got {got}", "list_type": f"must be a list, got {got}",
+            "too_short": "must be non-empty", "greater_than_equal": f"must not be negative, got {value}"}.get(kind)
+
+
+def field_error(err: ValidationError, data_words: bool = False) -> str:
+    """pydantic's error as one line naming the field: `documents[2].text: Input should be a valid string`
+    (`items[0].price: must be a number, got 'cheap'` with `data_words`)."""
     errors = err.errors(include_url=False)
     first = max(errors, key=lambda e: len(e["loc"]))  # the deepest: in a union, the branch the value took
     # A union (str | object) reports each branch under the branch's name: keep the path to the value.
     loc = [part for part in first["loc"] if part not in UNION_BRANCHES]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     kind, message = first["type"], first["msg"]
     if kind == "missing":
         message = "is required"
     elif kind == "extra_forbidden":
         message = "unknown field (this API rejects fields it does not define)"
+    elif data_words:
+        message = _data_words(kind, first.get("input"), loc) or message
+    loc = [part for part in loc if part != "[key]"]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     return f"{printable(where) or 'body'}: {message}"
+
+
+def validate(model: type[BaseModel], body: dict, data_words: bool = False):
+    """The body as `model`, or a 422 naming the first field it gets wrong."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise HTTPError(422, field_error(err, data_words)) from None
 
 
 REQUEST_MODELS = (ScoreRequest, JudgeRequest, TEIRerankRequest, CohereRerankRequest)
